@@ -1,0 +1,39 @@
+# botbus — the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint fmt bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/botbus up
+
+# pytest exits 5 when it collected no test: that is a broken set-up, not a pass.
+test: $(STAMP) lint
+	@$(BIN)/python -m pytest -n 2 --dist loadfile -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test set-up is broken" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check src services tests bench
+	$(BIN)/ruff format --check src services tests bench
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format src services tests bench
+	$(BIN)/ruff check --fix src services tests bench
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .botbus .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,55 @@
+"""The ``botbus`` command line.
+
+Subcommands live beside the code they drive and are imported only when
+invoked, so ``botbus --help`` stays fast and one broken area cannot break
+the others' commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# name -> "module:attribute" of a click command
+SUBCOMMANDS: dict[str, str] = {
+    "sandbox": "botbus.sandbox.cli:sandbox",
+    "chat": "botbus.sandbox.chat:chat",
+    "service": "botbus.service.cli:service",
+    "gateway": "botbus.gateway.cli:gateway",
+    "up": "botbus.supervisor:up",
+    "status": "botbus.status:status",
+    "search-index": "services.search.cli:search_index",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise click.ClickException(f"'{cmd_name}' is not available: {exc}") from exc
+        command = getattr(module, attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="botbus")
+def cli() -> None:
+    """botbus: a Telegram bot whose brains live on a NATS bus."""
+
+
+def main() -> None:
+    """Entry point of the ``botbus`` script."""
+    sys.exit(cli())

@@ -1,0 +1,48 @@
+"""The botbus exception tree, rooted in one class.
+
+BotbusError
+├── ConfigError          a setting is missing or malformed (start-up stops)
+├── NatsServerError      the embedded nats-server could not start or stop
+├── PayloadError         a bus payload failed validation (names the field)
+└── ServiceError         a handler refused a request with a user-facing text
+"""
+
+from __future__ import annotations
+
+
+class BotbusError(Exception):
+    """Root of every error botbus raises on purpose."""
+
+
+class ConfigError(BotbusError):
+    """A setting is missing or malformed; the message names it."""
+
+
+class NatsServerError(BotbusError):
+    """The embedded nats-server failed to start, become ready, or stop."""
+
+
+class PayloadError(BotbusError):
+    """A bus payload could not be decoded into its model.
+
+    ``field`` is the dotted path of the first offending field ("" for the
+    whole payload, e.g. junk that is not JSON).
+    """
+
+    def __init__(self, message: str, *, field: str = "", subject: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+        self.subject = subject
+
+
+class ServiceError(BotbusError):
+    """Raised by a service handler to refuse a request with a clear text.
+
+    The SDK turns it into a reply to the user (``user_message``) and counts it
+    as an error in the service's stats; it is not retried.
+    """
+
+    def __init__(self, user_message: str, *, code: str = "refused") -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.code = code

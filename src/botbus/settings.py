@@ -1,0 +1,135 @@
+"""All configuration, read once at start-up and passed down as an object.
+
+Values come from the environment and an optional ``.env`` file in the working
+directory. Nothing in botbus reads ``os.environ`` elsewhere. :func:`load_settings`
+turns a validation failure into :class:`~botbus.errors.ConfigError` whose
+message is one line naming the setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from botbus.errors import ConfigError
+
+DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
+
+# NATS users defined in nats.conf. Each component connects as its own user.
+NATS_COMPONENTS = (
+    "admin",
+    "gateway",
+    "publisher",
+    "echo",
+    "search",
+    "alerts",
+    "games",
+    "sentiment",
+)
+
+
+def dev_password(component: str) -> str:
+    """The DEVELOPMENT-ONLY default password of a NATS user.
+
+    Used when ``BOTBUS_NATS_PASSWORDS`` does not name the component. Fine for
+    the embedded broker on loopback; set real secrets for any shared broker.
+    """
+    return f"dev-only-{component}-password"
+
+
+class Settings(BaseSettings):
+    """botbus settings. Environment names are given on each field."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    nats_url: str | None = Field(default=None, validation_alias="NATS_URL")
+    nats_user: str | None = Field(default=None, validation_alias="BOTBUS_NATS_USER")
+    nats_password: SecretStr | None = Field(default=None, validation_alias="BOTBUS_NATS_PASSWORD")
+    # JSON object {"gateway": "...", "echo": "..."}: passwords of every NATS
+    # user, used by the embedded nats-server and by `botbus up` for its children.
+    nats_passwords: dict[str, SecretStr] = Field(
+        default_factory=dict, validation_alias="BOTBUS_NATS_PASSWORDS"
+    )
+
+    telegram_bot_token: SecretStr | None = Field(
+        default=None, validation_alias="TELEGRAM_BOT_TOKEN"
+    )
+    telegram_api_url: str | None = Field(default=None, validation_alias="TELEGRAM_API_URL")
+
+    webhook_url: str | None = Field(default=None, validation_alias="BOTBUS_WEBHOOK_URL")
+    webhook_listen: str = Field(default="0.0.0.0:8443", validation_alias="BOTBUS_WEBHOOK_LISTEN")
+    webhook_secret: SecretStr | None = Field(default=None, validation_alias="BOTBUS_WEBHOOK_SECRET")
+
+    data_dir: Path = Field(default=Path(".botbus"), validation_alias="BOTBUS_DATA_DIR")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", validation_alias=AliasChoices("BOTBUS_LOG_LEVEL", "LOG_LEVEL")
+    )
+    admin_ids: list[int] = Field(default_factory=list, validation_alias="BOTBUS_ADMIN_IDS")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("webhook_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 0.0.0.0:8443")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    def password_for(self, component: str) -> str:
+        """The NATS password of ``component`` (dev default when not configured)."""
+        secret = self.nats_passwords.get(component)
+        return secret.get_secret_value() if secret else dev_password(component)
+
+    def credentials_for(self, component: str) -> tuple[str, str]:
+        """(user, password) this process uses to connect as ``component``.
+
+        ``BOTBUS_NATS_USER``/``BOTBUS_NATS_PASSWORD`` win when set, so a
+        deployment can hand each container exactly one credential.
+        """
+        user = self.nats_user or component
+        if self.nats_password is not None:
+            return user, self.nats_password.get_secret_value()
+        return user, self.password_for(user)
+
+    @property
+    def webhook_host_port(self) -> tuple[str, int]:
+        """``BOTBUS_WEBHOOK_LISTEN`` split into host and port."""
+        host, _, port = self.webhook_listen.rpartition(":")
+        return host, int(port)
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field.upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings once; raise :class:`ConfigError` naming the bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        name = _env_name(field)
+        raise ConfigError(f"setting {name} is invalid: {first['msg']}") from exc

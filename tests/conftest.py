@@ -1,0 +1,46 @@
+"""Shared fixtures: a real nats-server per test on a free port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from botbus.natsserver import NatsServer
+from botbus.settings import Settings, load_settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings isolated from the developer's environment and .env file."""
+    return load_settings(_env_file=None, BOTBUS_DATA_DIR=str(tmp_path / "data"))
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path, settings: Settings) -> AsyncIterator[NatsServer]:
+    """A real nats-server with JetStream and the repository's nats.conf."""
+    server = NatsServer(tmp_path / "nats", settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def connect_as(server: NatsServer, settings: Settings, component: str) -> Client:
+    """Connect to ``server`` as one of nats.conf's users."""
+    user, password = settings.credentials_for(component)
+    return await nats.connect(server.url, user=user, password=password, max_reconnect_attempts=2)
+
+
+@pytest.fixture
+async def admin_nc(nats_server: NatsServer, settings: Settings) -> AsyncIterator[Client]:
+    """A NATS connection as the admin user."""
+    nc = await connect_as(nats_server, settings, "admin")
+    try:
+        yield nc
+    finally:
+        await nc.drain()

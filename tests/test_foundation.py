@@ -1,0 +1,82 @@
+"""The contract pieces every component relies on."""
+
+from __future__ import annotations
+
+import pytest
+from nats.aio.client import Client
+
+from botbus import subjects
+from botbus.errors import ConfigError, PayloadError
+from botbus.models import (
+    InboundCommand,
+    SendText,
+    decode_action,
+    decode_inbound,
+    encode,
+)
+from botbus.settings import load_settings
+
+
+def make_command(**overrides: object) -> InboundCommand:
+    fields: dict[str, object] = {
+        "correlation_id": "1:7",
+        "bot_id": 1,
+        "update_id": 7,
+        "chat": {"id": 10, "type": "private"},
+        "user": {"id": 10, "first_name": "Ana", "language_code": "es"},
+        "message_id": 3,
+        "service": "echo",
+        "command": "echo",
+        "args": "hola",
+    }
+    fields.update(overrides)
+    return InboundCommand.model_validate(fields)
+
+
+def test_inbound_round_trip() -> None:
+    cmd = make_command()
+    assert decode_inbound(encode(cmd)) == cmd
+
+
+def test_invalid_payload_names_the_field() -> None:
+    bad = encode(make_command()).replace(b'"chat":{"id":10', b'"chat":{"id":"ten"')
+    with pytest.raises(PayloadError) as info:
+        decode_inbound(bad, subject="botbus.in.cmd.echo.echo")
+    assert info.value.field == "command.chat.id"
+    assert "chat.id" in str(info.value)
+
+
+def test_junk_is_a_clear_payload_error() -> None:
+    with pytest.raises(PayloadError, match="not valid JSON"):
+        decode_action(b"{nope")
+
+
+def test_callback_data_over_64_bytes_is_refused() -> None:
+    with pytest.raises(ValueError, match="callback_data"):
+        SendText.model_validate(
+            {
+                "service": "games",
+                "chat_id": 1,
+                "idempotency_key": "k",
+                "text": "board",
+                "keyboard": {"rows": [[{"text": "x", "callback_data": "é" * 33}]]},
+            }
+        )
+
+
+def test_subject_tokens_are_checked() -> None:
+    assert subjects.inbound_command("echo", "ping") == "botbus.in.cmd.echo.ping"
+    with pytest.raises(ValueError, match="invalid service name"):
+        subjects.outbound("Echo.>")
+
+
+def test_malformed_setting_is_named() -> None:
+    with pytest.raises(ConfigError, match="BOTBUS_WEBHOOK_LISTEN"):
+        load_settings(_env_file=None, BOTBUS_WEBHOOK_LISTEN="nope")
+
+
+async def test_embedded_nats_server_answers(admin_nc: Client) -> None:
+    sub = await admin_nc.subscribe("t.ping")
+    await admin_nc.publish("t.ping", b"hi")
+    msg = await sub.next_msg(timeout=2)
+    assert msg.data == b"hi"
