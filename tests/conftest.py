@@ -10,6 +10,7 @@ import pytest
 from nats.aio.client import Client
 
 from botbus.natsserver import NatsServer
+from botbus.sandbox import SandboxClient, SandboxServer
 from botbus.settings import Settings, load_settings
 
 
@@ -44,3 +45,27 @@ async def admin_nc(nats_server: NatsServer, settings: Settings) -> AsyncIterator
         yield nc
     finally:
         await nc.drain()
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[SandboxServer]:
+    """A running Telegram Bot API sandbox on a free port (Telegram's default limits).
+
+    Register a bot with ``sandbox.add_bot()``; point a Bot at ``sandbox.api_url``.
+    """
+    server = SandboxServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def sandbox_client(sandbox: SandboxServer) -> AsyncIterator[SandboxClient]:
+    """The user side of ``sandbox``, over HTTP."""
+    client = SandboxClient(sandbox.base_url)
+    try:
+        yield client
+    finally:
+        await client.close()

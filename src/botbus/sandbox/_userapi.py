@@ -1,0 +1,452 @@
+"""The user side: what a person, a test or a benchmark does to a sandboxed bot.
+
+Routes live under ``/sandbox``; see docs/sandbox.md for the reference.
+Refusals are ``{"ok": false, "error": "..."}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from botbus.sandbox._entities import finish_entities
+from botbus.sandbox._errors import UserApiError
+from botbus.sandbox._limits import Limits
+from botbus.sandbox._state import BotState, CallbackQuery, Chat, Json, SandboxBot, User, now
+
+MAX_EVENTS_TIMEOUT = 60.0  # seconds a reader may long-poll for bot events
+MAX_USER_TEXT = 4096
+
+
+def _json_response(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+async def _body(request: web.Request) -> Json:
+    if not request.can_read_body:
+        return {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise UserApiError(400, "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise UserApiError(400, "the request body must be a JSON object")
+    return body
+
+
+def _int(body: Json, name: str, *, default: int | None = None) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or value is None:
+        raise UserApiError(400, f"{name!r} is required and must be an integer")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UserApiError(400, f"{name!r} must be an integer, got {value!r}") from None
+
+
+def _user_spec(value: object, lang: str) -> Json:
+    """Turn ``1001`` or ``{"id": 1001, ...}`` into a full user description."""
+    if isinstance(value, bool):
+        raise UserApiError(400, "'user' must be an integer id or an object with an 'id'")
+    if isinstance(value, int):
+        return {"id": value, "first_name": f"User {value}", "language_code": lang}
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return _user_spec(int(value), lang)
+    if isinstance(value, dict) and isinstance(value.get("id"), int) and value["id"] > 0:
+        spec = dict(value)
+        spec.setdefault("language_code", lang)
+        return spec
+    raise UserApiError(400, "'user' must be a positive integer id or an object with an 'id'")
+
+
+class UserApi:
+    """Handlers of the ``/sandbox`` routes."""
+
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        bots_by_id: dict[int, BotState],
+        add_bot: Callable[..., SandboxBot],
+    ) -> None:
+        self._limits = limits
+        self._bots = bots_by_id
+        self._add_bot = add_bot
+
+    def routes(self) -> list[web.RouteDef]:
+        """The route table."""
+        b = "/sandbox/bots/{bot_id}"
+        return [
+            web.get("/sandbox/bots", self.list_bots),
+            web.post("/sandbox/bots", self.create_bot),
+            web.get("/sandbox/limits", self.get_limits),
+            web.put("/sandbox/limits", self.set_limits),
+            web.post("/sandbox/limits", self.set_limits),
+            web.post(f"{b}/messages", self.send_text),
+            web.post(f"{b}/groups", self.create_group),
+            web.post(b + "/chats/{chat_id}/members", self.join),
+            web.post(f"{b}/callbacks", self.press),
+            web.post(f"{b}/blocks", self.block),
+            web.delete(b + "/blocks/{user_id}", self.unblock),
+            web.get(f"{b}/chats", self.list_chats),
+            web.get(b + "/chats/{chat_id}/events", self.events),
+            web.get(b + "/files/{file_id}", self.file),
+            web.post(f"{b}/faults", self.add_fault),
+            web.get(f"{b}/stats", self.stats),
+            web.get(f"{b}/commands", self.commands),
+        ]
+
+    def _state(self, request: web.Request) -> BotState:
+        raw = request.match_info["bot_id"]
+        try:
+            bot_id = int(raw)
+        except ValueError:
+            raise UserApiError(400, f"bot id must be an integer, got {raw!r}") from None
+        state = self._bots.get(bot_id)
+        if state is None:
+            known = ", ".join(str(i) for i in self._bots) or "none"
+            raise UserApiError(404, f"no bot with id {bot_id} (known bots: {known})")
+        return state
+
+    @staticmethod
+    def _group(state: BotState, chat_id: int) -> Chat:
+        chat = state.chats.get(chat_id)
+        if chat is None or chat.type == "private":
+            raise UserApiError(404, f"no group {chat_id}; create it first (POST .../groups)")
+        return chat
+
+    # -- bots and limits -------------------------------------------------
+    async def list_bots(self, request: web.Request) -> web.Response:
+        """GET /sandbox/bots: every registered bot."""
+        return _json_response([_bot_json(s.bot) for s in self._bots.values()])
+
+    async def create_bot(self, request: web.Request) -> web.Response:
+        """POST /sandbox/bots: register a bot; body {username?, token?, first_name?}."""
+        body = await _body(request)
+        kwargs: dict[str, str] = {}
+        for name in ("username", "first_name"):
+            if name in body:
+                if not isinstance(body[name], str) or not body[name]:
+                    raise UserApiError(400, f"{name!r} must be a non-empty string")
+                kwargs[name] = body[name]
+        token = body.get("token")
+        if token is not None and not isinstance(token, str):
+            raise UserApiError(400, "'token' must be a string like '123456:ABC...'")
+        try:
+            bot = self._add_bot(token, **kwargs)
+        except ValueError as exc:
+            raise UserApiError(400, str(exc)) from None
+        return _json_response(_bot_json(bot), status=201)
+
+    async def get_limits(self, request: web.Request) -> web.Response:
+        """GET /sandbox/limits: the flood limits in force."""
+        return _json_response(vars(self._limits))
+
+    async def set_limits(self, request: web.Request) -> web.Response:
+        """PUT /sandbox/limits: change some flood limits."""
+        body = await _body(request)
+        try:
+            self._limits.update(**body)
+        except ValueError as exc:
+            raise UserApiError(400, str(exc)) from None
+        return _json_response(vars(self._limits))
+
+    # -- what users do ---------------------------------------------------
+    async def send_text(self, request: web.Request) -> web.Response:
+        """POST .../messages: a user writes ``text`` in a private chat or a group."""
+        state = self._state(request)
+        body = await _body(request)
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise UserApiError(400, "'text' must be a non-empty string")
+        if len(text) > MAX_USER_TEXT:
+            raise UserApiError(400, f"'text' is longer than {MAX_USER_TEXT} characters")
+        lang = str(body.get("lang") or "en")
+        user = state.user(_user_spec(body.get("user", 1001), lang))
+        chat_id = _int(body, "chat_id", default=user.id)
+        if chat_id == user.id:
+            if user.id in state.blocked:
+                raise UserApiError(409, f"user {user.id} has blocked the bot; unblock it first")
+            chat = state.private_chat(user)
+        elif chat_id > 0:
+            raise UserApiError(
+                400, f"chat_id {chat_id} is another user's private chat; use a group id (< 0)"
+            )
+        else:
+            chat = self._group(state, chat_id)
+            if user.id not in chat.members:
+                raise UserApiError(
+                    403, f"user {user.id} is not a member of group {chat_id}; join it first"
+                )
+        reply_to = None
+        if body.get("reply_to") is not None:
+            reply_to = state.messages.get((chat.id, _int(body, "reply_to")))
+            if reply_to is None:
+                raise UserApiError(404, f"no message {body['reply_to']} in chat {chat.id}")
+        message = state.new_message(
+            chat,
+            user.to_json(),
+            text=text,
+            entities=finish_entities(text, []),
+            reply_to=reply_to,
+        )
+        update_id = state.add_update("message", message.to_json())
+        return _json_response(
+            {"update_id": update_id, "message_id": message.message_id, "chat_id": chat.id}
+        )
+
+    async def create_group(self, request: web.Request) -> web.Response:
+        """POST .../groups: a group (negative id) with the bot, admins and members."""
+        state = self._state(request)
+        body = await _body(request)
+        chat_id = _int(body, "chat_id")
+        if chat_id >= 0:
+            raise UserApiError(400, "group chat_id must be negative, like Telegram's")
+        title = body.get("title")
+        if not isinstance(title, str) or not title:
+            raise UserApiError(400, "'title' must be a non-empty string")
+        admins = [state.user(_user_spec(u, "en")) for u in body.get("admins") or []]
+        members = [state.user(_user_spec(u, "en")) for u in body.get("members") or []]
+        chat = state.chats.get(chat_id)
+        if chat is None:
+            chat_type = "supergroup" if str(chat_id).startswith("-100") else "group"
+            chat = Chat(id=chat_id, type=chat_type, title=title)
+            state.chats[chat_id] = chat
+        chat.title = title
+        chat.admins |= {u.id for u in admins}
+        chat.members |= {u.id for u in admins} | {u.id for u in members}
+        return _json_response(_chat_json(chat), status=201)
+
+    async def join(self, request: web.Request) -> web.Response:
+        """POST .../chats/{chat_id}/members: a user joins; the bot gets new_chat_members."""
+        state = self._state(request)
+        chat = self._group(state, _int(dict(request.match_info), "chat_id"))
+        body = await _body(request)
+        user = state.user(_user_spec(body.get("user"), str(body.get("lang") or "en")))
+        chat.members.add(user.id)
+        message = state.new_message(chat, user.to_json(), new_chat_members=[user.to_json()])
+        update_id = state.add_update("message", message.to_json())
+        return _json_response(
+            {"update_id": update_id, "message_id": message.message_id, "chat_id": chat.id}
+        )
+
+    async def press(self, request: web.Request) -> web.Response:
+        """POST .../callbacks: press a button (by ``label`` or ``data``) of a bot message."""
+        state = self._state(request)
+        body = await _body(request)
+        chat_id = _int(body, "chat_id")
+        message_id = _int(body, "message_id")
+        lang = str(body.get("lang") or "en")
+        user = state.user(_user_spec(body.get("user", 1001), lang))
+        message = state.messages.get((chat_id, message_id))
+        if message is None:
+            raise UserApiError(404, f"no message {message_id} in chat {chat_id}")
+        if chat_id > 0 and chat_id != user.id:
+            raise UserApiError(403, f"user {user.id} cannot see private chat {chat_id}")
+        data = body.get("data")
+        label = body.get("label")
+        if data is None:
+            data = _button_data(message.reply_markup, label)
+        elif not isinstance(data, str):
+            raise UserApiError(400, "'data' must be a string")
+        query = CallbackQuery(
+            id=str(secrets.randbelow(10**18) + 10**17), user=user, message=message, data=data
+        )
+        state.callbacks[query.id] = query
+        payload: Json = {
+            "id": query.id,
+            "from": user.to_json(),
+            "message": message.to_json(),
+            "chat_instance": _chat_instance(state.bot.id, chat_id),
+            "data": data,
+        }
+        update_id = state.add_update("callback_query", payload)
+        return _json_response({"update_id": update_id, "callback_query_id": query.id})
+
+    async def block(self, request: web.Request) -> web.Response:
+        """POST .../blocks {user_id}: the user blocks the bot (my_chat_member 'kicked')."""
+        state = self._state(request)
+        body = await _body(request)
+        user = state.user(_user_spec(_int(body, "user_id"), "en"))
+        return _json_response(self._set_blocked(state, user, blocked=True))
+
+    async def unblock(self, request: web.Request) -> web.Response:
+        """DELETE .../blocks/{user_id}: the user unblocks (restarts) the bot."""
+        state = self._state(request)
+        user = state.user(_user_spec(_int(dict(request.match_info), "user_id"), "en"))
+        return _json_response(self._set_blocked(state, user, blocked=False))
+
+    @staticmethod
+    def _set_blocked(state: BotState, user: User, *, blocked: bool) -> Json:
+        was_blocked = user.id in state.blocked
+        if blocked == was_blocked:
+            return {"update_id": None, "blocked": blocked}
+        if blocked:
+            state.blocked.add(user.id)
+        else:
+            state.blocked.discard(user.id)
+        chat = state.private_chat(user)
+        statuses = ("member", "kicked") if blocked else ("kicked", "member")
+        old: Json = {"user": state.bot.to_json(), "status": statuses[0]}
+        new: Json = {"user": state.bot.to_json(), "status": statuses[1]}
+        if new["status"] == "kicked":
+            new["until_date"] = 0
+        if old["status"] == "kicked":
+            old["until_date"] = 0
+        update_id = state.add_update(
+            "my_chat_member",
+            {
+                "chat": chat.to_json(),
+                "from": user.to_json(),
+                "date": now(),
+                "old_chat_member": old,
+                "new_chat_member": new,
+            },
+        )
+        return {"update_id": update_id, "blocked": blocked}
+
+    # -- what users read -------------------------------------------------
+    async def list_chats(self, request: web.Request) -> web.Response:
+        """GET .../chats: every chat the bot is in."""
+        state = self._state(request)
+        return _json_response([_chat_json(c) for c in state.chats.values()])
+
+    async def events(self, request: web.Request) -> web.Response:
+        """GET .../chats/{chat_id}/events?after=SEQ&timeout=S: what the bot did there."""
+        state = self._state(request)
+        chat_id = _int(dict(request.match_info), "chat_id")
+        query = dict(request.query)
+        after = _int(query, "after", default=0)
+        try:
+            timeout = float(query.get("timeout", 0))
+        except ValueError:
+            raise UserApiError(400, "'timeout' must be a number of seconds") from None
+        timeout = min(max(0.0, timeout), MAX_EVENTS_TIMEOUT)
+        await state.signal.wait_for(lambda: bool(state.events_after(chat_id, after)), timeout)
+        return _json_response({"events": state.events_after(chat_id, after)})
+
+    async def file(self, request: web.Request) -> web.Response:
+        """GET .../files/{file_id}: the bytes of a photo the bot sent."""
+        state = self._state(request)
+        stored = state.files.get(request.match_info["file_id"])
+        if stored is None:
+            raise UserApiError(404, f"no file {request.match_info['file_id']!r}")
+        return web.Response(body=stored.data, content_type=stored.content_type)
+
+    async def add_fault(self, request: web.Request) -> web.Response:
+        """POST .../faults: the next matching Bot API call(s) fail as described."""
+        from botbus.sandbox._errors import DEFAULT_DESCRIPTIONS
+        from botbus.sandbox._state import Fault
+
+        state = self._state(request)
+        body = await _body(request)
+        method = body.get("method")
+        if not isinstance(method, str) or not method:
+            raise UserApiError(400, "'method' must name a Bot API method, e.g. 'sendMessage'")
+        code = _int(body, "error_code")
+        retry_after = body.get("retry_after")
+        if code == 429 and retry_after is None:
+            retry_after = 1
+        if retry_after is not None:
+            retry_after = _int(body, "retry_after", default=retry_after)
+        description = body.get("description")
+        if description is None:
+            description = (
+                f"Too Many Requests: retry after {retry_after}"
+                if code == 429
+                else DEFAULT_DESCRIPTIONS.get(code, f"Error {code}")
+            )
+        chat_id = body.get("chat_id")
+        fault = Fault(
+            method=method,
+            error_code=code,
+            description=str(description),
+            retry_after=retry_after,
+            chat_id=None if chat_id is None else _int(body, "chat_id"),
+            times=_int(body, "times", default=1),
+        )
+        state.faults.append(fault)
+        return _json_response({"ok": True}, status=201)
+
+    async def stats(self, request: web.Request) -> web.Response:
+        """GET .../stats: calls per method, errors per code, 429s, updates."""
+        return _json_response(self._state(request).stats())
+
+    async def commands(self, request: web.Request) -> web.Response:
+        """GET .../commands?chat_id&user_id&lang: the menu a user sees, resolved by scope."""
+        state = self._state(request)
+        query = dict(request.query)
+        user_id = _int(query, "user_id", default=1001)
+        chat_id = _int(query, "chat_id", default=user_id)
+        lang = query.get("lang", "")
+        chat = state.chats.get(chat_id)
+        if chat_id < 0:
+            admin = chat is not None and user_id in chat.admins
+            scopes = [f"chat_member:{chat_id}:{user_id}"]
+            if admin:
+                scopes.append(f"chat_administrators:{chat_id}")
+            scopes.append(f"chat:{chat_id}")
+            if admin:
+                scopes.append("all_chat_administrators")
+            scopes += ["all_group_chats", "default"]
+        else:
+            scopes = [f"chat:{chat_id}", "all_private_chats", "default"]
+        for scope in scopes:
+            for language in (lang, ""):
+                found = state.commands.get((scope, language))
+                if found:
+                    return _json_response(
+                        {"scope": scope, "language_code": language, "commands": found}
+                    )
+        return _json_response({"scope": None, "language_code": "", "commands": []})
+
+
+def _button_data(markup: Json | None, label: object) -> str:
+    """The callback_data of the button whose text (or 1-based number) is ``label``."""
+    buttons = [b for row in (markup or {}).get("inline_keyboard", []) for b in row]
+    if not buttons:
+        raise UserApiError(409, "this message has no inline keyboard to press")
+    labels = [str(b.get("text")) for b in buttons]
+    if not isinstance(label, str | int) or isinstance(label, bool):
+        raise UserApiError(400, f"give 'label' (one of {labels}) or 'data'")
+    chosen = [b for b in buttons if b.get("text") == label]
+    if not chosen and isinstance(label, str):
+        chosen = [b for b in buttons if str(b.get("text")).casefold() == label.casefold()]
+    if not chosen and str(label).isdigit() and 1 <= int(label) <= len(buttons):
+        chosen = [buttons[int(label) - 1]]
+    if not chosen:
+        raise UserApiError(404, f"no button labelled {label!r}; buttons: {labels}")
+    data = chosen[0].get("callback_data")
+    if not isinstance(data, str):
+        raise UserApiError(409, f"button {label!r} opens a URL; it has no callback data")
+    return data
+
+
+def _chat_instance(bot_id: int, chat_id: int) -> str:
+    """A stable opaque id of the (bot, chat) pair, like Telegram's chat_instance."""
+    digest = hashlib.sha256(f"{bot_id}:{chat_id}".encode()).digest()
+    return str(int.from_bytes(digest[:8], "big") >> 1)
+
+
+def _bot_json(bot: SandboxBot) -> Json:
+    return {
+        "id": bot.id,
+        "token": bot.token,
+        "username": bot.username,
+        "first_name": bot.first_name,
+    }
+
+
+def _chat_json(chat: Chat) -> Json:
+    data = chat.to_json()
+    data["members"] = sorted(chat.members)
+    data["admins"] = sorted(chat.admins)
+    return data

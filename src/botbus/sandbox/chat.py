@@ -1,0 +1,314 @@
+"""``botbus chat``: talk to a sandboxed bot as a Telegram user, from a terminal.
+
+One-shot (scripts): ``botbus chat --send "/help"`` prints the bot's answer and
+exits 0, or exits 1 when nothing came back in time. Without ``--send`` or
+``--press`` it is interactive: type text, ``:press LABEL``, ``:user ID``,
+``:chat ID``, ``:lang es``, ``:group ID TITLE``, ``:join ID``, ``:quit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from botbus.errors import ConfigError
+from botbus.sandbox._errors import UserApiError
+from botbus.sandbox.client import SandboxClient
+from botbus.settings import load_settings
+
+DEFAULT_TIMEOUT = 10.0  # seconds to wait for the bot's first answer
+SETTLE = 0.5  # seconds of quiet after which the bot is considered done answering
+
+
+@dataclass
+class Session:
+    """Who is talking, where, and the last event seen."""
+
+    client: SandboxClient
+    bot_id: int
+    user: int
+    chat: int
+    lang: str
+    as_json: bool
+    cursor: int = 0
+    keyboard_message: int | None = None
+
+
+def _sandbox_url(url: str | None) -> str:
+    if url:
+        return url
+    try:
+        configured = load_settings().telegram_api_url
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not configured:
+        raise click.ClickException(
+            "no sandbox URL: pass --url http://127.0.0.1:8081 or set TELEGRAM_API_URL"
+        )
+    return configured.rstrip("/").removesuffix("/bot")
+
+
+async def _pick_bot(client: SandboxClient, bot_id: int | None) -> int:
+    if bot_id is not None:
+        return bot_id
+    bots = await client.bots()
+    if len(bots) == 1:
+        return bots[0].id
+    if not bots:
+        raise click.ClickException("the sandbox has no bot; start one with `botbus sandbox`")
+    names = ", ".join(f"{b.id} (@{b.username})" for b in bots)
+    raise click.ClickException(f"the sandbox has several bots; pick one with --bot-id: {names}")
+
+
+def _render(event: dict[str, Any]) -> str:
+    kind = event["kind"]
+    message = event.get("message") or {}
+    if kind in ("message", "edit"):
+        text = message.get("text") or message.get("caption") or ""
+        if "photo" in message:
+            text = f"[photo {message['photo'][-1]['file_id']}] {text}".strip()
+        prefix = "bot" if kind == "message" else f"bot (edited #{message.get('message_id')})"
+        lines = [f"{prefix}: {text}"]
+        rows = (message.get("reply_markup") or {}).get("inline_keyboard", [])
+        number = 0
+        for row in rows:
+            cells = []
+            for button in row:
+                number += 1
+                cells.append(f"[{number}] {button.get('text')}")
+            lines.append("    " + "  ".join(cells))
+        return "\n".join(lines)
+    if kind == "callback_answer":
+        alert = " (alert)" if event.get("show_alert") else ""
+        return f"bot answers the button{alert}: {event.get('text') or '(no text)'}"
+    if kind == "chat_action":
+        return f"bot is {event.get('action')}…"
+    if kind == "delete":
+        return f"bot deleted message #{event.get('message_id')}"
+    return json.dumps(event)
+
+
+def _show(session: Session, events: list[dict[str, Any]]) -> None:
+    for event in events:
+        session.cursor = max(session.cursor, int(event["seq"]))
+        message = event.get("message") or {}
+        if (message.get("reply_markup") or {}).get("inline_keyboard"):
+            session.keyboard_message = int(message["message_id"])
+        click.echo(json.dumps(event, ensure_ascii=False) if session.as_json else _render(event))
+
+
+async def _answer(session: Session, timeout: float) -> list[dict[str, Any]]:
+    """Events after the cursor: wait up to ``timeout`` for one, then until quiet."""
+    first = await session.client.messages(
+        session.bot_id, session.chat, after=session.cursor, timeout=timeout
+    )
+    answered = [e for e in first if e["kind"] != "chat_action"]
+    events = list(first)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while first and loop.time() < deadline:
+        wait = SETTLE if answered else deadline - loop.time()
+        first = await session.client.messages(
+            session.bot_id, session.chat, after=events[-1]["seq"], timeout=max(0.0, wait)
+        )
+        events.extend(first)
+        answered += [e for e in first if e["kind"] != "chat_action"]
+    return events
+
+
+async def _latest_seq(session: Session) -> int:
+    events = await session.client.messages(session.bot_id, session.chat)
+    for event in events:
+        message = event.get("message") or {}
+        if (message.get("reply_markup") or {}).get("inline_keyboard"):
+            session.keyboard_message = int(message["message_id"])
+    return int(events[-1]["seq"]) if events else 0
+
+
+async def _press(session: Session, label: str) -> None:
+    if session.keyboard_message is None:
+        raise click.ClickException(f"no message with buttons in chat {session.chat} to press")
+    await session.client.press(
+        session.bot_id,
+        chat_id=session.chat,
+        message_id=session.keyboard_message,
+        user=session.user,
+        label=label,
+        lang=session.lang,
+    )
+
+
+async def _one_shot(session: Session, text: str | None, label: str | None, timeout: float) -> int:
+    session.cursor = await _latest_seq(session)
+    steps: list[tuple[str, str]] = []
+    if text is not None:
+        steps.append(("send", text))
+    if label is not None:
+        steps.append(("press", label))
+    for step, value in steps:
+        if step == "send":
+            await session.client.send_text(
+                session.bot_id, value, user=session.user, chat_id=session.chat, lang=session.lang
+            )
+        else:
+            await _press(session, value)
+        events = await _answer(session, timeout)
+        if not any(e["kind"] != "chat_action" for e in events):
+            _show(session, events)
+            click.echo(
+                f"error: bot {session.bot_id} did not answer in chat {session.chat} within "
+                f"{timeout:g}s; is the gateway (and the service owning this command) running?",
+                err=True,
+            )
+            return 1
+        _show(session, events)
+    return 0
+
+
+async def _interactive(session: Session) -> None:
+    session.cursor = await _latest_seq(session)
+    click.echo(
+        f"chatting with bot {session.bot_id} as user {session.user} in chat {session.chat}. "
+        "Type text, or :press LABEL, :user ID, :chat ID, :lang xx, :group ID TITLE, "
+        ":join ID, :quit"
+    )
+
+    async def follow() -> None:
+        while True:
+            events = await session.client.messages(
+                session.bot_id, session.chat, after=session.cursor, timeout=20.0
+            )
+            _show(session, events)
+
+    follower = asyncio.create_task(follow())
+    try:
+        while True:
+            try:
+                line = await asyncio.to_thread(input, "")
+            except EOFError:
+                return
+            try:
+                if not await _interactive_line(session, line.strip(), follower):
+                    return
+            except (UserApiError, click.ClickException) as exc:
+                click.echo(f"error: {exc}", err=True)
+            if follower.done():
+                follower = asyncio.create_task(follow())
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError, UserApiError):
+            await follower
+
+
+async def _interactive_line(session: Session, line: str, follower: asyncio.Task[None]) -> bool:
+    """Handle one typed line; False ends the session."""
+    if not line:
+        return True
+    if not line.startswith(":"):
+        await session.client.send_text(
+            session.bot_id, line, user=session.user, chat_id=session.chat, lang=session.lang
+        )
+        return True
+    command, _, arg = line[1:].partition(" ")
+    arg = arg.strip()
+    if command in ("quit", "q", "exit"):
+        return False
+    if command == "press":
+        await _press(session, arg)
+    elif command in ("user", "chat", "join") and not arg.lstrip("-").isdigit():
+        click.echo(f"error: :{command} needs a number", err=True)
+    elif command == "user":
+        was_private = session.chat == session.user
+        session.user = int(arg)
+        if was_private:
+            await _switch_chat(session, session.user, follower)
+    elif command == "chat":
+        await _switch_chat(session, int(arg), follower)
+    elif command == "lang":
+        session.lang = arg or "en"
+    elif command == "group":
+        group_id, _, title = arg.partition(" ")
+        await session.client.create_group(
+            session.bot_id, int(group_id), title or "Group", admins=[session.user]
+        )
+        await _switch_chat(session, int(group_id), follower)
+    elif command == "join":
+        await session.client.join(session.bot_id, int(arg), session.user, lang=session.lang)
+        await _switch_chat(session, int(arg), follower)
+    else:
+        click.echo(f"error: unknown command :{command}", err=True)
+    return True
+
+
+async def _switch_chat(session: Session, chat_id: int, follower: asyncio.Task[None]) -> None:
+    follower.cancel()
+    session.chat = chat_id
+    session.keyboard_message = None
+    session.cursor = await _latest_seq(session)
+    click.echo(f"now in chat {chat_id} as user {session.user}")
+
+
+async def _run(
+    url: str,
+    bot_id: int | None,
+    user: int,
+    chat_id: int | None,
+    lang: str,
+    send: str | None,
+    press: str | None,
+    timeout: float,
+    as_json: bool,
+) -> int:
+    async with SandboxClient(url) as client:
+        chosen = await _pick_bot(client, bot_id)
+        session = Session(client, chosen, user, chat_id or user, lang, as_json)
+        if send is None and press is None:
+            await _interactive(session)
+            return 0
+        return await _one_shot(session, send, press, timeout)
+
+
+@click.command()
+@click.option("--send", "send", help="Send this text once, print the answer and exit.")
+@click.option("--press", "press", help="Press the button with this label (or number).")
+@click.option("--user", "user", type=int, default=1001, show_default=True, help="User id.")
+@click.option("--chat", "chat_id", type=int, help="Chat id (default: the user's private chat).")
+@click.option("--lang", type=click.Choice(["en", "es"]), default="en", show_default=True)
+@click.option(
+    "--timeout",
+    type=float,
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for an answer.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the bot's events as JSON lines.")
+@click.option("--url", help="Sandbox base URL (default: TELEGRAM_API_URL without /bot).")
+@click.option("--bot-id", type=int, help="Which bot (needed when the sandbox has several).")
+def chat(
+    send: str | None,
+    press: str | None,
+    user: int,
+    chat_id: int | None,
+    lang: str,
+    timeout: float,
+    as_json: bool,
+    url: str | None,
+    bot_id: int | None,
+) -> None:
+    """Chat with a sandboxed bot as a Telegram user."""
+    base_url = _sandbox_url(url)
+    try:
+        code = asyncio.run(
+            _run(base_url, bot_id, user, chat_id, lang, send, press, timeout, as_json)
+        )
+    except UserApiError as exc:
+        raise click.ClickException(exc.message) from exc
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
