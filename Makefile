@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CODE   := $(wildcard src services tests bench)
 
 .PHONY: run test lint fmt bench clean venv
 
@@ -24,13 +25,13 @@ test: $(STAMP) lint
 	exit $$rc
 
 lint: $(STAMP)
-	$(BIN)/ruff check src services tests bench
-	$(BIN)/ruff format --check src services tests bench
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 
 fmt: $(STAMP)
-	$(BIN)/ruff format src services tests bench
-	$(BIN)/ruff check --fix src services tests bench
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
