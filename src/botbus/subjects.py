@@ -15,6 +15,8 @@ Layout::
     botbus.dlq.<service>                poison messages of one service      (stream BOTBUS_DLQ)
     alerts.<channel>                    alerts published to a channel       (stream BOTBUS_ALERTS)
                                         (MQTT topic alerts/<channel> maps here)
+    botbus.remind.sched.<user>.<id>     a reminder's message schedule    (BOTBUS_REMINDERS)
+    botbus.remind.fired                 due reminders, fired by nats-server (BOTBUS_REMINDERS)
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ STREAM_OUTBOUND = "BOTBUS_OUT"
 STREAM_EVENTS = "BOTBUS_EVENTS"
 STREAM_DLQ = "BOTBUS_DLQ"
 STREAM_ALERTS = "BOTBUS_ALERTS"
+STREAM_REMINDERS = "BOTBUS_REMINDERS"  # owned by the alerts service (message schedules)
 
 # Key-value buckets owned by the gateway (services may not read them).
 KV_GATEWAY_REGISTRY = "botbus_registry"
 KV_GATEWAY_USERS = "botbus_users"
+KV_GATEWAY_SENT = "botbus_sent"  # idempotency keys of actions Telegram accepted
+
+# The gateway's durable consumer of every service's outbound actions.
+CONSUMER_GATEWAY_OUTBOUND = "gateway_out"
 
 # Names: services, commands and alert channels are lowercase tokens so they
 # are always a single, safe subject token.
@@ -110,6 +117,31 @@ def alert_channel(channel: str) -> str:
     return f"alerts.{_token(channel, 'channel')}"
 
 
+# Reminders (alerts service): one message schedule per reminder, fired into one subject
+REMINDERS_ALL = f"{PREFIX}.remind.>"
+REMINDER_FIRED = f"{PREFIX}.remind.fired"
+
+
+def reminder_schedule(user_id: int, reminder_id: str) -> str:
+    """Subject holding the JetStream message schedule of one user's reminder."""
+    return f"{PREFIX}.remind.sched.{int(user_id)}.{_token(reminder_id, 'reminder')}"
+
+
+def reminder_schedules_of(user_id: int) -> str:
+    """Wildcard matching every reminder schedule of ``user_id``."""
+    return f"{PREFIX}.remind.sched.{int(user_id)}.*"
+
+
+def consumer_alert_feed(service: str) -> str:
+    """Durable consumer name for the alerts a service fans out (stream BOTBUS_ALERTS)."""
+    return f"{_token(service, 'service')}_feed"
+
+
+def consumer_reminders(service: str) -> str:
+    """Durable consumer name for fired reminders (stream BOTBUS_REMINDERS)."""
+    return f"{_token(service, 'service')}_remind"
+
+
 # Consumers and buckets per service
 def consumer_commands(service: str) -> str:
     """Durable consumer name for a service's commands and callbacks."""
@@ -122,8 +154,21 @@ def consumer_messages(service: str) -> str:
 
 
 def consumer_events(service: str) -> str:
-    """Durable consumer name for the events a service must honour."""
+    """Durable consumer name for the delivery events of ``service``."""
     return f"{_token(service, 'service')}_evt"
+
+
+# One filter subject per consumer: nats.conf can then pin each service's
+# consumer to its own subjects ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>),
+# which the server cannot check for multi-filter consumers.
+def consumer_callbacks(service: str) -> str:
+    """Durable consumer name for a service's inline-button callbacks."""
+    return f"{_token(service, 'service')}_cb"
+
+
+def consumer_forget(service: str) -> str:
+    """Durable consumer name for a service's copy of the ``/forgetme`` events."""
+    return f"{_token(service, 'service')}_fgt"
 
 
 def service_bucket(service: str, suffix: str = "") -> str:

@@ -1,0 +1,1 @@
+"""echo: the smallest botbus service, and the template to copy."""

@@ -1,0 +1,100 @@
+"""Connect to NATS as one botbus component, with reconnect.
+
+Every process connects as its own nats.conf user (``Settings.credentials_for``)
+and uses a private inbox prefix ``_INBOX.<user>``: nats.conf lets a service
+subscribe only to its own inboxes, so it can never read replies (or JetStream
+deliveries) meant for another component.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+
+from botbus.errors import ConfigError
+from botbus.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RECONNECT_TIME_WAIT = 0.5  # seconds between reconnect attempts
+CONNECT_TIMEOUT = 2.0  # seconds per connection attempt
+INITIAL_CONNECT_RETRY = 1.0  # seconds between attempts before the first connection
+INITIAL_CONNECT_LOG_EVERY = 5  # attempts between two "still waiting" log lines
+
+
+def inbox_prefix(user: str) -> str:
+    """The inbox prefix of NATS user ``user`` (nats.conf allows it ``_INBOX.<user>.>``)."""
+    return f"_INBOX.{user}"
+
+
+def resolve_url(settings: Settings, url: str | None = None) -> str:
+    """The broker URL: ``url`` (e.g. the embedded server's) or ``NATS_URL``."""
+    resolved = url or settings.nats_url
+    if not resolved:
+        raise ConfigError(
+            "setting NATS_URL is missing: set it to your broker (e.g. nats://127.0.0.1:4222) "
+            "or start everything with `botbus up`, which runs an embedded nats-server"
+        )
+    return resolved
+
+
+async def connect(
+    settings: Settings,
+    component: str,
+    *,
+    url: str | None = None,
+    name: str | None = None,
+    wait_for_server: bool = True,
+) -> Client:
+    """Connect as ``component`` and keep reconnecting forever after that.
+
+    With ``wait_for_server`` the first connection is retried too (logging a
+    line every few attempts), so a service started before the broker waits
+    for it instead of crashing.
+    """
+    server = resolve_url(settings, url)
+    user, password = settings.credentials_for(component)
+
+    client: list[Client] = []  # filled once connected; callbacks read it
+
+    async def disconnected() -> None:
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # our own close, not an outage
+        log.warning("disconnected from NATS at %s; reconnecting", server)
+
+    async def reconnected() -> None:
+        log.info("reconnected to NATS at %s", server)
+
+    async def error(exc: Exception) -> None:
+        log.warning("NATS error: %s", exc)
+
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            nc = await nats.connect(
+                server,
+                user=user,
+                password=password,
+                name=name or component,
+                inbox_prefix=inbox_prefix(user),
+                connect_timeout=CONNECT_TIMEOUT,
+                reconnect_time_wait=RECONNECT_TIME_WAIT,
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+            )
+            client.append(nc)
+            return nc
+        except (OSError, TimeoutError, NatsError) as exc:
+            if not wait_for_server or "authorization" in str(exc).lower():
+                raise
+            if attempt % INITIAL_CONNECT_LOG_EVERY == 1:
+                log.warning("waiting for NATS at %s as user %s: %s", server, user, exc)
+            await asyncio.sleep(INITIAL_CONNECT_RETRY)

@@ -1,0 +1,284 @@
+"""The per-message :class:`Context` handed to every handler."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from botbus.models import (
+    MAX_CALLBACK_DATA_BYTES,
+    AnswerCallback,
+    DeleteMessage,
+    DeliveryEvent,
+    EditText,
+    ForgetUser,
+    InboundCallback,
+    InboundCommand,
+    InboundMessage,
+    InlineButton,
+    InlineKeyboard,
+    ParseMode,
+    Priority,
+    SendChatAction,
+    SendPhoto,
+    SendText,
+)
+from botbus.settings import Settings
+
+if TYPE_CHECKING:
+    from botbus.service._app import ServiceApp
+
+Inbound = InboundMessage | InboundCommand | InboundCallback
+Handled = Inbound | ForgetUser | DeliveryEvent
+KeyboardLike = InlineKeyboard | Sequence[Sequence[InlineButton]] | None
+ChatActionName = Literal["typing", "upload_photo", "upload_document", "find_location"]
+
+
+class CorrelationLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger adapter that stamps every record with the correlation id."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        """Merge our ``extra`` fields into the record."""
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+def _keyboard(keyboard: KeyboardLike) -> InlineKeyboard | None:
+    if keyboard is None or isinstance(keyboard, InlineKeyboard):
+        return keyboard
+    return InlineKeyboard(rows=[list(row) for row in keyboard])
+
+
+class Context:
+    """Everything a handler needs to answer one message.
+
+    Each action it publishes gets the idempotency key
+    ``<service>:<correlation id>:<n>`` (n counts this handler's actions), so a
+    redelivered message yields the same keys and JetStream's dedupe window
+    (and the gateway) send each action once.
+    """
+
+    def __init__(
+        self, app: ServiceApp, inbound: Handled, *, key_base: str, deliveries: int
+    ) -> None:
+        self._app = app
+        self.inbound: Handled = inbound
+        """The message being handled."""
+        self.deliveries = deliveries
+        """How many times this message has been delivered (1 = first try)."""
+        self._key_base = key_base
+        self._seq = 0
+        self.log = CorrelationLogger(
+            logging.getLogger(f"services.{app.service.name}"),
+            {"correlation_id": self.correlation_id, "service": app.service.name},
+        )
+        """A logger whose records carry the correlation id."""
+
+    # -- what we are answering -------------------------------------------------
+
+    @property
+    def app(self) -> ServiceApp:
+        """The running service instance."""
+        return self._app
+
+    @property
+    def service(self) -> str:
+        """The service's name."""
+        return self._app.service.name
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The correlation id of the inbound (None for events without one)."""
+        return getattr(self.inbound, "correlation_id", None)
+
+    @property
+    def language(self) -> Literal["en", "es"]:
+        """The user's language ("en" for events)."""
+        if isinstance(self.inbound, InboundMessage | InboundCommand | InboundCallback):
+            return self.inbound.language
+        return "en"
+
+    @property
+    def chat_id(self) -> int:
+        """The chat of the inbound; events without a chat raise ``ValueError``."""
+        if isinstance(self.inbound, InboundMessage | InboundCommand | InboundCallback):
+            return self.inbound.chat.id
+        if isinstance(self.inbound, ForgetUser | DeliveryEvent) and self.inbound.chat_id:
+            return self.inbound.chat_id
+        raise ValueError("this event has no chat to answer; use ctx.send(chat_id, ...)")
+
+    @property
+    def nc(self) -> Client:
+        """The NATS connection."""
+        return self._app.nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context."""
+        return self._app.js
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the service started with."""
+        return self._app.settings
+
+    def t(self, *, en: str, es: str | None = None) -> str:
+        """Pick the text in the user's language (English when none is given)."""
+        return es if self.language == "es" and es is not None else en
+
+    async def kv(self, suffix: str = "") -> KeyValue:
+        """The service's own KV bucket ``svc_<name>[_<suffix>]`` (created on demand)."""
+        return await self._app.kv(suffix)
+
+    def button(self, label: str, data: str) -> InlineButton:
+        """An inline button whose presses come back to this service's ``on_callback``."""
+        callback_data = f"{self.service}:{data}"
+        size = len(callback_data.encode())
+        if size > MAX_CALLBACK_DATA_BYTES:
+            raise ValueError(
+                f"callback data {callback_data!r} is {size} bytes; Telegram allows "
+                f"{MAX_CALLBACK_DATA_BYTES}: shorten the data passed to ctx.button()"
+            )
+        try:
+            return InlineButton(text=label, callback_data=callback_data)
+        except ValidationError as exc:
+            raise ValueError(f"invalid button {label!r}: {exc.errors()[0]['msg']}") from exc
+
+    # -- actions ----------------------------------------------------------------
+
+    def _next_key(self) -> str:
+        self._seq += 1
+        return f"{self._key_base}:{self._seq}"
+
+    def _common(self, chat_id: int, priority: Priority, key: str | None = None) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "chat_id": chat_id,
+            "idempotency_key": f"{self.service}:{key}" if key else self._next_key(),
+            "correlation_id": self.correlation_id,
+            "priority": priority,
+        }
+
+    async def reply(
+        self,
+        text: str,
+        *,
+        keyboard: KeyboardLike = None,
+        parse_mode: ParseMode | None = None,
+        priority: Priority = "interactive",
+    ) -> SendText:
+        """Send ``text`` to the inbound's chat (in groups, as a reply to the message)."""
+        reply_to = None
+        inbound = self.inbound
+        if isinstance(inbound, InboundMessage | InboundCommand) and inbound.chat.is_group:
+            reply_to = inbound.message_id
+        action = SendText(
+            **self._common(self.chat_id, priority),
+            text=text,
+            parse_mode=parse_mode,
+            keyboard=_keyboard(keyboard),
+            reply_to_message_id=reply_to,
+        )
+        await self._app.publish(action)
+        return action
+
+    async def send(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        keyboard: KeyboardLike = None,
+        parse_mode: ParseMode | None = None,
+        priority: Priority = "bulk",
+        key: str | None = None,
+    ) -> SendText:
+        """Send an unsolicited message (alerts...); ``key`` overrides the idempotency key."""
+        action = SendText(
+            **self._common(chat_id, priority, key),
+            text=text,
+            parse_mode=parse_mode,
+            keyboard=_keyboard(keyboard),
+        )
+        await self._app.publish(action)
+        return action
+
+    async def edit(
+        self,
+        message_id: int,
+        text: str,
+        *,
+        keyboard: KeyboardLike = None,
+        parse_mode: ParseMode | None = None,
+        chat_id: int | None = None,
+    ) -> EditText:
+        """Replace the text (and keyboard) of one of the bot's messages."""
+        action = EditText(
+            **self._common(chat_id if chat_id is not None else self.chat_id, "interactive"),
+            message_id=message_id,
+            text=text,
+            parse_mode=parse_mode,
+            keyboard=_keyboard(keyboard),
+        )
+        await self._app.publish(action)
+        return action
+
+    async def answer_callback(
+        self, text: str | None = None, *, show_alert: bool = False
+    ) -> AnswerCallback:
+        """Stop the button's spinner, optionally showing ``text``."""
+        if not isinstance(self.inbound, InboundCallback):
+            raise TypeError("answer_callback() is only valid in an on_callback handler")
+        action = AnswerCallback(
+            **self._common(self.chat_id, "interactive"),
+            callback_query_id=self.inbound.callback_query_id,
+            text=text,
+            show_alert=show_alert,
+        )
+        await self._app.publish(action)
+        return action
+
+    async def send_photo(
+        self,
+        png: bytes,
+        *,
+        caption: str | None = None,
+        filename: str = "image.png",
+        chat_id: int | None = None,
+        priority: Priority = "interactive",
+    ) -> SendPhoto:
+        """Send an image (PNG bytes) to the inbound's chat."""
+        action = SendPhoto.model_validate(
+            {
+                **self._common(chat_id if chat_id is not None else self.chat_id, priority),
+                # SendPhoto's field is base64 on the wire; validate from the encoded form.
+                "photo": base64.b64encode(png),
+                "caption": caption,
+                "filename": filename,
+            }
+        )
+        await self._app.publish(action)
+        return action
+
+    async def chat_action(self, action: ChatActionName = "typing") -> SendChatAction:
+        """Show "typing..." (or another activity) in the inbound's chat."""
+        model = SendChatAction(**self._common(self.chat_id, "interactive"), action=action)
+        await self._app.publish(model)
+        return model
+
+    async def delete(self, message_id: int, *, chat_id: int | None = None) -> DeleteMessage:
+        """Delete one of the bot's messages."""
+        action = DeleteMessage(
+            **self._common(chat_id if chat_id is not None else self.chat_id, "interactive"),
+            message_id=message_id,
+        )
+        await self._app.publish(action)
+        return action

@@ -1,0 +1,181 @@
+"""The :class:`Service` declaration: name, commands and handlers.
+
+A ``Service`` only describes; :class:`~botbus.service.ServiceApp` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from botbus import subjects
+from botbus.models import (
+    DeliveryEvent,
+    ForgetUser,
+    InboundCallback,
+    InboundCommand,
+    InboundMessage,
+)
+from botbus.service._micro import META_COMMANDS, META_LISTENS
+
+if TYPE_CHECKING:
+    from botbus.service._app import ServiceApp
+    from botbus.service._context import Context
+    from botbus.settings import Settings
+
+# A handler may return a text: it is sent as the reply.
+CommandHandler = Callable[["Context", InboundCommand], Awaitable[str | None]]
+MessageHandler = Callable[["Context", InboundMessage], Awaitable[str | None]]
+CallbackHandler = Callable[["Context", InboundCallback], Awaitable[str | None]]
+ForgetHandler = Callable[["Context", ForgetUser], Awaitable[None]]
+DeliveryHandler = Callable[["Context", DeliveryEvent], Awaitable[None]]
+LifecycleHook = Callable[["ServiceApp"], Awaitable[None]]
+
+H = TypeVar("H")
+
+DEFAULT_MAX_DELIVERIES = 5  # attempts before a message is dead-lettered
+DEFAULT_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)  # seconds before attempt 2, 3, 4, 5...
+DEFAULT_CONCURRENCY = 8  # messages handled at once per instance
+DEFAULT_ACK_WAIT = 30.0  # seconds before the server redelivers an unacked message
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command a service owns, with its help text in each language."""
+
+    name: str
+    description: dict[str, str]
+    admin_only: bool
+    handler: CommandHandler
+
+    def advertised(self) -> dict[str, Any]:
+        """The entry of this command in the ``botbus.commands`` metadata."""
+        return {
+            "command": self.name,
+            "description": self.description,
+            "admin_only": self.admin_only,
+        }
+
+
+class Service:
+    """A botbus service: declare commands and handlers, then :meth:`run`.
+
+    ``max_deliveries`` bounds the attempts of a failing message (then it is
+    dead-lettered and the user told); ``retry_delays`` are the pauses before
+    each retry (the last repeats); ``concurrency`` is how many messages one
+    instance handles at once; ``ack_wait`` how long the server waits before
+    redelivering a message whose instance went silent (handlers running
+    longer are kept alive with in-progress acks).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        description: dict[str, str],
+        *,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+    ) -> None:
+        if not subjects.is_valid_name(name):
+            raise ValueError(
+                f"invalid service name {name!r}: use 1-32 lowercase letters, digits or '_'"
+            )
+        if "en" not in description:
+            raise ValueError("the service description needs at least an English text ('en')")
+        if max_deliveries < 1 or concurrency < 1 or ack_wait <= 0:
+            raise ValueError("max_deliveries and concurrency must be >= 1, ack_wait > 0")
+        self.name = name
+        self.version = version
+        self.description = dict(description)
+        self.max_deliveries = max_deliveries
+        self.retry_delays = retry_delays or (0.0,)
+        self.concurrency = concurrency
+        self.ack_wait = ack_wait
+        self.commands: dict[str, Command] = {}
+        self.message_handler: MessageHandler | None = None
+        self.callback_handler: CallbackHandler | None = None
+        self.forget_handler: ForgetHandler | None = None
+        self.delivery_handler: DeliveryHandler | None = None
+        self.startup_hooks: list[LifecycleHook] = []
+        self.shutdown_hooks: list[LifecycleHook] = []
+
+    # -- declaration --------------------------------------------------------------
+
+    def command(
+        self, name: str, *, en: str, es: str | None = None, admin_only: bool = False
+    ) -> Callable[[CommandHandler], CommandHandler]:
+        """Register ``/name``; ``en``/``es`` are its help texts."""
+        if not subjects.is_valid_name(name):
+            raise ValueError(f"invalid command name {name!r}: use lowercase letters, digits, '_'")
+        if name in self.commands:
+            raise ValueError(f"command /{name} is registered twice in service {self.name}")
+
+        def register(handler: CommandHandler) -> CommandHandler:
+            description = {"en": en, "es": es or en}
+            self.commands[name] = Command(name, description, admin_only, handler)
+            return handler
+
+        return register
+
+    def on_message(self, handler: MessageHandler) -> MessageHandler:
+        """Receive every plain message (this service joins the fan-out)."""
+        self.message_handler = handler
+        return handler
+
+    def on_callback(self, handler: CallbackHandler) -> CallbackHandler:
+        """Receive presses of buttons made with ``ctx.button``."""
+        self.callback_handler = handler
+        return handler
+
+    def on_forget(self, handler: ForgetHandler) -> ForgetHandler:
+        """Receive ``/forgetme`` events: delete what the service stores about the user."""
+        self.forget_handler = handler
+        return handler
+
+    def on_delivery(self, handler: DeliveryHandler) -> DeliveryHandler:
+        """Receive permanent delivery refusals of this service's actions."""
+        self.delivery_handler = handler
+        return handler
+
+    def on_startup(self, hook: LifecycleHook) -> LifecycleHook:
+        """Run ``hook(app)`` once per instance after connecting, before consuming."""
+        self.startup_hooks.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: LifecycleHook) -> LifecycleHook:
+        """Run ``hook(app)`` once per instance after in-flight work finished."""
+        self.shutdown_hooks.append(hook)
+        return hook
+
+    # -- introspection --------------------------------------------------------------
+
+    @property
+    def listens(self) -> bool:
+        """True if the service receives every plain message."""
+        return self.message_handler is not None
+
+    def metadata(self) -> dict[str, str]:
+        """The service-level micro metadata the gateway reads."""
+        return {
+            META_COMMANDS: json.dumps(
+                [c.advertised() for c in self.commands.values()], ensure_ascii=False
+            ),
+            META_LISTENS: "true" if self.listens else "false",
+        }
+
+    def retry_delay(self, deliveries: int) -> float:
+        """Seconds to wait before retrying a message that failed on attempt ``deliveries``."""
+        return self.retry_delays[min(deliveries, len(self.retry_delays)) - 1]
+
+    # -- running --------------------------------------------------------------------
+
+    def run(self, settings: Settings | None = None) -> None:
+        """Run this service until SIGTERM/SIGINT, then exit (0 after a clean drain)."""
+        from botbus.service._runner import main
+
+        main(self, settings)

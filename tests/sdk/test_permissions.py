@@ -1,0 +1,212 @@
+"""nats.conf: each component can do its job and nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig, StreamConfig
+
+from botbus import subjects
+from botbus.connect import inbox_prefix
+from botbus.models import encode
+from botbus.natsserver import NatsServer
+from botbus.settings import Settings
+from botbus.topology import STREAMS, service_bucket
+from tests.sdk.conftest import Gateway, make_command, make_message
+
+DENIED = (NatsError, TimeoutError)
+REQUEST_TIMEOUT = 1.0  # seconds: a denied JetStream request just gets no answer
+
+
+class Component:
+    """A connection as one nats.conf user that records permission violations."""
+
+    def __init__(self, nc: Client, violations: list[str]) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=REQUEST_TIMEOUT)
+        self.violations = violations
+
+    async def denied(self, needle: str, timeout: float = 5.0) -> None:
+        """Wait for the server to report a violation mentioning ``needle``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # nats-py reports "nats: permissions violation for publish to "<subject>"" in lowercase.
+        while not any(needle.lower() in v.lower() for v in self.violations):
+            assert loop.time() < deadline, f"no violation for {needle!r}: {self.violations}"
+            await asyncio.sleep(0.02)
+
+
+Connect = Callable[[str], Awaitable[Component]]
+
+
+@pytest.fixture
+async def as_user(
+    nats_server: NatsServer, settings: Settings, topology: Client
+) -> AsyncIterator[Connect]:
+    """Connect as a component, with its own inbox prefix as botbus.connect does."""
+    opened: list[Client] = []
+
+    async def open_as(component: str) -> Component:
+        violations: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            violations.append(str(exc))
+
+        user, password = settings.credentials_for(component)
+        nc = await nats.connect(
+            nats_server.url,
+            user=user,
+            password=password,
+            inbox_prefix=inbox_prefix(user),
+            error_cb=on_error,
+            max_reconnect_attempts=0,
+        )
+        opened.append(nc)
+        return Component(nc, violations)
+
+    yield open_as
+    for nc in opened:
+        await nc.close()
+
+
+async def last_seq(admin: Client, stream: str) -> int:
+    """The last sequence stored in ``stream`` (counts messages even once removed)."""
+    info = await admin.jetstream().stream_info(stream)
+    return info.state.last_seq
+
+
+async def test_a_service_cannot_consume_another_services_commands(
+    as_user: Connect, topology: Client, gateway: Gateway
+) -> None:
+    js_admin = topology.jetstream()
+    await js_admin.add_consumer(
+        subjects.STREAM_INBOUND,
+        ConsumerConfig(
+            durable_name="search_cmd",
+            filter_subject=subjects.inbound_commands_of("search"),
+            deliver_policy=DeliverPolicy.NEW,
+        ),
+    )
+    await gateway.command(make_command("cats", service="search", command="search"))
+    echo = await as_user("echo")
+
+    # Its own consumer: allowed (the control that proves the user works).
+    await echo.js.add_consumer(
+        subjects.STREAM_INBOUND,
+        ConsumerConfig(
+            name="echo_cmd",
+            durable_name="echo_cmd",
+            filter_subject=subjects.inbound_commands_of("echo"),
+        ),
+    )
+    # Its own consumer name over search's commands: denied.
+    with pytest.raises(DENIED):
+        await echo.js.add_consumer(
+            subjects.STREAM_INBOUND,
+            ConsumerConfig(
+                name="echo_cmd",
+                durable_name="echo_cmd",
+                filter_subject=subjects.inbound_commands_of("search"),
+            ),
+        )
+    # An ephemeral consumer, or pulling from search's durable: denied.
+    with pytest.raises(DENIED):
+        await echo.js.pull_subscribe(
+            subjects.inbound_commands_of("search"), stream=subjects.STREAM_INBOUND
+        )
+    stolen = await echo.js.pull_subscribe_bind(durable="search_cmd", stream=subjects.STREAM_INBOUND)
+    with pytest.raises(DENIED):
+        await stolen.fetch(1, timeout=REQUEST_TIMEOUT)
+    # Listening to the subject itself: denied.
+    await echo.nc.subscribe(subjects.INBOUND_ALL)
+    await echo.denied(f'subscription to "{subjects.INBOUND_ALL}"')
+
+    info = await js_admin.consumer_info(subjects.STREAM_INBOUND, "search_cmd")
+    assert info.num_pending == 1 and info.num_ack_pending == 0  # still waiting for search
+
+
+async def test_a_service_cannot_read_the_gateways_buckets(
+    as_user: Connect, gateway: Gateway
+) -> None:
+    users = await gateway.js.create_key_value(KeyValueConfig(bucket=subjects.KV_GATEWAY_USERS))
+    await users.put("lang.42", b"es")
+    echo = await as_user("echo")
+
+    own = await service_bucket(echo.js, "echo")  # its own bucket: fine
+    await own.put("k", b"v")
+    assert (await own.get("k")).value == b"v"
+    with pytest.raises(DENIED):
+        await echo.js.key_value(subjects.KV_GATEWAY_USERS)
+    with pytest.raises(DENIED):
+        await echo.js.get_last_msg(f"KV_{subjects.KV_GATEWAY_USERS}", "$KV.botbus_users.lang.42")
+    with pytest.raises(DENIED):
+        await service_bucket(echo.js, "search")  # nor another service's bucket
+    await echo.nc.subscribe(f"$KV.{subjects.KV_GATEWAY_USERS}.>")
+    await echo.denied(f'subscription to "$KV.{subjects.KV_GATEWAY_USERS}.>"')
+
+
+async def test_only_the_gateway_can_publish_inbound_traffic(
+    as_user: Connect, topology: Client, gateway: Gateway
+) -> None:
+    before = await last_seq(topology, subjects.STREAM_INBOUND)
+    for name in ("echo", "search", "publisher", "alerts"):
+        intruder = await as_user(name)
+        await intruder.nc.publish(subjects.INBOUND_MESSAGES, encode(make_message()))
+        await intruder.nc.publish(subjects.inbound_command("echo", "echo"), encode(make_command()))
+        await intruder.denied(f'publish to "{subjects.INBOUND_MESSAGES}"')
+        await intruder.denied(f'publish to "{subjects.inbound_command("echo", "echo")}"')
+    assert await last_seq(topology, subjects.STREAM_INBOUND) == before
+
+    await gateway.command(make_command())
+    assert await last_seq(topology, subjects.STREAM_INBOUND) == before + 1
+
+
+async def test_an_alert_publisher_can_publish_only_to_alert_channels(
+    as_user: Connect, topology: Client
+) -> None:
+    publisher = await as_user("publisher")
+    before = {s.name: await last_seq(topology, s.name) for s in STREAMS}
+
+    ack = await publisher.js.publish(subjects.alert_channel("news"), b'{"title": "hi"}')
+    assert ack.stream == subjects.STREAM_ALERTS
+    for subject in (
+        subjects.outbound("echo"),
+        subjects.EVENT_FORGET,
+        subjects.dead_letter("echo"),
+        subjects.INBOUND_MESSAGES,
+        "$JS.API.STREAM.DELETE.BOTBUS_ALERTS",
+    ):
+        await publisher.nc.publish(subject, b"{}")
+        await publisher.denied(f'"{subject}"')
+    await publisher.nc.subscribe(subjects.ALERTS_ALL)
+    await publisher.denied(f'subscription to "{subjects.ALERTS_ALL}"')
+
+    after = {s.name: await last_seq(topology, s.name) for s in STREAMS}
+    assert after[subjects.STREAM_ALERTS] == before[subjects.STREAM_ALERTS] + 1
+    assert {k: v for k, v in after.items() if k != subjects.STREAM_ALERTS} == {
+        k: v for k, v in before.items() if k != subjects.STREAM_ALERTS
+    }
+
+
+async def test_a_service_publishes_only_its_own_actions_and_cannot_touch_streams(
+    as_user: Connect, topology: Client
+) -> None:
+    echo = await as_user("echo")
+    await echo.js.publish(subjects.outbound("echo"), b"{}")  # its own: stored
+    before = await last_seq(topology, subjects.STREAM_OUTBOUND)
+    await echo.nc.publish(subjects.outbound("search"), b"{}")
+    await echo.denied(subjects.outbound("search"))
+    await echo.nc.publish(subjects.dead_letter("search"), b"{}")
+    await echo.denied(subjects.dead_letter("search"))
+    assert await last_seq(topology, subjects.STREAM_OUTBOUND) == before
+    with pytest.raises(DENIED):
+        await echo.js.update_stream(
+            StreamConfig(name=subjects.STREAM_INBOUND, subjects=[subjects.INBOUND_ALL], max_bytes=1)
+        )
+    with pytest.raises(DENIED):
+        await echo.js.add_stream(StreamConfig(name="SNOOP", subjects=["botbus.in.>"]))
