@@ -71,6 +71,23 @@ class Settings(BaseSettings):
     )
     admin_ids: list[int] = Field(default_factory=list, validation_alias="BOTBUS_ADMIN_IDS")
 
+    # gateway: per-user flood control (token bucket) and its health/metrics endpoint
+    flood_rate: float = Field(default=2.0, gt=0, validation_alias="BOTBUS_FLOOD_RATE")
+    flood_burst: int = Field(default=20, ge=1, validation_alias="BOTBUS_FLOOD_BURST")
+    # HOST:PORT of /healthz and /metrics; port 0 picks a free one, "off" disables it
+    gateway_http_listen: str = Field(
+        default="127.0.0.1:9464", validation_alias="BOTBUS_GATEWAY_HTTP"
+    )
+
+    # search service: days chat messages stay searchable by /find
+    search_retention_days: int = Field(
+        default=30, ge=1, validation_alias="BOTBUS_SEARCH_RETENTION_DAYS"
+    )
+
+    # alerts service: HOST:PORT of its HTTP endpoint (POST /alerts/<channel>);
+    # port 0 picks a free one, "off" disables it
+    alerts_http_listen: str = Field(default="127.0.0.1:8470", validation_alias="BOTBUS_ALERTS_HTTP")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

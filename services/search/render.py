@@ -1,0 +1,126 @@
+"""Turning result pages into Telegram HTML messages and paging buttons.
+
+Kept free of the bus so it can be tested as plain functions. Every piece of
+user or document text is escaped here or arrives already escaped (snippets).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.search.index import DocumentHit, MessageHit, ResultPage
+from services.search.text import clip
+
+PAGE_SIZE = 5
+MAX_QUERY_SHOWN = 80  # characters of the query echoed in the header
+
+
+class Translate(Protocol):
+    """Picks the text in the user's language (the SDK's ``ctx.t``)."""
+
+    def __call__(self, *, en: str, es: str) -> str: ...
+
+
+class PageInfo(Protocol):
+    """Where a page sits in its result (any :class:`ResultPage` fits)."""
+
+    @property
+    def page(self) -> int: ...
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def has_next(self) -> bool: ...
+    @property
+    def has_previous(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PageButton:
+    """A paging button: its label and callback data (without the "search:" prefix)."""
+
+    label: str
+    data: str
+
+
+def page_data(query_id: str, page: int) -> str:
+    """Callback data naming a page of a saved query: ``<id>:<page>``."""
+    return f"{query_id}:{page}"
+
+
+def parse_page_data(data: str) -> tuple[str, int] | None:
+    """(query id, page) from callback data, or None if it is not ours."""
+    query_id, sep, page = data.partition(":")
+    if not sep or not query_id or not page.isdigit() or len(page) > 4:
+        return None
+    return query_id, int(page)
+
+
+def _quoted(query: str) -> str:
+    return html.escape(clip(query, MAX_QUERY_SHOWN), quote=False)
+
+
+def _header(t: Translate, page: PageInfo, shown: int, query: str, *, chat: bool) -> str:
+    first = page.page * page.page_size + 1
+    last = first + shown - 1
+    what = t(en="Messages", es="Mensajes") if chat else t(en="Results", es="Resultados")
+    of = t(en="of", es="de")
+    return f"🔎 <b>{what} {first}–{last} {of} {page.total}</b>: <i>{_quoted(query)}</i>"
+
+
+def nothing_found(t: Translate, query: str, *, chat: bool) -> str:
+    """The reply when a query has no result."""
+    if chat:
+        return t(
+            en=f"No message in this chat matches <i>{_quoted(query)}</i>. "
+            "Try fewer words, or a prefix like <code>stre*</code>.",
+            es=f"Ningún mensaje de este chat coincide con <i>{_quoted(query)}</i>. "
+            "Prueba con menos palabras o un prefijo como <code>stre*</code>.",
+        )
+    return t(
+        en=f"Nothing found for <i>{_quoted(query)}</i>. "
+        "Try fewer words, or a prefix like <code>stre*</code>.",
+        es=f"No se encontró nada para <i>{_quoted(query)}</i>. "
+        "Prueba con menos palabras o un prefijo como <code>stre*</code>.",
+    )
+
+
+def render_documents(t: Translate, page: ResultPage[DocumentHit], query: str) -> str:
+    """A page of knowledge-base results: numbered titles (linked), then snippets."""
+    lines = [_header(t, page, len(page.hits), query, chat=False)]
+    for number, hit in enumerate(page.hits, start=page.page * page.page_size + 1):
+        title = html.escape(hit.title, quote=False)
+        if hit.url:
+            title = f'<a href="{html.escape(hit.url, quote=True)}">{title}</a>'
+        lines.append(f"\n{number}. <b>{title}</b>\n{hit.snippet}")
+    return "\n".join(lines)
+
+
+def render_messages(t: Translate, page: ResultPage[MessageHit], query: str) -> str:
+    """A page of chat-history results: author, date, link, then snippets."""
+    lines = [_header(t, page, len(page.hits), query, chat=True)]
+    for number, hit in enumerate(page.hits, start=page.page * page.page_size + 1):
+        meta = f"<b>{html.escape(hit.author, quote=False)}</b> · {hit.date:%Y-%m-%d %H:%M} UTC"
+        if hit.link:
+            meta += (
+                f' · <a href="{html.escape(hit.link, quote=True)}">{t(en="open", es="abrir")}</a>'
+            )
+        lines.append(f"\n{number}. {meta}\n{hit.snippet}")
+    return "\n".join(lines)
+
+
+def paging_buttons(t: Translate, page: PageInfo, query_id: str) -> list[PageButton]:
+    """Previous/Next buttons for ``page`` (none when everything fits on one page)."""
+    buttons: list[PageButton] = []
+    if page.has_previous:
+        buttons.append(
+            PageButton(t(en="◀ Previous", es="◀ Anterior"), page_data(query_id, page.page - 1))
+        )
+    if page.has_next:
+        buttons.append(
+            PageButton(t(en="Next ▶", es="Siguiente ▶"), page_data(query_id, page.page + 1))
+        )
+    return buttons

@@ -1,0 +1,268 @@
+"""search — ``/search`` over the knowledge base, ``/find`` over this chat's history.
+
+The service listens to every plain message and indexes it (author, date) in
+a SQLite FTS5 file under ``BOTBUS_DATA_DIR/search/``; ``/forgetme`` removes
+the user's messages, and messages older than ``BOTBUS_SEARCH_RETENTION_DAYS``
+are pruned. The knowledge base is loaded with ``botbus search-index PATH``;
+an empty index gets the bundled ``docs/kb`` on start.
+
+Several instances must share one data directory (one host): the index is a
+local file, and each plain message is indexed by only one instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from botbus.errors import ServiceError
+from botbus.models import (
+    ForgetUser,
+    InboundCallback,
+    InboundCommand,
+    InboundMessage,
+    InlineButton,
+)
+from botbus.service import Context, Service, ServiceApp
+from services.search.index import (
+    ChatMessage,
+    DocumentHit,
+    MessageHit,
+    ResultPage,
+    SavedQuery,
+    Scope,
+    SearchIndex,
+)
+from services.search.indexing import index_path
+from services.search.query import Query, QueryError, parse_query
+from services.search.render import (
+    PAGE_SIZE,
+    nothing_found,
+    paging_buttons,
+    parse_page_data,
+    render_documents,
+    render_messages,
+)
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_KB = Path(__file__).resolve().parents[2] / "docs" / "kb"
+PRUNE_INTERVAL = 3600.0  # seconds between retention sweeps
+
+service = Service(
+    name="search",
+    version="1.0.0",
+    description={
+        "en": "Full-text search over the knowledge base and this chat's history",
+        "es": "Búsqueda de texto en la base de conocimiento y en el historial del chat",
+    },
+)
+
+
+class _Instance:
+    """What one running instance holds: its open index and its pruning task."""
+
+    def __init__(self, index: SearchIndex) -> None:
+        self.index = index
+        self.pruner: asyncio.Task[None] | None = None
+
+
+# One entry per running ServiceApp (tests run several in one process).
+_instances: dict[str, _Instance] = {}
+
+
+def index_of(app: ServiceApp) -> SearchIndex:
+    """The index opened by the running instance ``app``."""
+    try:
+        return _instances[app.instance_id].index
+    except KeyError:
+        raise RuntimeError("the search index is not open: the service has not started") from None
+
+
+async def _prune_forever(index: SearchIndex) -> None:
+    while True:
+        await asyncio.sleep(PRUNE_INTERVAL)
+        try:
+            await asyncio.to_thread(index.prune)
+        except Exception:
+            # A failed sweep is retried next hour; /find hides expired messages anyway.
+            logger.exception("pruning the search index failed")
+
+
+@service.on_startup
+async def open_index(app: ServiceApp) -> None:
+    """Open (or create) the index; seed it with the bundled knowledge base if empty."""
+    retention = timedelta(days=app.settings.search_retention_days)
+    index = await asyncio.to_thread(
+        SearchIndex.in_data_dir, app.settings.data_dir, retention=retention
+    )
+    instance = _Instance(index)
+    _instances[app.instance_id] = instance
+    if await asyncio.to_thread(index.document_count) == 0:
+        if BUNDLED_KB.is_dir():
+            report = await asyncio.to_thread(index_path, index, BUNDLED_KB)
+            logger.info("indexed %s bundled documents from %s", report.documents, BUNDLED_KB)
+        else:
+            logger.warning(
+                "the knowledge base is empty and %s is missing: load documents with "
+                "`botbus search-index PATH`",
+                BUNDLED_KB,
+            )
+    await asyncio.to_thread(index.prune)
+    instance.pruner = asyncio.create_task(_prune_forever(index), name="search:prune")
+    logger.info("search index %s open", index.path)
+
+
+@service.on_shutdown
+async def close_index(app: ServiceApp) -> None:
+    """Stop pruning and close the index file."""
+    instance = _instances.pop(app.instance_id, None)
+    if instance is None:
+        return
+    if instance.pruner is not None:
+        instance.pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await instance.pruner
+    await asyncio.to_thread(instance.index.close)
+
+
+def _parse(ctx: Context, text: str) -> Query:
+    try:
+        return parse_query(text)
+    except QueryError as exc:
+        raise ServiceError(exc.text(ctx.language), code=exc.code) from exc
+
+
+def _keyboard(ctx: Context, buttons_of: list[tuple[str, str]]) -> list[list[InlineButton]] | None:
+    if not buttons_of:
+        return None
+    return [[ctx.button(label, data) for label, data in buttons_of]]
+
+
+async def _run(
+    ctx: Context, index: SearchIndex, scope: Scope, chat_id: int, query: Query, page: int
+) -> tuple[str, list[tuple[str, str]]]:
+    """Run ``query`` and render one page: (HTML text, paging buttons)."""
+    result: ResultPage[DocumentHit] | ResultPage[MessageHit]
+    for _attempt in range(2):
+        if scope == "kb":
+            docs = await asyncio.to_thread(
+                index.search_documents, query, page=page, page_size=PAGE_SIZE
+            )
+            result, text = docs, render_documents(ctx.t, docs, query.text)
+        else:
+            msgs = await asyncio.to_thread(
+                index.find_messages, chat_id, query, page=page, page_size=PAGE_SIZE
+            )
+            result, text = msgs, render_messages(ctx.t, msgs, query.text)
+        if result.hits or not result.total:
+            break
+        # The result shrank since the buttons were drawn (pruned, forgotten):
+        # show its last page rather than an empty one.
+        page = result.pages - 1
+    if not result.hits:
+        return nothing_found(ctx.t, query.text, chat=scope == "chat"), []
+    buttons: list[tuple[str, str]] = []
+    if result.has_next or result.has_previous:
+        query_id = await asyncio.to_thread(index.save_query, scope, chat_id, query.text)
+        buttons = [(b.label, b.data) for b in paging_buttons(ctx.t, result, query_id)]
+    return text, buttons
+
+
+async def _answer(ctx: Context, cmd: InboundCommand, scope: Scope) -> None:
+    query = _parse(ctx, cmd.args)
+    text, buttons = await _run(ctx, index_of(ctx.app), scope, cmd.chat.id, query, 0)
+    await ctx.reply(text, parse_mode="HTML", keyboard=_keyboard(ctx, buttons))
+
+
+@service.command(
+    "search",
+    en="Search the knowledge base: /search QUERY",
+    es="Busca en la base de conocimiento: /search CONSULTA",
+)
+async def search(ctx: Context, cmd: InboundCommand) -> None:
+    """Knowledge-base results: title, highlighted snippet, link; paged."""
+    if not cmd.args.strip():
+        raise ServiceError(
+            ctx.t(
+                en='Usage: /search QUERY, e.g. /search jetstream consumers. Use "..." for a '
+                "phrase, stre* for a prefix, OR for either word, -word to leave one out.",
+                es='Uso: /search CONSULTA, p. ej. /search consumidores jetstream. Usa "..." '
+                "para una frase, busq* para un prefijo, OR para una u otra, -palabra para "
+                "excluirla.",
+            ),
+            code="usage",
+        )
+    await _answer(ctx, cmd, "kb")
+
+
+@service.command(
+    "find",
+    en="Search this chat's messages: /find WORDS",
+    es="Busca en los mensajes de este chat: /find PALABRAS",
+)
+async def find(ctx: Context, cmd: InboundCommand) -> None:
+    """This chat's past messages, recent relevant ones first, with links where possible."""
+    if not cmd.args.strip():
+        raise ServiceError(
+            ctx.t(
+                en="Usage: /find WORDS, e.g. /find deploy friday. Only this chat's messages "
+                "are searched.",
+                es="Uso: /find PALABRAS, p. ej. /find despliegue viernes. Solo se buscan los "
+                "mensajes de este chat.",
+            ),
+            code="usage",
+        )
+    await _answer(ctx, cmd, "chat")
+
+
+@service.on_callback
+async def turn_page(ctx: Context, cb: InboundCallback) -> None:
+    """Next/Previous: re-run the saved query and edit the results message in place."""
+    index = index_of(ctx.app)
+    parsed = parse_page_data(cb.data)
+    saved: SavedQuery | None = None
+    if parsed is not None:
+        saved = await asyncio.to_thread(index.saved_query, parsed[0])
+    if saved is None or saved.chat_id != cb.chat.id or cb.message_id is None:
+        await ctx.answer_callback(
+            ctx.t(
+                en="This search has expired: run it again.",
+                es="Esta búsqueda ha caducado: vuelve a lanzarla.",
+            ),
+            show_alert=True,
+        )
+        return
+    assert parsed is not None  # saved is only set when parsed
+    # A saved query was valid when saved; parse errors here would be a bug.
+    query = parse_query(saved.query)
+    text, buttons = await _run(ctx, index, saved.scope, saved.chat_id, query, parsed[1])
+    await ctx.edit(cb.message_id, text, parse_mode="HTML", keyboard=_keyboard(ctx, buttons))
+    await ctx.answer_callback()
+
+
+@service.on_message
+async def remember(ctx: Context, msg: InboundMessage) -> None:
+    """Index a plain message of any chat (an edit replaces the earlier text)."""
+    if not msg.text.strip():
+        return
+    message = ChatMessage(
+        chat_id=msg.chat.id,
+        message_id=msg.message_id,
+        user_id=msg.user.id,
+        author=msg.user.display_name,
+        date=msg.date,
+        text=msg.text,
+        chat_type=msg.chat.type,
+    )
+    await asyncio.to_thread(index_of(ctx.app).add_message, message)
+
+
+@service.on_forget
+async def forget(ctx: Context, event: ForgetUser) -> None:
+    """``/forgetme``: delete every indexed message the user wrote."""
+    removed = await asyncio.to_thread(index_of(ctx.app).forget_user, event.user_id)
+    ctx.log.info("forgot user %s: %s indexed messages removed", event.user_id, removed)
