@@ -1,0 +1,294 @@
+"""sentiment — how a conversation feels, in English and Spanish, with charts.
+
+Commands: ``/sentiment TEXT`` (score and driving words), ``/sentiment off|on``
+(opt a chat out of / back into passive scoring), ``/mood [day|week|month|me]``
+(a chart of the chat's or the user's mood and a one-line summary).
+Every plain message of a chat that has not opted out is scored; only counts
+are kept (NATS KV bucket ``svc_sentiment``), never text. ``/forgetme``
+deletes the user's aggregates. A group whose rolling mood drops below the
+alert policy's threshold is reported to the bot admins, once per cool-down.
+
+Who may opt a chat out: the gateway tells us only whether a user is a *bot*
+admin (``is_admin``); it does not know Telegram's group admins. So in groups
+only bot admins may switch scoring off/on; in a private chat, its owner may.
+
+KV keys: ``chat.<chat_id>`` / ``user.<user_id>`` (mood documents),
+``optout.<chat_id>`` (present = opted out), ``alert.<chat_id>`` (time of the
+last mood alert). Concurrent instances update with compare-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from botbus import subjects
+from botbus.errors import ServiceError
+from botbus.models import Alert, ForgetUser, InboundCommand, InboundMessage, encode
+from botbus.service import Context, Service
+from services.sentiment.aggregate import PERIODS, AlertPolicy, MoodDoc, MoodDocError, Period
+from services.sentiment.chart import render_chart, summary_line
+from services.sentiment.scoring import Score, SentimentAnalyzer
+
+log = logging.getLogger(__name__)
+
+CAS_ATTEMPTS = 10  # compare-and-set retries before giving up on a contended key
+ALERT_CHANNEL = "mood"  # alerts channel used when no bot admin is configured
+ALERT_POLICY = AlertPolicy()
+
+service = Service(
+    name="sentiment",
+    version="1.0.0",
+    description={
+        "en": "How the conversation feels: message sentiment and mood charts",
+        "es": "Cómo se siente la conversación: sentimiento y gráficos de ánimo",
+    },
+)
+
+
+@cache
+def analyzer() -> SentimentAnalyzer:
+    """The scorer, built once per process (loading lingua's models takes a moment)."""
+    return SentimentAnalyzer()
+
+
+@service.on_startup
+async def _warm_up(_app: object) -> None:
+    analyzer()
+
+
+# -- KV helpers -----------------------------------------------------------------
+
+
+async def _read(kv: KeyValue, key: str) -> tuple[bytes | None, int | None]:
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None, None
+    return entry.value, entry.revision
+
+
+async def update_doc(kv: KeyValue, key: str, change: Callable[[MoodDoc], None]) -> MoodDoc:
+    """Apply ``change`` to the document at ``key`` with compare-and-set, retrying on races."""
+    for _ in range(CAS_ATTEMPTS):
+        raw, revision = await _read(kv, key)
+        try:
+            doc = MoodDoc.from_json(raw)
+        except MoodDocError:
+            log.warning("mood document %s is unreadable; starting it afresh", key)
+            doc = MoodDoc()
+        change(doc)
+        try:
+            if revision is None:
+                await kv.create(key, doc.to_json())
+            else:
+                await kv.update(key, doc.to_json(), last=revision)
+            return doc
+        except KeyWrongLastSequenceError:
+            continue  # another instance wrote first: re-read and apply again
+    raise RuntimeError(f"KV key {key} is too contended: gave up after {CAS_ATTEMPTS} attempts")
+
+
+async def load_doc(kv: KeyValue, key: str) -> MoodDoc:
+    """The document at ``key`` (empty if absent or unreadable)."""
+    raw, _ = await _read(kv, key)
+    try:
+        return MoodDoc.from_json(raw)
+    except MoodDocError:
+        log.warning("mood document %s is unreadable; showing it as empty", key)
+        return MoodDoc()
+
+
+async def is_opted_out(kv: KeyValue, chat_id: int) -> bool:
+    """True if the chat switched passive scoring off."""
+    raw, _ = await _read(kv, f"optout.{chat_id}")
+    return raw is not None
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def describe(ctx: Context, score: Score) -> str:
+    """The reply to ``/sentiment TEXT``."""
+    label = {
+        "positive": ctx.t(en="positive", es="positivo"),
+        "neutral": ctx.t(en="neutral", es="neutral"),
+        "negative": ctx.t(en="negative", es="negativo"),
+    }[score.label]
+    lines = [
+        ctx.t(
+            en=f"Sentiment: {label} (compound {score.compound:+.2f}, language {score.language})",
+            es=f"Sentimiento: {label} (compuesto {score.compound:+.2f}, idioma {score.language})",
+        )
+    ]
+    if score.drivers:
+        words = ", ".join(f"{d.word} ({d.valence:+.1f})" for d in score.drivers)
+        lines.append(ctx.t(en=f"Driven by: {words}", es=f"Palabras clave: {words}"))
+    else:
+        lines.append(
+            ctx.t(en="No word carried sentiment.", es="Ninguna palabra expresa sentimiento.")
+        )
+    return "\n".join(lines)
+
+
+async def _set_scoring(ctx: Context, cmd: InboundCommand, enabled: bool) -> None:
+    allowed = cmd.is_admin if cmd.chat.is_group else True
+    if not allowed:
+        raise ServiceError(
+            ctx.t(
+                en="Only a bot admin can switch sentiment scoring on or off in a group.",
+                es="Solo un administrador del bot puede activar o desactivar el análisis "
+                "en un grupo.",
+            ),
+            code="forbidden",
+        )
+    kv = await ctx.kv()
+    key = f"optout.{cmd.chat.id}"
+    if enabled:
+        await kv.delete(key)
+        await ctx.reply(
+            ctx.t(
+                en="Sentiment scoring is ON for this chat.",
+                es="El análisis de sentimiento está ACTIVADO en este chat.",
+            )
+        )
+    else:
+        await kv.put(key, datetime.now(UTC).isoformat().encode())
+        await ctx.reply(
+            ctx.t(
+                en="Sentiment scoring is OFF for this chat: messages are no longer scored.",
+                es="El análisis de sentimiento está DESACTIVADO en este chat: ya no se "
+                "puntúan los mensajes.",
+            )
+        )
+
+
+@service.command(
+    "sentiment",
+    en="Score TEXT; /sentiment off|on opts this chat out/in",
+    es="Puntúa TEXTO; /sentiment off|on desactiva/activa este chat",
+)
+async def sentiment(ctx: Context, cmd: InboundCommand) -> None:
+    """``/sentiment TEXT`` or ``/sentiment off|on``."""
+    arg = cmd.args.strip()
+    if arg.lower() in ("off", "on"):
+        await _set_scoring(ctx, cmd, enabled=arg.lower() == "on")
+        return
+    if not arg:
+        raise ServiceError(
+            ctx.t(
+                en="Usage: /sentiment TEXT — or /sentiment off|on for this chat",
+                es="Uso: /sentiment TEXTO — o /sentiment off|on para este chat",
+            )
+        )
+    await ctx.reply(describe(ctx, analyzer().score(arg, cmd.user.language_code)))
+
+
+@service.command(
+    "mood",
+    en="Mood chart: /mood [day|week|month] or /mood me",
+    es="Gráfico de ánimo: /mood [day|week|month] o /mood me",
+)
+async def mood(ctx: Context, cmd: InboundCommand) -> None:
+    """The chat's (or, with ``me``, the user's) mood chart and summary."""
+    words = [w.lower() for w in cmd.argv]
+    mine = "me" in words
+    periods = [w for w in words if w != "me"]
+    if len(periods) > 1 or (periods and periods[0] not in PERIODS):
+        raise ServiceError(
+            ctx.t(
+                en="Usage: /mood [day|week|month] [me]",
+                es="Uso: /mood [day|week|month] [me]",
+            )
+        )
+    period: Period = "day"
+    for candidate in PERIODS:
+        if periods and periods[0] == candidate:
+            period = candidate
+    kv = await ctx.kv()
+    if mine:
+        doc = await load_doc(kv, f"user.{cmd.user.id}")
+        subject = cmd.user.display_name
+    else:
+        doc = await load_doc(kv, f"chat.{cmd.chat.id}")
+        subject = cmd.chat.title or ctx.t(en="this chat", es="este chat")
+    points = doc.series(period, datetime.now(UTC))
+    await ctx.chat_action("upload_photo")
+    png = render_chart(points, period, subject, ctx.t)
+    await ctx.send_photo(png, caption=summary_line(points, period, subject, ctx.t))
+
+
+# -- passive scoring --------------------------------------------------------------
+
+
+@service.on_message
+async def score_message(ctx: Context, msg: InboundMessage) -> None:
+    """Count every plain message of chats that did not opt out (never its text)."""
+    if msg.edited or msg.user.is_bot or not msg.text.strip():
+        return
+    kv = await ctx.kv()
+    if await is_opted_out(kv, msg.chat.id):
+        return
+    score = analyzer().score(msg.text, msg.user.language_code)
+    at = msg.date
+
+    def count(doc: MoodDoc) -> None:
+        doc.add(score.compound, score.label, at)
+
+    chat_doc = await update_doc(kv, f"chat.{msg.chat.id}", count)
+    await update_doc(kv, f"user.{msg.user.id}", count)
+    if msg.chat.is_group:
+        await _maybe_alert(ctx, kv, msg, chat_doc)
+
+
+async def _maybe_alert(ctx: Context, kv: KeyValue, msg: InboundMessage, doc: MoodDoc) -> None:
+    now = datetime.now(UTC)
+    key = f"alert.{msg.chat.id}"
+    raw, revision = await _read(kv, key)
+    last = datetime.fromisoformat(raw.decode()) if raw else None
+    window = ALERT_POLICY.check(doc, now, last)
+    if window is None or window.mean is None:
+        return
+    # Claim the alert with compare-and-set so two instances do not both send it.
+    try:
+        if revision is None:
+            await kv.create(key, now.isoformat().encode())
+        else:
+            await kv.update(key, now.isoformat().encode(), last=revision)
+    except KeyWrongLastSequenceError:
+        return
+    title = msg.chat.title or str(msg.chat.id)
+    text = (
+        f"Mood alert: the mood of '{title}' dropped to {window.mean:+.2f} over the last "
+        f"{ALERT_POLICY.window_hours} h ({window.n} messages, {window.neg} negative). "
+        f"/ Alerta de ánimo: el ánimo de '{title}' bajó a {window.mean:+.2f}."
+    )
+    stamp = now.strftime("%Y%m%d%H%M")
+    admins = ctx.settings.admin_ids
+    for admin in admins:
+        await ctx.send(admin, text, key=f"sentiment:alert:{msg.chat.id}:{admin}:{stamp}")
+    if not admins:
+        alert = Alert(
+            title=f"Mood alert: {title}",
+            text=text,
+            severity="warning",
+            dedupe_key=f"sentiment:{msg.chat.id}:{stamp}",
+        )
+        await ctx.js.publish(subjects.alert_channel(ALERT_CHANNEL), encode(alert))
+    ctx.log.info("mood alert for chat %s (mean %.2f over %d)", msg.chat.id, window.mean, window.n)
+
+
+# -- forgetting -------------------------------------------------------------------
+
+
+@service.on_forget
+async def forget(ctx: Context, ev: ForgetUser) -> None:
+    """Delete the user's own mood document (chat documents hold no per-user data)."""
+    kv = await ctx.kv()
+    await kv.purge(f"user.{ev.user_id}")
+    ctx.log.info("forgot the mood aggregates of user %s", ev.user_id)
