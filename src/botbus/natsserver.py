@@ -64,9 +64,8 @@ class NatsServer:
 
     Use as ``async with NatsServer(data_dir, settings) as server: server.url``.
     ``port=-1`` asks the server for a free port; a fixed port (e.g. for a
-    restart test) can be given instead. ``mqtt_port`` enables the MQTT
-    listener on that port (``-1`` is not accepted by nats-server for MQTT,
-    so pass 0 to pick one ourselves).
+    restart test) can be given instead. The MQTT listener configured in
+    nats.conf (port -1 there too) is read from the log into ``mqtt_port``.
     """
 
     def __init__(

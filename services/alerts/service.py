@@ -1,0 +1,432 @@
+"""alerts — channels people subscribe to, fed by NATS, HTTP and MQTT; and reminders.
+
+Users: /channels, /subscribe NAME, /unsubscribe NAME, /mysubs, /remind,
+/reminders, /cancel ID, /timezone. Bot admins: /newchannel, /delchannel,
+/alert. The domain logic lives in the sibling modules; this module maps
+commands and events onto it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import zoneinfo
+from datetime import UTC, datetime
+
+from botbus.errors import ServiceError
+from botbus.models import Alert, DeliveryEvent, ForgetUser, InboundCommand
+from botbus.service import Context, Service, ServiceApp
+from botbus.subjects import alert_channel, is_valid_name
+from services.alerts.channels import check_channel_name, new_channel
+from services.alerts.reminders import parse_reminder, resolve_timezone
+from services.alerts.runtime import AlertsRuntime
+from services.alerts.store import Reminder
+from services.alerts.texts import UserInputError
+
+MAX_REMINDERS_PER_USER = 50
+REMINDER_ID_ALPHABET = string.ascii_lowercase + string.digits
+REMINDER_ID_LENGTH = 4  # after the leading "r": 36**4 ids per user
+
+service = Service(
+    name="alerts",
+    version="1.0.0",
+    description={
+        "en": "Alert channels you can subscribe to, and reminders",
+        "es": "Canales de alertas a los que suscribirse, y recordatorios",
+    },
+)
+
+_runtimes: dict[str, AlertsRuntime] = {}
+
+
+def runtime_of(app: ServiceApp) -> AlertsRuntime:
+    """The runtime of a started instance (created by its startup hook)."""
+    return _runtimes[app.instance_id]
+
+
+def runtime(ctx: Context) -> AlertsRuntime:
+    """The runtime of the instance handling ``ctx``."""
+    return runtime_of(ctx.app)
+
+
+@service.on_startup
+async def start(app: ServiceApp) -> None:
+    """Open state, the reminders stream, the HTTP endpoint and the alert consumers."""
+    _runtimes[app.instance_id] = await AlertsRuntime.start(app.js, app.settings)
+
+
+@service.on_shutdown
+async def stop(app: ServiceApp) -> None:
+    """Stop the HTTP endpoint and the alert consumers."""
+    rt = _runtimes.pop(app.instance_id, None)
+    if rt is not None:
+        await rt.stop()
+
+
+def _refuse(ctx: Context, error: UserInputError) -> ServiceError:
+    return ServiceError(error.text.pick(ctx.language))
+
+
+def _channel_arg(ctx: Context, cmd: InboundCommand, usage_en: str, usage_es: str) -> str:
+    if not cmd.argv:
+        raise ServiceError(ctx.t(en=f"Usage: {usage_en}", es=f"Uso: {usage_es}"))
+    try:
+        return check_channel_name(cmd.argv[0])
+    except UserInputError as exc:
+        raise _refuse(ctx, exc) from exc
+
+
+def _may_manage_chat(ctx: Context, cmd: InboundCommand) -> None:
+    # The bus tells us whether the user is a bot admin, not whether they are
+    # an admin of this group; until it does, groups are managed by bot admins.
+    if cmd.chat.is_group and not cmd.is_admin:
+        raise ServiceError(
+            ctx.t(
+                en="In a group, only the bot's admins can subscribe or unsubscribe the group.",
+                es="En un grupo, solo los administradores del bot pueden suscribir o "
+                "desuscribir al grupo.",
+            ),
+            code="forbidden",
+        )
+
+
+# -- channels -------------------------------------------------------------------------
+
+
+@service.command("channels", en="List alert channels", es="Lista los canales de alertas")
+async def channels(ctx: Context, cmd: InboundCommand) -> None:
+    """Every channel with its description and subscriber count."""
+    store = runtime(ctx).store
+    records = await store.list_channels()
+    if not records:
+        await ctx.reply(ctx.t(en="There are no channels yet.", es="Todavía no hay canales."))
+        return
+    lines = [ctx.t(en="Alert channels:", es="Canales de alertas:")]
+    for record in records:
+        count = await store.subscriber_count(record.name)
+        subs = ctx.t(en=f"{count} subscribers", es=f"{count} suscriptores")
+        lines.append(f"• {record.name} — {record.description} ({subs})")
+    lines.append(ctx.t(en="Join one with /subscribe NAME", es="Únete con /subscribe NOMBRE"))
+    await ctx.reply("\n".join(lines))
+
+
+@service.command("subscribe", en="Subscribe to channel NAME", es="Suscríbete al canal NOMBRE")
+async def subscribe(ctx: Context, cmd: InboundCommand) -> None:
+    """Subscribe this chat to a channel."""
+    name = _channel_arg(ctx, cmd, "/subscribe NAME", "/subscribe NOMBRE")
+    _may_manage_chat(ctx, cmd)
+    store = runtime(ctx).store
+    if await store.get_channel(name) is None:
+        raise ServiceError(
+            ctx.t(
+                en=f"There is no channel {name!r}. See /channels.",
+                es=f"No existe el canal {name!r}. Mira /channels.",
+            )
+        )
+    if await store.subscribe(name, cmd.chat.id, cmd.language):
+        await ctx.reply(
+            ctx.t(
+                en=f"Subscribed to {name}. Stop with /unsubscribe {name}",
+                es=f"Suscrito a {name}. Para dejarlo: /unsubscribe {name}",
+            )
+        )
+    else:
+        await ctx.reply(
+            ctx.t(en=f"Already subscribed to {name}.", es=f"Ya estabas suscrito a {name}.")
+        )
+
+
+@service.command("unsubscribe", en="Stop channel NAME", es="Deja el canal NOMBRE")
+async def unsubscribe(ctx: Context, cmd: InboundCommand) -> None:
+    """Unsubscribe this chat from a channel."""
+    name = _channel_arg(ctx, cmd, "/unsubscribe NAME", "/unsubscribe NOMBRE")
+    _may_manage_chat(ctx, cmd)
+    if await runtime(ctx).store.unsubscribe(name, cmd.chat.id):
+        await ctx.reply(
+            ctx.t(en=f"Unsubscribed from {name}.", es=f"Ya no recibirás alertas de {name}.")
+        )
+    else:
+        await ctx.reply(
+            ctx.t(en=f"You were not subscribed to {name}.", es=f"No estabas suscrito a {name}.")
+        )
+
+
+@service.command("mysubs", en="Channels this chat follows", es="Canales que sigue este chat")
+async def mysubs(ctx: Context, cmd: InboundCommand) -> None:
+    """The channels this chat is subscribed to."""
+    names = await runtime(ctx).store.chat_channels(cmd.chat.id)
+    if not names:
+        await ctx.reply(
+            ctx.t(
+                en="No subscriptions. See /channels.",
+                es="Sin suscripciones. Mira /channels.",
+            )
+        )
+        return
+    await ctx.reply(ctx.t(en="Subscribed to: ", es="Suscrito a: ") + ", ".join(names))
+
+
+@service.command(
+    "newchannel",
+    en="Create channel NAME description (admins)",
+    es="Crea el canal NOMBRE descripción (admins)",
+    admin_only=True,
+)
+async def newchannel(ctx: Context, cmd: InboundCommand) -> None:
+    """Create a channel and show its publishing token once."""
+    if cmd.chat.is_group:
+        raise ServiceError(
+            ctx.t(
+                en="Create channels in a private chat with me: the reply contains a secret token.",
+                es="Crea canales en un chat privado conmigo: la respuesta lleva un token secreto.",
+            )
+        )
+    name = _channel_arg(ctx, cmd, "/newchannel NAME description", "/newchannel NOMBRE descripción")
+    description = cmd.args.strip()[len(cmd.argv[0]) :]
+    try:
+        record, token = new_channel(name, description, created_by=cmd.user.id)
+    except UserInputError as exc:
+        raise _refuse(ctx, exc) from exc
+    rt = runtime(ctx)
+    if not await rt.store.create_channel(record):
+        raise ServiceError(
+            ctx.t(en=f"Channel {name} already exists.", es=f"El canal {name} ya existe.")
+        )
+    url = f"{rt.http.url}/alerts/{name}" if rt.http.url else f"/alerts/{name}"
+    await ctx.reply(
+        ctx.t(
+            en=(
+                f"Channel {name} created. Publish to it with:\n"
+                f"• HTTP: POST {url} with header 'Authorization: Bearer {token}'\n"
+                f"• NATS: subject {alert_channel(name)} (as the publisher user)\n"
+                f"• MQTT: topic alerts/{name}\n"
+                "Keep the token secret; it is shown only now."
+            ),
+            es=(
+                f"Canal {name} creado. Publica en él con:\n"
+                f"• HTTP: POST {url} con la cabecera 'Authorization: Bearer {token}'\n"
+                f"• NATS: asunto {alert_channel(name)} (como usuario publisher)\n"
+                f"• MQTT: tema alerts/{name}\n"
+                "Guarda el token en secreto; solo se muestra ahora."
+            ),
+        )
+    )
+
+
+@service.command(
+    "delchannel",
+    en="Delete channel NAME (admins)",
+    es="Borra el canal NOMBRE (admins)",
+    admin_only=True,
+)
+async def delchannel(ctx: Context, cmd: InboundCommand) -> None:
+    """Delete a channel and its subscriptions."""
+    name = _channel_arg(ctx, cmd, "/delchannel NAME", "/delchannel NOMBRE")
+    if not await runtime(ctx).store.delete_channel(name):
+        raise ServiceError(
+            ctx.t(en=f"There is no channel {name!r}.", es=f"No existe el canal {name!r}.")
+        )
+    await ctx.reply(
+        ctx.t(
+            en=f"Channel {name} and its subscriptions were deleted.",
+            es=f"El canal {name} y sus suscripciones se borraron.",
+        )
+    )
+
+
+@service.command(
+    "alert",
+    en="Post TEXT to channel NAME (admins)",
+    es="Publica TEXTO en el canal NOMBRE (admins)",
+    admin_only=True,
+)
+async def alert(ctx: Context, cmd: InboundCommand) -> None:
+    """Post an alert from Telegram; it goes through the same durable pipeline."""
+    name = _channel_arg(ctx, cmd, "/alert NAME text", "/alert NOMBRE texto")
+    text = cmd.args.strip()[len(cmd.argv[0]) :].strip()
+    if not text:
+        raise ServiceError(ctx.t(en="Usage: /alert NAME text", es="Uso: /alert NOMBRE texto"))
+    rt = runtime(ctx)
+    if await rt.store.get_channel(name) is None:
+        raise ServiceError(
+            ctx.t(en=f"There is no channel {name!r}.", es=f"No existe el canal {name!r}.")
+        )
+    title, _, rest = text.partition("\n")
+    posted = Alert(title=title[:256], text=(title[256:] + rest)[:3000])
+    published = await rt.publish_alert(name, posted)
+    count = await rt.store.subscriber_count(name)
+    await ctx.reply(
+        ctx.t(
+            en=f"Alert {published.alert_id} queued for {count} subscribers of {name}.",
+            es=f"Alerta {published.alert_id} en cola para {count} suscriptores de {name}.",
+        )
+    )
+
+
+# -- reminders --------------------------------------------------------------------------
+
+
+def _when(reminder: Reminder) -> str:
+    local = reminder.due.astimezone(zoneinfo.ZoneInfo(reminder.timezone))
+    if reminder.kind == "daily":
+        return f"{reminder.hour:02d}:{reminder.minute:02d} ({reminder.timezone})"
+    return f"{local:%Y-%m-%d %H:%M} ({reminder.timezone})"
+
+
+@service.command(
+    "remind",
+    en="Reminder: in 10m TEXT | at 18:30 TEXT | every day 08:00 TEXT",
+    es="Recordatorio: en 10m TEXTO | a las 18:30 TEXTO | cada día 08:00 TEXTO",
+)
+async def remind(ctx: Context, cmd: InboundCommand) -> None:
+    """Set a reminder, fired by nats-server's message schedules."""
+    rt = runtime(ctx)
+    zone = await rt.store.get_timezone(cmd.user.id)
+    try:
+        spec = parse_reminder(cmd.args, timezone=zone, now=datetime.now(UTC))
+    except UserInputError as exc:
+        raise _refuse(ctx, exc) from exc
+    if len(await rt.store.user_reminders(cmd.user.id)) >= MAX_REMINDERS_PER_USER:
+        raise ServiceError(
+            ctx.t(
+                en=f"You have {MAX_REMINDERS_PER_USER} reminders: /cancel some first.",
+                es=f"Tienes {MAX_REMINDERS_PER_USER} recordatorios: cancela alguno con /cancel.",
+            )
+        )
+    while True:
+        rid = "r" + "".join(secrets.choice(REMINDER_ID_ALPHABET) for _ in range(REMINDER_ID_LENGTH))
+        reminder = Reminder(
+            id=rid,
+            user_id=cmd.user.id,
+            chat_id=cmd.chat.id,
+            kind=spec.kind,
+            text=spec.text,
+            timezone=spec.timezone,
+            due=spec.due,
+            hour=spec.hour,
+            minute=spec.minute,
+            language=cmd.language,
+        )
+        if await rt.store.create_reminder(reminder):
+            break
+    try:
+        await rt.scheduler.arm(cmd.user.id, rid, spec)
+    except Exception:
+        await rt.store.delete_reminder(cmd.user.id, rid)
+        raise
+    when = _when(reminder)
+    if spec.kind == "daily":
+        await ctx.reply(
+            ctx.t(
+                en=f"Reminder {rid} set: every day at {when}. Cancel with /cancel {rid}",
+                es=f"Recordatorio {rid} creado: cada día a las {when}. Cancélalo con /cancel {rid}",
+            )
+        )
+    else:
+        await ctx.reply(
+            ctx.t(
+                en=f"Reminder {rid} set for {when}. Cancel with /cancel {rid}",
+                es=f"Recordatorio {rid} para el {when}. Cancélalo con /cancel {rid}",
+            )
+        )
+
+
+@service.command("reminders", en="Your reminders", es="Tus recordatorios")
+async def reminders(ctx: Context, cmd: InboundCommand) -> None:
+    """List the user's reminders."""
+    mine = await runtime(ctx).store.user_reminders(cmd.user.id)
+    if not mine:
+        await ctx.reply(ctx.t(en="You have no reminders.", es="No tienes recordatorios."))
+        return
+    lines = [ctx.t(en="Your reminders:", es="Tus recordatorios:")]
+    for r in mine:
+        every = ctx.t(en="every day ", es="cada día ") if r.kind == "daily" else ""
+        lines.append(f"{r.id}: {every}{_when(r)} — {r.text}")
+    await ctx.reply("\n".join(lines))
+
+
+@service.command("cancel", en="Cancel reminder ID", es="Cancela el recordatorio ID")
+async def cancel(ctx: Context, cmd: InboundCommand) -> None:
+    """Cancel one of the user's reminders."""
+    rid = cmd.argv[0].lower() if cmd.argv else ""
+    rt = runtime(ctx)
+    if not is_valid_name(rid) or await rt.store.get_reminder(cmd.user.id, rid) is None:
+        raise ServiceError(
+            ctx.t(
+                en="Usage: /cancel ID — see your reminder ids with /reminders",
+                es="Uso: /cancel ID — mira los ids de tus recordatorios con /reminders",
+            )
+        )
+    await rt.scheduler.cancel(cmd.user.id, rid)
+    await rt.store.delete_reminder(cmd.user.id, rid)
+    await ctx.reply(ctx.t(en=f"Reminder {rid} cancelled.", es=f"Recordatorio {rid} cancelado."))
+
+
+@service.command("timezone", en="Show or set your time zone", es="Muestra o cambia tu zona horaria")
+async def timezone(ctx: Context, cmd: InboundCommand) -> None:
+    """``/timezone`` shows the user's zone; ``/timezone Europe/Madrid`` sets it."""
+    store = runtime(ctx).store
+    if not cmd.argv:
+        zone = await store.get_timezone(cmd.user.id)
+        await ctx.reply(
+            ctx.t(
+                en=f"Your time zone is {zone}. Change it with /timezone Europe/Madrid",
+                es=f"Tu zona horaria es {zone}. Cámbiala con /timezone Europe/Madrid",
+            )
+        )
+        return
+    try:
+        zone = resolve_timezone(cmd.argv[0])
+    except UserInputError as exc:
+        raise _refuse(ctx, exc) from exc
+    await store.set_timezone(cmd.user.id, zone)
+    local = datetime.now(UTC).astimezone(zoneinfo.ZoneInfo(zone))
+    await ctx.reply(
+        ctx.t(
+            en=f"Time zone set to {zone} (it is {local:%H:%M} there). New reminders use it.",
+            es=f"Zona horaria: {zone} (allí son las {local:%H:%M}). Los nuevos recordatorios "
+            "la usan.",
+        )
+    )
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+def _chat_is_gone(ev: DeliveryEvent) -> bool:
+    description = ev.description.lower()
+    return ev.error_code == 403 or "chat not found" in description or "deactivated" in description
+
+
+@service.on_delivery
+async def refused(ctx: Context, ev: DeliveryEvent) -> None:
+    """A chat that blocked the bot (or vanished) loses its subscriptions and reminders."""
+    if not _chat_is_gone(ev):
+        ctx.log.info(
+            "permanent refusal for chat %s kept its subscriptions: %s", ev.chat_id, ev.description
+        )
+        return
+    rt = runtime(ctx)
+    dropped = await rt.store.unsubscribe_chat(ev.chat_id)
+    for reminder in await rt.store.all_reminders():
+        if reminder.chat_id == ev.chat_id:
+            await rt.scheduler.cancel(reminder.user_id, reminder.id)
+            await rt.store.delete_reminder(reminder.user_id, reminder.id)
+    ctx.log.info(
+        "chat %s is gone (%s): unsubscribed from %s",
+        ev.chat_id,
+        ev.description,
+        ", ".join(dropped) or "nothing",
+    )
+
+
+@service.on_forget
+async def forget(ctx: Context, ev: ForgetUser) -> None:
+    """Delete the user's private-chat subscriptions, reminders and time zone."""
+    rt = runtime(ctx)
+    await rt.store.unsubscribe_chat(ev.user_id)  # a private chat's id is the user's id
+    await rt.scheduler.cancel_all(ev.user_id)
+    for reminder in await rt.store.user_reminders(ev.user_id):
+        await rt.store.delete_reminder(ev.user_id, reminder.id)
+    await rt.store.forget_user(ev.user_id)
+    ctx.log.info("forgot user %s", ev.user_id)

@@ -1,0 +1,166 @@
+"""Fixtures for the alerts service tests: a running service, a user, the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from botbus import subjects
+from botbus.models import Action, InboundCommand, SendText, decode_action, encode
+from botbus.natsserver import NatsServer
+from botbus.service import ServiceApp
+from botbus.settings import Settings, dev_password, load_settings
+from botbus.topology import ensure_topology
+from services.alerts.service import service
+
+ADMIN_ID = 777
+_ids = itertools.count(1)
+
+
+def command(
+    text: str,
+    *,
+    chat_id: int = 100,
+    user_id: int | None = None,
+    chat_type: str = "private",
+    language: str = "en",
+    admin: bool = False,
+) -> InboundCommand:
+    """``/name args`` as the gateway would publish it for the alerts service."""
+    name, _, args = text.lstrip("/").partition(" ")
+    uid = next(_ids)
+    return InboundCommand.model_validate(
+        {
+            "correlation_id": f"1:{uid}",
+            "bot_id": 1,
+            "update_id": uid,
+            "chat": {"id": chat_id, "type": chat_type},
+            "user": {"id": user_id if user_id is not None else chat_id, "first_name": "Ana"},
+            "language": language,
+            "message_id": uid,
+            "service": "alerts",
+            "command": name,
+            "args": args,
+            "is_admin": admin,
+        }
+    )
+
+
+class Outbox:
+    """The alerts service's stored outbound actions, read in order."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    async def take(self, count: int, timeout: float = 10.0) -> list[Action]:
+        """The next ``count`` actions (fewer if ``timeout`` runs out)."""
+        if self._sub is None:
+            self._sub = await self.js.pull_subscribe(
+                subjects.outbound("alerts"),
+                stream=subjects.STREAM_OUTBOUND,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+            )
+        got: list[Action] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(got) < count and (left := deadline - loop.time()) > 0:
+            try:
+                msgs = await self._sub.fetch(batch=count - len(got), timeout=left)
+            except TimeoutError:
+                break
+            for msg in msgs:
+                await msg.ack()
+                got.append(decode_action(msg.data))
+        return got
+
+    async def close(self) -> None:
+        """Drop the reader (a late fetch status would otherwise stall the drain)."""
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def reply(self, timeout: float = 10.0) -> str:
+        """The text of the next action, which must be a SendText."""
+        actions = await self.take(1, timeout)
+        assert actions, "the alerts service did not answer"
+        action = actions[0]
+        assert isinstance(action, SendText), action
+        return action.text
+
+
+class Bot:
+    """Drives the alerts service the way the gateway does."""
+
+    def __init__(self, js: JetStreamContext, outbox: Outbox) -> None:
+        self.js = js
+        self.outbox = outbox
+
+    async def send(self, text: str, **kwargs: Any) -> None:
+        """Publish a command without waiting for the answer."""
+        cmd = command(text, **kwargs)
+        await self.js.publish(
+            subjects.inbound_command("alerts", cmd.command),
+            encode(cmd),
+            headers={"Nats-Msg-Id": cmd.correlation_id},
+        )
+
+    async def ask(self, text: str, **kwargs: Any) -> str:
+        """Publish a command and return the service's reply text."""
+        await self.send(text, **kwargs)
+        return await self.outbox.reply()
+
+
+@pytest.fixture
+def alerts_settings(tmp_path: Path) -> Settings:
+    """Settings of the service under test: a free HTTP port, one bot admin."""
+    return load_settings(
+        _env_file=None,
+        BOTBUS_DATA_DIR=str(tmp_path / "data"),
+        BOTBUS_ALERTS_HTTP="127.0.0.1:0",
+        BOTBUS_ADMIN_IDS=[ADMIN_ID],
+        # The service's own NATS user, so nats.conf's permissions are proven
+        # by every test that passes.
+        BOTBUS_NATS_USER="alerts",
+        BOTBUS_NATS_PASSWORD=dev_password("alerts"),
+    )
+
+
+StartApp = Callable[[], Awaitable[ServiceApp]]
+
+
+@pytest.fixture
+async def start_alerts(
+    nats_server: NatsServer, admin_nc: Client, alerts_settings: Settings
+) -> AsyncIterator[StartApp]:
+    """Start (and at the end stop) alerts service instances in this process."""
+    await ensure_topology(admin_nc.jetstream())
+    apps: list[ServiceApp] = []
+
+    async def start() -> ServiceApp:
+        app = ServiceApp(service, alerts_settings, url=nats_server.url)
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        await app.stop(timeout=5.0)
+
+
+@pytest.fixture
+async def bot(start_alerts: StartApp, admin_nc: Client) -> AsyncIterator[tuple[Bot, ServiceApp]]:
+    """One running alerts instance and a way to talk to it."""
+    app = await start_alerts()
+    js = admin_nc.jetstream()
+    outbox = Outbox(js)
+    yield Bot(js, outbox), app
+    await outbox.close()
