@@ -1,0 +1,332 @@
+"""The gateway process: one per bot token, the only holder of that token.
+
+Lifecycle, python-telegram-bot style: :meth:`Gateway.initialize` connects
+(NATS, streams, buckets, ``getMe``, the persisted registry),
+:meth:`Gateway.start` launches ingest (long polling, or the webhook when
+``BOTBUS_WEBHOOK_URL`` is set), the outbound relay, service discovery and
+the health endpoint, :meth:`Gateway.stop` drains them in that order so
+nothing in flight is lost. ``async with Gateway(settings)`` does all three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from collections.abc import Coroutine
+from types import TracebackType
+from urllib.parse import urlparse
+
+from aiohttp import web
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.client import JetStreamContext
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+from telegram import Bot, BotCommand, BotCommandScopeDefault
+from telegram.error import TelegramError
+from telegram.request import HTTPXRequest
+
+from botbus import subjects, topology
+from botbus.connect import connect
+from botbus.errors import ConfigError
+from botbus.gateway.health import health_app
+from botbus.gateway.ingest import ALLOWED_UPDATES, DEFAULT_POLL_TIMEOUT, Ingest, Poller
+from botbus.gateway.metrics import GatewayMetrics
+from botbus.gateway.outbound import OutboundRelay
+from botbus.gateway.registry import Registry
+from botbus.gateway.router import Router
+from botbus.gateway.sender import DirectSender, Sender
+from botbus.gateway.texts import LANGUAGES, text
+from botbus.gateway.users import FloodControl, LanguageStore
+from botbus.gateway.webhook import webhook_app
+from botbus.settings import DEFAULT_TELEGRAM_API_URL, Settings
+
+log = logging.getLogger(__name__)
+
+SENT_KEYS_TTL = 24 * 3600.0  # seconds an idempotency key is remembered
+CONNECT_BACKOFF_MAX = 10.0  # seconds between attempts to reach Telegram at start-up
+API_POOL_SIZE = 128  # concurrent HTTP connections to the Bot API
+MENU_DESCRIPTION_MAX = 256  # characters Telegram allows per menu entry
+STOP_TIMEOUT = 10.0  # seconds to finish in-flight sends on stop
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"expected HOST:PORT, got {value!r} (e.g. 127.0.0.1:9464)")
+    return host or "127.0.0.1", int(port)
+
+
+async def _bucket(js: JetStreamContext, name: str, ttl: float | None = None) -> KeyValue:
+    try:
+        return await js.key_value(name)
+    except BucketNotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=name, history=1, ttl=ttl, storage=StorageType.FILE)
+        )
+
+
+def build_bot(settings: Settings) -> Bot:
+    """A python-telegram-bot ``Bot`` for the configured token and API URL."""
+    if settings.telegram_bot_token is None:
+        raise ConfigError(
+            "TELEGRAM_BOT_TOKEN is not set: put your bot's token there, or run `botbus up`, "
+            "which starts a local sandbox when no token is given"
+        )
+    return Bot(
+        settings.telegram_bot_token.get_secret_value(),
+        base_url=settings.telegram_api_url or DEFAULT_TELEGRAM_API_URL,
+        request=HTTPXRequest(connection_pool_size=API_POOL_SIZE, pool_timeout=10.0),
+    )
+
+
+class Gateway:
+    """Telegram in, bus out, answers back.
+
+    ``sender`` is the outbound seam (``submit(job) -> Future[Outcome]``);
+    the default :class:`DirectSender` is replaced by the scheduler there.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sender: Sender | None = None,
+        poll_timeout: int = DEFAULT_POLL_TIMEOUT,
+        discovery_interval: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bot = build_bot(settings)
+        self.metrics = GatewayMetrics()
+        self.sender: Sender = sender or DirectSender()
+        self._poll_timeout = poll_timeout
+        self._discovery_interval = discovery_interval
+        self._nc: Client | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runners: list[web.AppRunner] = []
+        self._stopped = asyncio.Event()
+        self.registry: Registry | None = None
+        self.router: Router | None = None
+        self.ingest: Ingest | None = None
+        self.poller: Poller | None = None
+        self.relay: OutboundRelay | None = None
+        self.http_port: int | None = None  # health/metrics, once started
+        self.webhook_port: int | None = None
+        self.bot_id = 0
+        self.bot_username = ""
+
+    @property
+    def nc(self) -> Client:
+        """The NATS connection (after :meth:`initialize`)."""
+        if self._nc is None:
+            raise RuntimeError("Gateway.initialize() has not run")
+        return self._nc
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Connect to NATS and Telegram and load the registry."""
+        self._nc = await connect(self.settings, "gateway", name="botbus-gateway")
+        js = self._nc.jetstream()
+        await topology.ensure_topology(js)
+        registry_kv = await _bucket(js, subjects.KV_GATEWAY_REGISTRY)
+        users_kv = await _bucket(js, subjects.KV_GATEWAY_USERS)
+        sent_kv = await _bucket(js, subjects.KV_GATEWAY_SENT, ttl=SENT_KEYS_TTL)
+        await self._init_bot()
+        self.registry = Registry(self._nc, registry_kv)
+        if self._discovery_interval is not None:
+            self.registry.poll_interval = self._discovery_interval
+        await self.registry.load()
+        try:
+            await self.registry.refresh()
+        except (NatsError, TimeoutError) as exc:
+            # Routing works from the persisted registry; the discovery loop retries.
+            log.warning("first service discovery failed (%s); using the stored registry", exc)
+        self.router = Router(
+            self.registry,
+            LanguageStore(users_kv),
+            FloodControl(self.settings.flood_rate, self.settings.flood_burst),
+            bot_id=self.bot_id,
+            admin_ids=frozenset(self.settings.admin_ids),
+        )
+        self.ingest = Ingest(js, self.router, self.bot_username, self.metrics)
+        self.relay = OutboundRelay(js, self.bot, sent_kv, self.sender, self.metrics)
+
+    async def _init_bot(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.bot.initialize()
+                break
+            except TelegramError as exc:
+                if "token" in str(exc).lower() or "unauthorized" in str(exc).lower():
+                    raise ConfigError(
+                        f"Telegram rejected the bot token ({exc}); check TELEGRAM_BOT_TOKEN"
+                    ) from exc
+                log.error("Telegram is unreachable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CONNECT_BACKOFF_MAX)
+        self.bot_id = self.bot.id
+        self.bot_username = self.bot.username
+        log.info("gateway for @%s (id %s)", self.bot_username, self.bot_id)
+
+    async def start(self) -> None:
+        """Start ingest, outbound relay, discovery and the health endpoint."""
+        assert self.ingest is not None and self.relay is not None and self.registry is not None
+        start_sender = getattr(self.sender, "start", None)
+        if start_sender is not None:
+            await start_sender()  # the scheduler has a lifecycle; DirectSender does not
+        await self.sync_menu()
+        self._spawn(self.registry.run(self.sync_menu), "discovery")
+        self._spawn(self.relay.run(), "outbound")
+        if self.settings.webhook_url:
+            await self._start_webhook()
+        else:
+            await self.bot.delete_webhook(drop_pending_updates=False)
+            self.poller = Poller(
+                self.ingest,
+                HTTPXRequest(connection_pool_size=2, read_timeout=self._poll_timeout + 10.0),
+                self.bot.base_url,
+                timeout=self._poll_timeout,
+            )
+            self._spawn(self.poller.run(), "polling")
+            log.info("ingest: long polling")
+        if self.settings.gateway_http_listen != "off":
+            host, port = _host_port(self.settings.gateway_http_listen)
+            self.http_port = await self._serve(health_app(self.metrics, self.health), host, port)
+            log.info("health and metrics on http://%s:%s/healthz", host, self.http_port)
+
+    async def _start_webhook(self) -> None:
+        assert self.ingest is not None and self.settings.webhook_url is not None
+        secret = (
+            self.settings.webhook_secret.get_secret_value()
+            if self.settings.webhook_secret
+            else secrets.token_urlsafe(32)
+        )
+        path = urlparse(self.settings.webhook_url).path or "/"
+        host, port = self.settings.webhook_host_port
+        app = webhook_app(self.ingest, path, secret, self.metrics)
+        self.webhook_port = await self._serve(app, host, port)
+        await self.bot.set_webhook(
+            self.settings.webhook_url,
+            secret_token=secret,
+            allowed_updates=list(ALLOWED_UPDATES),
+            max_connections=40,
+        )
+        log.info("ingest: webhook %s (listening on %s:%s)", path, host, self.webhook_port)
+
+    async def _serve(self, app: web.Application, host: str, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runners.append(runner)
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=f"gateway-{name}")
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("gateway task %s died: %r; stopping", task.get_name(), exc, exc_info=exc)
+            self._stopped.set()
+
+    def health(self) -> dict[str, bool]:
+        """Named checks behind ``/healthz``."""
+        return {
+            "nats_connected": self._nc is not None and self._nc.is_connected,
+            "tasks_running": bool(self._tasks) and all(not t.done() for t in self._tasks),
+        }
+
+    async def stop(self) -> None:
+        """Stop ingest first, then let outbound sends in flight finish, then disconnect."""
+        for task in self._tasks:
+            if task.get_name() in ("gateway-polling", "gateway-discovery"):
+                task.cancel()
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        if self.relay is not None:
+            await self.relay.drain(STOP_TIMEOUT)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            # Failures were already logged by _task_done; only their end matters here.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        stop_sender = getattr(self.sender, "stop", None) or getattr(self.sender, "aclose", None)
+        if stop_sender is not None:
+            await stop_sender()
+        with contextlib.suppress(TelegramError):
+            await self.bot.shutdown()
+        if self._nc is not None and not self._nc.is_closed:
+            # Every publish was awaited and every ack sent, so nothing is left to drain;
+            # close() avoids waiting on pull messages that no one will process now.
+            with contextlib.suppress(NatsError):
+                await self._nc.flush(timeout=2)
+            with contextlib.suppress(NatsError, OSError):
+                await self._nc.close()  # may find the broker already gone
+        self._stopped.set()
+
+    async def run_until_stopped(self) -> None:
+        """Initialize, start, wait for SIGTERM/SIGINT (or a dead task), stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopped.set)
+        await self.initialize()
+        await self.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            log.info("gateway stopping")
+            await self.stop()
+
+    async def __aenter__(self) -> Gateway:
+        await self.initialize()
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- the command menu ----------------------------------------------------
+
+    async def sync_menu(self) -> None:
+        """setMyCommands per language from the live registry."""
+        assert self.registry is not None
+        self.metrics.live_services.set(len(self.registry.live_services()))
+        for language in LANGUAGES:
+            commands = [
+                BotCommand("help", text("menu_help", language)),
+                BotCommand("language", text("menu_language", language)),
+                BotCommand("forgetme", text("menu_forgetme", language)),
+            ]
+            for _, spec in self.registry.live_commands():
+                if not spec.admin_only:
+                    description = spec.describe(language)[:MENU_DESCRIPTION_MAX] or spec.command
+                    commands.append(BotCommand(spec.command, description))
+            try:
+                await self.bot.set_my_commands(
+                    commands[:100],
+                    scope=BotCommandScopeDefault(),
+                    language_code=None if language == "en" else language,
+                )
+            except TelegramError as exc:
+                log.warning("could not update the command menu (%s): %s", language, exc)

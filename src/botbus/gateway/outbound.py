@@ -1,0 +1,418 @@
+"""Outbound actions from the bus to Telegram, each sent once.
+
+:class:`OutboundRelay` is a durable pull consumer of every service's
+``botbus.out.<service>``. For each action it:
+
+1. decodes it (an invalid payload is logged with the offending field and
+   terminated: redelivering it could never help);
+2. skips the Telegram calls whose idempotency key is already recorded in
+   the gateway's ``sent`` bucket (a service's redelivery, or the gateway's
+   own after a crash);
+3. hands each call to the *sender* (:class:`~botbus.gateway.sender.DirectSender`
+   or the scheduler, the same ``submit`` seam), splitting long texts and
+   retrying as plain text when Telegram cannot parse the entities;
+4. records the key right after Telegram accepted, then acks. A permanent
+   refusal is acked too and reported to the owning service as a
+   :class:`~botbus.models.DeliveryEvent`. If the sender gave up on a
+   transient failure the message is nak'ed and comes back later.
+
+The one window for a duplicate is a crash between Telegram accepting a
+call and the key being recorded: at most the calls in flight at that
+instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    LinkPreviewOptions,
+    ReplyParameters,
+)
+from telegram.error import BadRequest
+
+from botbus import subjects
+from botbus.errors import PayloadError
+from botbus.gateway.metrics import GatewayMetrics
+from botbus.gateway.sender import OutboundJob, Outcome, Sender
+from botbus.models import (
+    MAX_MESSAGE_TEXT,
+    AnswerCallback,
+    DeleteMessage,
+    DeliveryEvent,
+    EditText,
+    InlineKeyboard,
+    SendChatAction,
+    SendPhoto,
+    SendText,
+    decode_action,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+CONSUMER_NAME = subjects.CONSUMER_GATEWAY_OUTBOUND
+DEFAULT_FETCH_BATCH = 128  # messages per pull
+DEFAULT_FETCH_TIMEOUT = 1.0  # seconds a pull waits for messages
+DEFAULT_ACK_WAIT = 10  # seconds: how soon a restarted gateway retries what a dead one held
+DEFAULT_MAX_ACK_PENDING = 2000  # actions in flight at once
+NAK_DELAY = 5.0  # seconds before an action the sender gave up on comes back
+PROGRESS_EVERY = 3.0  # seconds between "still working" signals on a slow action
+
+SendAction = SendText | EditText | AnswerCallback | SendPhoto | SendChatAction | DeleteMessage
+
+
+def split_text(text: str, limit: int = MAX_MESSAGE_TEXT) -> list[str]:
+    """Cut ``text`` into pieces of at most ``limit`` characters.
+
+    Cuts at the last line break in reach, else the last space, else hard (a
+    boundary that would leave a part under half the limit does not count).
+    """
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit]
+        # A boundary in the first half would leave a stub of a message: cut hard instead.
+        cut = window.rfind("\n")
+        if cut < limit // 2:
+            cut = max(window.rfind(" "), window.rfind("\t"))
+        if cut < limit // 2:
+            cut = limit
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip("\n ")
+    if rest.strip() or not parts:
+        parts.append(rest)
+    return [p for p in parts if p] or [text[:limit]]
+
+
+def _markup(keyboard: InlineKeyboard | None) -> InlineKeyboardMarkup | None:
+    if keyboard is None:
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [InlineKeyboardButton(b.text, callback_data=b.callback_data, url=b.url) for b in row]
+            for row in keyboard.rows
+        ]
+    )
+
+
+def _cannot_parse(error: BaseException | None) -> bool:
+    return isinstance(error, BadRequest) and "can't parse entities" in error.message.lower()
+
+
+def _harmless(error: BaseException | None) -> bool:
+    # Editing a message to the text it already has changes nothing the user sees.
+    return isinstance(error, BadRequest) and "message is not modified" in error.message.lower()
+
+
+def _error_code(error: BaseException | None) -> int:
+    if isinstance(error, BadRequest):
+        return 400
+    name = type(error).__name__
+    return {"Forbidden": 403, "ChatMigrated": 400, "InvalidToken": 401}.get(name, 400)
+
+
+class OutboundRelay:
+    """Consumes BOTBUS_OUT and delivers each action through ``sender``."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        bot: Bot,
+        sent: KeyValue,
+        sender: Sender,
+        metrics: GatewayMetrics,
+        *,
+        consumer: str = CONSUMER_NAME,
+        fetch_batch: int = DEFAULT_FETCH_BATCH,
+    ) -> None:
+        self._js = js
+        self._bot = bot
+        self._sent = sent
+        self._sender = sender
+        self._metrics = metrics
+        self._consumer = consumer
+        self._fetch_batch = fetch_batch
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._chat_locks: dict[int, tuple[asyncio.Lock, int]] = {}
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Pull and deliver until :meth:`drain` is called or cancelled."""
+        config = ConsumerConfig(
+            durable_name=self._consumer,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=DEFAULT_ACK_WAIT,
+            max_ack_pending=DEFAULT_MAX_ACK_PENDING,
+            filter_subject=subjects.OUTBOUND_ALL,
+        )
+        psub = None
+        while not self._stopping.is_set():
+            try:
+                if psub is None:
+                    psub = await self._js.pull_subscribe(
+                        subjects.OUTBOUND_ALL,
+                        durable=self._consumer,
+                        stream=subjects.STREAM_OUTBOUND,
+                        config=config,
+                    )
+                msgs = await psub.fetch(self._fetch_batch, timeout=DEFAULT_FETCH_TIMEOUT)
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            except NatsError as exc:
+                log.warning("outbound pull failed (%s); retrying in 1s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._handle(msg))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Stop pulling and let the actions in flight finish (or time out)."""
+        self._stopping.set()
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
+            for task in pending:
+                task.cancel()
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            try:
+                action = decode_action(msg.data, msg.subject)
+            except PayloadError as exc:
+                self._metrics.actions.labels("invalid").inc()
+                log.error("dropping invalid outbound action on %s: %s", msg.subject, exc)
+                await msg.term()
+                return
+            if subjects.outbound(action.service) != msg.subject:
+                self._metrics.actions.labels("invalid").inc()
+                log.error(
+                    "dropping action %s: service %r does not match its subject %s",
+                    action.idempotency_key,
+                    action.service,
+                    msg.subject,
+                )
+                await msg.term()
+                return
+            progress = asyncio.create_task(self._keep_alive(msg))
+            try:
+                async with self._chat_turn(action.chat_id):
+                    settled = await self._deliver(action)
+            finally:
+                progress.cancel()
+            if settled:
+                await msg.ack()
+            else:
+                await msg.nak(delay=NAK_DELAY)
+        except NatsError as exc:
+            # The ack or the KV write failed: JetStream redelivers, the sent-key check
+            # stops a second send if the record made it.
+            log.warning("outbound action on %s not settled: %s", msg.subject, exc)
+        except Exception:
+            log.exception("outbound action on %s failed; it will be redelivered", msg.subject)
+
+    @contextlib.asynccontextmanager
+    async def _chat_turn(self, chat_id: int) -> AsyncIterator[None]:
+        # Actions to one chat are delivered one after the other, in stream order (the
+        # lock wakes waiters first-come first-served), so two replies never swap places
+        # and the parts of a split text stay together.
+        lock, users = self._chat_locks.get(chat_id, (asyncio.Lock(), 0))
+        self._chat_locks[chat_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._chat_locks[chat_id]
+            if users <= 1:
+                del self._chat_locks[chat_id]
+            else:
+                self._chat_locks[chat_id] = (lock, users - 1)
+
+    @staticmethod
+    async def _keep_alive(msg: Msg) -> None:
+        # A chat paused by a long 429 must not make JetStream hand the action to us again.
+        with contextlib.suppress(NatsError):
+            while True:
+                await asyncio.sleep(PROGRESS_EVERY)
+                await msg.in_progress()
+
+    # -- delivering ---------------------------------------------------------
+
+    async def _deliver(self, action: SendAction) -> bool:
+        """Deliver every call of ``action``; True when it may be acked."""
+        calls = self._calls(action)
+        for index, (call, plain) in enumerate(calls):
+            key = self._record_key(action, index if len(calls) > 1 else None)
+            if await self._already_sent(key):
+                self._metrics.duplicates_skipped.inc()
+                log.info("skipping %s: already sent", action.idempotency_key)
+                continue
+            outcome = await self._submit(action, call)
+            if outcome.status == "refused" and plain is not None and _cannot_parse(outcome.error):
+                log.info("resending %s as plain text: %s", action.idempotency_key, outcome.error)
+                outcome = await self._submit(action, plain)
+            if outcome.status == "refused" and _harmless(outcome.error):
+                outcome = Outcome("sent", error=outcome.error)
+            if outcome.status == "gave_up":
+                self._metrics.actions.labels("retry_later").inc()
+                return False
+            if outcome.status == "refused":
+                self._metrics.actions.labels("refused").inc()
+                await self._report_refusal(action, outcome.error)
+                return True
+            await self._sent.put(key, b"1")
+            self._metrics.actions.labels("sent").inc()
+        return True
+
+    def _submit(
+        self, action: SendAction, call: Callable[[], Awaitable[object]]
+    ) -> Awaitable[Outcome]:
+        job = OutboundJob(
+            chat_id=action.chat_id,
+            is_group=action.chat_id < 0,
+            priority=action.priority,
+            send=call,
+            key=action.idempotency_key,
+        )
+        return self._sender.submit(job)
+
+    @staticmethod
+    def _record_key(action: SendAction, part: int | None) -> str:
+        # KV keys allow few characters: hash the service's free-form key.
+        digest = hashlib.sha256(f"{action.service}\x00{action.idempotency_key}".encode())
+        suffix = f".{part}" if part is not None else ""
+        return f"{action.service}.{digest.hexdigest()[:40]}{suffix}"
+
+    async def _already_sent(self, key: str) -> bool:
+        try:
+            entry = await self._sent.get(key)
+        except KeyNotFoundError:
+            return False
+        return entry.value is not None
+
+    async def _report_refusal(self, action: SendAction, error: BaseException | None) -> None:
+        description = getattr(error, "message", None) or str(error)
+        log.info(
+            "telegram refused %s for chat %s: %s",
+            action.idempotency_key,
+            action.chat_id,
+            description,
+        )
+        if action.service == "gateway":
+            return
+        event = DeliveryEvent(
+            service=action.service,
+            chat_id=action.chat_id,
+            idempotency_key=action.idempotency_key,
+            correlation_id=action.correlation_id,
+            error_code=_error_code(error),
+            description=description[:500],
+        )
+        await self._js.publish(
+            subjects.delivery_event(action.service),
+            encode(event),
+            headers={"Nats-Msg-Id": f"delivery:{action.service}:{action.idempotency_key}"},
+        )
+
+    # -- Bot API calls --------------------------------------------------------
+
+    def _calls(
+        self, action: SendAction
+    ) -> list[tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[object]] | None]]:
+        """(call, plain-text fallback) for each Telegram call the action needs."""
+        bot = self._bot
+        if isinstance(action, SendText):
+            return self._text_calls(action)
+        if isinstance(action, EditText):
+            a = action
+
+            def edit(mode: str | None) -> Callable[[], Awaitable[object]]:
+                return lambda: bot.edit_message_text(
+                    a.text,
+                    chat_id=a.chat_id,
+                    message_id=a.message_id,
+                    parse_mode=mode,
+                    reply_markup=_markup(a.keyboard),
+                )
+
+            return [(edit(a.parse_mode), edit(None) if a.parse_mode else None)]
+        if isinstance(action, AnswerCallback):
+            b = action
+            return [
+                (
+                    lambda: bot.answer_callback_query(
+                        b.callback_query_id, text=b.text, show_alert=b.show_alert
+                    ),
+                    None,
+                )
+            ]
+        if isinstance(action, SendPhoto):
+            p = action
+
+            def photo(mode: str | None) -> Callable[[], Awaitable[object]]:
+                return lambda: bot.send_photo(
+                    p.chat_id,
+                    InputFile(p.photo, filename=p.filename),
+                    caption=p.caption,
+                    parse_mode=mode,
+                )
+
+            return [(photo(p.parse_mode), photo(None) if p.parse_mode else None)]
+        if isinstance(action, SendChatAction):
+            c = action
+            return [(lambda: bot.send_chat_action(c.chat_id, c.action), None)]
+        d = action
+        return [(lambda: bot.delete_message(d.chat_id, d.message_id), None)]
+
+    def _text_calls(
+        self, action: SendText
+    ) -> list[tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[object]] | None]]:
+        bot = self._bot
+        parts = split_text(action.text)
+        calls: list[
+            tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[object]] | None]
+        ] = []
+        preview = LinkPreviewOptions(is_disabled=action.disable_link_preview)
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            markup = _markup(action.keyboard) if last else None
+            reply_to = (
+                ReplyParameters(action.reply_to_message_id, allow_sending_without_reply=True)
+                if index == 0 and action.reply_to_message_id is not None
+                else None
+            )
+
+            def call(
+                mode: str | None,
+                part: str = part,
+                markup: InlineKeyboardMarkup | None = markup,
+                reply_to: ReplyParameters | None = reply_to,
+            ) -> Callable[[], Awaitable[object]]:
+                return lambda: bot.send_message(
+                    action.chat_id,
+                    part,
+                    parse_mode=mode,
+                    reply_markup=markup,
+                    link_preview_options=preview,
+                    reply_parameters=reply_to,
+                )
+
+            calls.append((call(action.parse_mode), call(None) if action.parse_mode else None))
+        return calls

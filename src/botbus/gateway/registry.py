@@ -1,0 +1,257 @@
+"""Which service owns which command, learnt live from NATS micro discovery.
+
+Every ``DEFAULT_POLL_INTERVAL`` the gateway asks ``$SRV.INFO`` and gathers
+every reply that arrives within a short window. A service's entry (version,
+commands, whether it listens to plain messages) is persisted in the
+gateway's KV bucket, so after a restart — or while every instance of a
+service is down — its commands are still routed and wait in JetStream. A
+service counts as *live* while one of its instances answered recently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from botbus import subjects
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL_INTERVAL = 1.5  # seconds between discovery rounds
+DEFAULT_GATHER_WINDOW = 0.25  # seconds to collect $SRV.INFO replies
+LIVE_ROUNDS = 2  # a service missing from this many rounds in a row is down
+
+META_COMMANDS = "botbus.commands"
+META_LISTENS = "botbus.listens"
+META_INSTANCE = "botbus.instance"
+
+
+class CommandSpec(BaseModel):
+    """One command a service owns, as it advertises it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    command: str
+    description: dict[str, str] = Field(default_factory=dict)
+    admin_only: bool = False
+
+    def describe(self, language: str) -> str:
+        """The description in ``language``, else English, else the name."""
+        return self.description.get(language) or self.description.get("en") or self.command
+
+
+class ServiceEntry(BaseModel):
+    """What the gateway remembers about a service (persisted in KV)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    version: str = ""
+    commands: tuple[CommandSpec, ...] = ()
+    listens: bool = False
+
+
+class ServiceInfo(BaseModel):
+    """The parts of a micro ``$SRV.INFO`` reply the gateway reads."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    id: str
+    version: str = ""
+    metadata: dict[str, str] | None = None
+
+
+def entry_from_info(info: ServiceInfo) -> ServiceEntry:
+    """Turn an INFO reply into a registry entry; bad command lists are dropped."""
+    meta = info.metadata or {}
+    commands: list[CommandSpec] = []
+    try:
+        raw: Any = json.loads(meta.get(META_COMMANDS, "[]"))
+        for item in raw if isinstance(raw, list) else []:
+            spec = CommandSpec.model_validate(item)
+            if subjects.is_valid_name(spec.command):
+                commands.append(spec)
+            else:
+                log.warning("service %s advertises invalid command %r", info.name, spec.command)
+    except (ValueError, ValidationError) as exc:
+        log.warning("service %s advertises unreadable commands: %s", info.name, exc)
+    return ServiceEntry(
+        name=info.name,
+        version=info.version,
+        commands=tuple(commands),
+        listens=meta.get(META_LISTENS, "false") == "true",
+    )
+
+
+class Registry:
+    """Live map of services and their commands."""
+
+    def __init__(
+        self,
+        nc: Client,
+        kv: KeyValue,
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        gather_window: float = DEFAULT_GATHER_WINDOW,
+    ) -> None:
+        self._nc = nc
+        self._kv = kv
+        self.poll_interval = poll_interval
+        self.gather_window = gather_window
+        self._entries: dict[str, ServiceEntry] = {}
+        self._instances: dict[str, dict[str, float]] = {}  # service -> instance -> last seen
+        self._owners: dict[str, tuple[str, CommandSpec]] = {}
+        self._live_signature: tuple[object, ...] = ()
+        self._round = asyncio.Event()
+
+    # -- queries -------------------------------------------------------------
+
+    def owner(self, command: str) -> tuple[str, CommandSpec] | None:
+        """(service, spec) owning ``command``, live or not; None if unknown."""
+        return self._owners.get(command)
+
+    def knows(self, service: str) -> bool:
+        """True if ``service`` was ever seen (its requests can wait for it)."""
+        return service in self._entries
+
+    def is_live(self, service: str) -> bool:
+        """True while an instance of ``service`` answered discovery recently."""
+        horizon = time.monotonic() - LIVE_ROUNDS * (self.poll_interval + self.gather_window)
+        return any(seen >= horizon for seen in self._instances.get(service, {}).values())
+
+    def live_services(self) -> list[ServiceEntry]:
+        """Entries of the live services, by name."""
+        return [e for name, e in sorted(self._entries.items()) if self.is_live(name)]
+
+    def instances(self, service: str) -> int:
+        """How many instances of ``service`` are live."""
+        horizon = time.monotonic() - LIVE_ROUNDS * (self.poll_interval + self.gather_window)
+        return sum(1 for seen in self._instances.get(service, {}).values() if seen >= horizon)
+
+    def live_commands(self) -> list[tuple[str, CommandSpec]]:
+        """(service, spec) of every command of a live service, by command name."""
+        return sorted(
+            ((s, spec) for s, spec in self._owners.values() if self.is_live(s)),
+            key=lambda item: item[1].command,
+        )
+
+    # -- updates -------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read the persisted entries so routing works before the first round."""
+        try:
+            keys = await self._kv.keys()
+        except NoKeysError:
+            keys = []
+        for key in keys:
+            try:
+                stored = await self._kv.get(key)
+            except KeyNotFoundError:
+                continue
+            try:
+                self._entries[key] = ServiceEntry.model_validate_json(stored.value or b"")
+            except ValidationError as exc:
+                log.warning("ignoring unreadable registry entry %r: %s", key, exc)
+        self._rebuild_owners()
+        log.info("registry loaded %d known service(s) from KV", len(self._entries))
+
+    async def discover(self) -> list[ServiceInfo]:
+        """One ``$SRV.INFO`` round: every reply received within the window."""
+        inbox = self._nc.new_inbox()
+        replies: list[ServiceInfo] = []
+        sub = await self._nc.subscribe(inbox)
+        try:
+            await self._nc.publish(subjects.SRV_INFO, b"", reply=inbox)
+            deadline = time.monotonic() + self.gather_window
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    msg = await sub.next_msg(timeout=left)
+                except TimeoutError:
+                    break
+                if not msg.data:
+                    continue  # "no responders" status: no service is running
+                try:
+                    replies.append(ServiceInfo.model_validate_json(msg.data))
+                except ValidationError as exc:
+                    log.warning("ignoring malformed $SRV.INFO reply: %s", exc)
+        finally:
+            await sub.unsubscribe()
+        return replies
+
+    async def refresh(self) -> bool:
+        """Run one discovery round; True if the live command set changed."""
+        now = time.monotonic()
+        for info in await self.discover():
+            if not subjects.is_valid_name(info.name):
+                log.warning("ignoring service with invalid name %r", info.name)
+                continue
+            instance = (info.metadata or {}).get(META_INSTANCE) or info.id
+            self._instances.setdefault(info.name, {})[instance] = now
+            entry = entry_from_info(info)
+            if self._entries.get(info.name) != entry:
+                self._entries[info.name] = entry
+                await self._kv.put(info.name, entry.model_dump_json().encode())
+                log.info(
+                    "service %s %s registered: %s",
+                    entry.name,
+                    entry.version,
+                    ", ".join(f"/{c.command}" for c in entry.commands) or "no commands",
+                )
+                self._rebuild_owners()
+        self._forget_stale_instances(now)
+        signature: tuple[object, ...] = tuple(self.live_commands())
+        signature += tuple(e.name for e in self.live_services())
+        changed = signature != self._live_signature
+        self._live_signature = signature
+        finished, self._round = self._round, asyncio.Event()
+        finished.set()
+        return changed
+
+    def _forget_stale_instances(self, now: float) -> None:
+        horizon = now - 10 * LIVE_ROUNDS * (self.poll_interval + self.gather_window)
+        for seen in self._instances.values():
+            for instance in [i for i, t in seen.items() if t < horizon]:
+                del seen[instance]
+
+    def _rebuild_owners(self) -> None:
+        owners: dict[str, tuple[str, CommandSpec]] = {}
+        for name, entry in sorted(self._entries.items()):
+            for spec in entry.commands:
+                if spec.command in owners:
+                    log.warning(
+                        "command /%s claimed by %s and %s; %s keeps it",
+                        spec.command,
+                        owners[spec.command][0],
+                        name,
+                        owners[spec.command][0],
+                    )
+                    continue
+                owners[spec.command] = (name, spec)
+        self._owners = owners
+
+    async def next_round(self) -> None:
+        """Wait until the next discovery round has completed."""
+        await self._round.wait()
+
+    async def run(self, on_change: Callable[[], Awaitable[None]]) -> None:
+        """Poll forever, calling ``on_change`` when live commands change."""
+        while True:
+            try:
+                if await self.refresh():
+                    await on_change()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Discovery must outlive a broker hiccup; the next round retries.
+                log.exception("service discovery round failed; retrying")
+            await asyncio.sleep(self.poll_interval)

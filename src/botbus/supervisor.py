@@ -1,0 +1,278 @@
+"""``botbus up``: the whole system as supervised processes.
+
+Starts, in order: the embedded nats-server (unless ``NATS_URL`` is set), the
+sandbox (in this process, unless ``TELEGRAM_BOT_TOKEN`` is set), the gateway
+and every service under ``services/`` as child processes. Each child gets
+only its own NATS credentials in its environment (services never see the bot
+token). A child that exits is restarted with exponential backoff and
+reported; Ctrl-C or SIGTERM stops the children (SIGTERM, then SIGKILL after a
+grace period), then the sandbox and the broker.
+
+The broker and sandbox addresses are written to ``<data dir>/up.json`` so
+``botbus status`` and ``botbus chat`` find them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from botbus.errors import BotbusError
+from botbus.natsserver import NatsServer
+from botbus.settings import NATS_COMPONENTS, Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
+DEFAULT_NATS_PORT = 4222
+DEFAULT_SANDBOX_PORT = 8081
+DEV_BOT_USERNAME = "botbus_dev_bot"
+RESTART_BACKOFF_START = 1.0  # seconds before restarting a crashed child
+RESTART_BACKOFF_MAX = 30.0  # seconds
+HEALTHY_AFTER = 60.0  # seconds of running that reset a child's backoff
+STOP_GRACE = 10.0  # seconds a child gets to drain after SIGTERM
+STATE_FILE = "up.json"
+
+
+def discover_services(root: Path = SERVICES_DIR) -> list[str]:
+    """Names of the runnable services: ``services/<name>/__main__.py``."""
+    if not root.is_dir():
+        return []
+    return sorted(p.parent.name for p in root.glob("*/__main__.py"))
+
+
+def state_path(settings: Settings) -> Path:
+    """Where ``botbus up`` records the addresses it started."""
+    return settings.data_dir / STATE_FILE
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Child:
+    """One supervised process and its restart bookkeeping."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    backoff: float = RESTART_BACKOFF_START
+    started_at: float = 0.0
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Spawn the process, prefixing its output lines with its name."""
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+        )
+        self.started_at = time.monotonic()
+        assert self.proc.stdout is not None
+        self.pumps = [asyncio.create_task(_pump(self.name, self.proc.stdout))]
+
+    async def stop(self) -> None:
+        """SIGTERM, wait for the drain, SIGKILL if it takes too long."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_GRACE)
+        except TimeoutError:
+            click.echo(f"[up] {self.name} did not stop in {STOP_GRACE:.0f}s; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        for pump in self.pumps:
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+
+async def _pump(name: str, stream: asyncio.StreamReader) -> None:
+    width = 9
+    while line := await stream.readline():
+        click.echo(f"{name:<{width}}| {line.decode(errors='replace').rstrip()}")
+
+
+def child_env(
+    settings: Settings, component: str, nats_url: str, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of one child: its own NATS credentials, no other secret."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTBUS_NATS_PASSWORD")}
+    for secret in ("TELEGRAM_BOT_TOKEN", "BOTBUS_NATS_PASSWORDS", "BOTBUS_WEBHOOK_SECRET"):
+        env.pop(secret, None)
+    user, password = settings.credentials_for(component)
+    env.update(
+        NATS_URL=nats_url,
+        BOTBUS_NATS_USER=user,
+        BOTBUS_NATS_PASSWORD=password,
+        BOTBUS_DATA_DIR=str(settings.data_dir.resolve()),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra or {})
+    return env
+
+
+class Supervisor:
+    """Runs the system until told to stop."""
+
+    def __init__(self, settings: Settings, services: list[str], sandbox_port: int) -> None:
+        self.settings = settings
+        self.services = services
+        self.sandbox_port = sandbox_port
+        self.children: list[Child] = []
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        """Start everything, supervise, and stop everything on a signal."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        async with contextlib.AsyncExitStack() as stack:
+            nats_url = await self._broker(stack)
+            gateway_extra = await self._telegram(stack)
+            state = {"nats_url": nats_url, **{k.lower(): v for k, v in gateway_extra.items()}}
+            state.pop("telegram_bot_token", None)
+            self._write_state(state)
+            stack.callback(lambda: state_path(self.settings).unlink(missing_ok=True))
+            gateway_env = child_env(self.settings, "gateway", nats_url, gateway_extra)
+            self.children.append(
+                Child("gateway", [sys.executable, "-m", "botbus.gateway"], gateway_env)
+            )
+            for name in self.services:
+                if name not in NATS_COMPONENTS and self.settings.nats_user is None:
+                    click.echo(f"[up] warning: nats.conf has no user for service {name!r}")
+                env = child_env(self.settings, name, nats_url)
+                self.children.append(Child(name, [sys.executable, "-m", f"services.{name}"], env))
+            for child in self.children:
+                await child.start()
+            click.echo(f"[up] running: {', '.join(c.name for c in self.children)} (Ctrl-C stops)")
+            try:
+                await self._supervise()
+            finally:
+                click.echo("[up] stopping...")
+                # The gateway first, so nothing new comes in while services drain.
+                for child in self.children:
+                    await child.stop()
+                click.echo("[up] stopped")
+
+    async def _broker(self, stack: contextlib.AsyncExitStack) -> str:
+        if self.settings.nats_url:
+            click.echo(f"[up] using NATS at {self.settings.nats_url}")
+            return self.settings.nats_url
+        port = DEFAULT_NATS_PORT if _port_free(DEFAULT_NATS_PORT) else -1
+        server = NatsServer(self.settings.data_dir / "nats", self.settings, port=port)
+        await stack.enter_async_context(server)
+        click.echo(f"[up] embedded nats-server at {server.url} (data in {server.data_dir})")
+        return server.url
+
+    async def _telegram(self, stack: contextlib.AsyncExitStack) -> dict[str, str]:
+        if self.settings.telegram_bot_token is not None:
+            click.echo("[up] using the Telegram bot from TELEGRAM_BOT_TOKEN")
+            extra = {"TELEGRAM_BOT_TOKEN": self.settings.telegram_bot_token.get_secret_value()}
+            if self.settings.telegram_api_url:
+                extra["TELEGRAM_API_URL"] = self.settings.telegram_api_url
+            return extra
+        from botbus.sandbox import SandboxServer
+
+        sandbox = SandboxServer()
+        port = self.sandbox_port if _port_free(self.sandbox_port) else 0
+        base_url = await sandbox.start("127.0.0.1", port)
+        stack.push_async_callback(sandbox.stop)
+        bot = sandbox.add_bot(username=DEV_BOT_USERNAME)
+        click.echo(f"[up] no TELEGRAM_BOT_TOKEN: local sandbox at {base_url} (bot @{bot.username})")
+        click.echo(f"[up] chat with the bot:  botbus chat --url {base_url}")
+        return {"TELEGRAM_BOT_TOKEN": bot.token, "TELEGRAM_API_URL": sandbox.api_url}
+
+    def _write_state(self, state: dict[str, str]) -> None:
+        path = state_path(self.settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(state, indent=2))
+
+    async def _supervise(self) -> None:
+        while not self._stop.is_set():
+            waits = {
+                asyncio.create_task(c.proc.wait()): c for c in self.children if c.proc is not None
+            }
+            stop = asyncio.create_task(self._stop.wait())
+            done, pending = await asyncio.wait({*waits, stop}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            if self._stop.is_set():
+                return
+            for task in done:
+                child = waits.get(task)
+                if child is not None:
+                    await self._restart(child, task.result())
+
+    async def _restart(self, child: Child, code: int) -> None:
+        if time.monotonic() - child.started_at > HEALTHY_AFTER:
+            child.backoff = RESTART_BACKOFF_START
+        child.restarts += 1
+        click.echo(
+            f"[up] {child.name} exited with code {code}; restart #{child.restarts} "
+            f"in {child.backoff:.0f}s"
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), child.backoff)
+        if self._stop.is_set():
+            return
+        child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX)
+        await child.start()
+
+
+@click.command()
+@click.option(
+    "--services",
+    "names",
+    default="",
+    help="Comma-separated services to run (default: every one under services/).",
+)
+@click.option(
+    "--sandbox-port",
+    default=DEFAULT_SANDBOX_PORT,
+    show_default=True,
+    help="Port of the local sandbox (used when TELEGRAM_BOT_TOKEN is not set).",
+)
+def up(names: str, sandbox_port: int) -> None:
+    """Start NATS, the sandbox (without a token), the gateway and the services."""
+    try:
+        settings = load_settings()
+    except BotbusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    logging.basicConfig(level=settings.log_level, format="[up] %(levelname)s %(name)s: %(message)s")
+    available = discover_services()
+    chosen = [n.strip() for n in names.split(",") if n.strip()] or available
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise click.ClickException(
+            f"unknown service(s) {', '.join(unknown)}; available: {', '.join(available)}"
+        )
+    try:
+        asyncio.run(Supervisor(settings, chosen, sandbox_port).run())
+    except BotbusError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,186 @@
+"""Outbound actions reach the user once, whole, and in a form Telegram accepts."""
+
+from __future__ import annotations
+
+import time
+
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from botbus import subjects
+from botbus.gateway import Gateway
+from botbus.models import DeliveryEvent, decode_as
+from botbus.natsserver import NatsServer
+from botbus.sandbox import SandboxBot, SandboxClient
+from botbus.settings import Settings
+
+from .conftest import connect_admin
+from .factories import message_texts, publish_reply
+
+
+async def open_chat(user: SandboxClient, bot: SandboxBot, user_id: int) -> int:
+    """The user writes once so a private chat exists; returns its id and last seq."""
+    sent = await user.send_text(bot.id, "hello", user={"id": user_id, "first_name": "U"})
+    return int(sent["chat_id"])
+
+
+async def admin(nats_server: NatsServer, settings: Settings) -> Client:
+    return await connect_admin(nats_server, settings)
+
+
+async def test_long_reply_arrives_as_two_messages(
+    gateway: Gateway,
+    user: SandboxClient,
+    bot: SandboxBot,
+    nats_server: NatsServer,
+    gw_settings: Settings,
+) -> None:
+    chat = await open_chat(user, bot, 8001)
+    nc = await admin(nats_server, gw_settings)
+    try:
+        paragraph = "word " * 199 + "end\n"  # 1000 characters a line
+        await publish_reply(nc, chat, paragraph * 5)
+        events = await user.wait_for(bot.id, chat, count=2, kind="message", timeout=10)
+    finally:
+        await nc.close()
+    first, second = message_texts(events)
+    assert len(first) <= 4096 and len(second) <= 4096
+    assert first.count("end") + second.count("end") == 5  # cut at a line break, nothing lost
+    assert first.endswith("end")
+
+
+async def test_broken_markdown_arrives_as_plain_text(
+    gateway: Gateway,
+    user: SandboxClient,
+    bot: SandboxBot,
+    nats_server: NatsServer,
+    gw_settings: Settings,
+) -> None:
+    chat = await open_chat(user, bot, 8002)
+    nc = await admin(nats_server, gw_settings)
+    try:
+        await publish_reply(nc, chat, "price: 5.00 (today!) *bold", parse_mode="MarkdownV2")
+        events = await user.wait_for(bot.id, chat, kind="message", timeout=10)
+    finally:
+        await nc.close()
+    assert message_texts(events) == ["price: 5.00 (today!) *bold"]
+
+
+async def test_429_delays_but_does_not_lose_a_reply(
+    gateway: Gateway,
+    user: SandboxClient,
+    bot: SandboxBot,
+    nats_server: NatsServer,
+    gw_settings: Settings,
+) -> None:
+    chat = await open_chat(user, bot, 8003)
+    await user.fail_next(bot.id, method="sendMessage", error_code=429, retry_after=1, chat_id=chat)
+    nc = await admin(nats_server, gw_settings)
+    try:
+        started = time.monotonic()
+        await publish_reply(nc, chat, "after the pause")
+        events = await user.wait_for(bot.id, chat, kind="message", timeout=10)
+        waited = time.monotonic() - started
+    finally:
+        await nc.close()
+    assert message_texts(events) == ["after the pause"]
+    assert waited >= 0.9  # Telegram's retry_after was honoured
+
+
+async def test_same_idempotency_key_is_sent_once(
+    gateway: Gateway,
+    user: SandboxClient,
+    bot: SandboxBot,
+    nats_server: NatsServer,
+    gw_settings: Settings,
+) -> None:
+    chat = await open_chat(user, bot, 8004)
+    nc = await admin(nats_server, gw_settings)
+    try:
+        await publish_reply(nc, chat, "once", idempotency_key="k-1")
+        await user.wait_for(bot.id, chat, kind="message", timeout=10)
+        # A service redelivery past the stream's dedupe window: same key, new message id.
+        from botbus.models import SendText, encode
+
+        again = SendText(service="echo", chat_id=chat, idempotency_key="k-1", text="once")
+        await nc.jetstream().publish(
+            subjects.outbound("echo"), encode(again), headers={"Nats-Msg-Id": "other-id"}
+        )
+        await publish_reply(nc, chat, "marker")
+        events = await user.wait_for(bot.id, chat, count=2, kind="message", timeout=10)
+    finally:
+        await nc.close()
+    assert message_texts(events) == ["once", "marker"]
+    assert gateway.metrics.duplicates_skipped._value.get() == 1
+
+
+async def test_blocked_user_becomes_a_delivery_event(
+    gateway: Gateway,
+    user: SandboxClient,
+    bot: SandboxBot,
+    nats_server: NatsServer,
+    gw_settings: Settings,
+) -> None:
+    chat = await open_chat(user, bot, 8005)
+    await user.block(bot.id, 8005)
+    nc = await admin(nats_server, gw_settings)
+    try:
+        psub = await nc.jetstream().pull_subscribe(
+            subjects.delivery_event("echo"),
+            durable="test_delivery",
+            stream=subjects.STREAM_EVENTS,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
+        )
+        action = await publish_reply(nc, chat, "you blocked me")
+        [msg] = await psub.fetch(1, timeout=10)
+    finally:
+        await nc.close()
+    event = decode_as(DeliveryEvent, msg.data)
+    assert event.idempotency_key == action.idempotency_key
+    assert event.error_code == 403
+
+
+async def test_invalid_action_is_dropped_and_later_ones_flow(
+    gateway: Gateway,
+    user: SandboxClient,
+    bot: SandboxBot,
+    nats_server: NatsServer,
+    gw_settings: Settings,
+) -> None:
+    chat = await open_chat(user, bot, 8006)
+    nc = await admin(nats_server, gw_settings)
+    try:
+        js = nc.jetstream()
+        await js.publish(subjects.outbound("echo"), b"{not json")
+        await js.publish(subjects.outbound("echo"), b'{"kind": "send_text", "chat_id": "x"}')
+        # An action claiming another service than its subject says is refused too.
+        from botbus.models import SendText, encode
+
+        spoof = SendText(service="games", chat_id=chat, idempotency_key="spoof", text="spoof")
+        await js.publish(subjects.outbound("echo"), encode(spoof))
+        await publish_reply(nc, chat, "still working")
+        events = await user.wait_for(bot.id, chat, kind="message", timeout=10)
+    finally:
+        await nc.close()
+    assert message_texts(events) == ["still working"]
+    assert gateway.metrics.actions.labels("invalid")._value.get() == 3
+
+
+async def test_replies_to_one_chat_keep_their_order(
+    gateway: Gateway,
+    user: SandboxClient,
+    bot: SandboxBot,
+    nats_server: NatsServer,
+    gw_settings: Settings,
+) -> None:
+    chat = await open_chat(user, bot, 8007)
+    nc = await admin(nats_server, gw_settings)
+    try:
+        texts = [f"{n} " + "z" * (5000 if n % 3 == 0 else 10) for n in range(9)]
+        for text in texts:
+            await publish_reply(nc, chat, text)
+        events = await user.wait_for(bot.id, chat, count=12, kind="message", timeout=15)
+    finally:
+        await nc.close()
+    received = "".join(message_texts(events)).replace(" ", "")
+    assert received == "".join(texts).replace(" ", "")  # split parts adjacent, order kept

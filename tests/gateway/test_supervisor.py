@@ -1,0 +1,97 @@
+"""``botbus up`` runs the system; ``botbus status`` reports it; SIGTERM stops it all."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from botbus.natsserver import NatsServer
+from botbus.sandbox import SandboxClient
+
+from .factories import message_texts
+
+
+async def read_output(
+    stream: asyncio.StreamReader, lines: list[str], running: asyncio.Event
+) -> None:
+    """Collect ``botbus up``'s output; flag the line saying everything started."""
+    while raw := await stream.readline():
+        line = raw.decode(errors="replace").rstrip()
+        lines.append(line)
+        if line.startswith("[up] running:"):
+            running.set()
+
+
+async def test_up_runs_echo_end_to_end_and_stops_cleanly(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    env = dict(os.environ)
+    for name in ("TELEGRAM_BOT_TOKEN", "TELEGRAM_API_URL", "BOTBUS_WEBHOOK_URL"):
+        env.pop(name, None)
+    env.update(
+        NATS_URL=nats_server.url,
+        BOTBUS_DATA_DIR=str(tmp_path / "data"),
+        BOTBUS_GATEWAY_HTTP="127.0.0.1:0",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from botbus.cli import main; main()",
+        "up",
+        "--services",
+        "echo",
+        "--sandbox-port",
+        "0",
+        env=env,
+        cwd=str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    lines: list[str] = []
+    running = asyncio.Event()
+    assert proc.stdout is not None
+    reader = asyncio.create_task(read_output(proc.stdout, lines, running))
+    try:
+        async with asyncio.timeout(20):
+            await running.wait()
+        state = json.loads((tmp_path / "data" / "up.json").read_text())
+        base_url = state["telegram_api_url"].removesuffix("/bot")
+        async with SandboxClient(base_url) as user:
+            [bot] = await user.bots()
+            after = 0
+            async with asyncio.timeout(30):
+                while True:  # until the gateway has discovered echo
+                    sent = await user.send_text(bot.id, "/help")
+                    [help_event] = await user.wait_for(bot.id, sent["chat_id"], after=after)
+                    after = help_event["seq"]
+                    if "/echo" in message_texts([help_event])[0]:
+                        break
+                    await user.messages(bot.id, sent["chat_id"], after=10**9, timeout=0.5)
+            sent = await user.send_text(bot.id, "/echo hi")
+            events = await user.wait_for(bot.id, sent["chat_id"], after=after, timeout=10)
+            assert message_texts(events) == ["hi"]
+        shown = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from botbus.cli import main; main()",
+            "status",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        table, _ = await shown.communicate()
+        assert shown.returncode == 0
+        assert "/echo" in table.decode()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await proc.wait()
+            await reader
+    text = "\n".join(lines)
+    assert proc.returncode == 0, text[-2000:]
+    assert "[up] stopped" in text
+    assert not (tmp_path / "data" / "up.json").exists()
