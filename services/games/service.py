@@ -1,0 +1,193 @@
+"""The games service: commands and button presses wired to the pure game engines.
+
+Every handler reads the chat's record, lets :mod:`.engine` decide, and writes
+back with compare-and-set (:mod:`.store`). Button presses are always answered
+(so Telegram's spinner stops) and the board message is edited in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from botbus.errors import ServiceError
+from botbus.models import ForgetUser, InboundBase, InboundCallback, InboundCommand, InlineButton
+from botbus.service import Context, Service
+from services.games import engine
+from services.games.base import Player, Rows
+from services.games.engine import ChatRecord, Outcome
+from services.games.guess import Guess
+from services.games.hangman import Hangman
+from services.games.protocol import new_game_id
+from services.games.store import GameStore
+from services.games.texts import MALFORMED, Localized, Refused
+from services.games.tictactoe import TicTacToe
+from services.games.trivia import DEFAULT_ROUND, MAX_ROUND, Trivia
+
+service = Service(
+    name="games",
+    version="1.0.0",
+    description={
+        "en": "Trivia, tic-tac-toe, hangman and guess-the-number",
+        "es": "Trivia, tres en raya, ahorcado y adivina el número",
+    },
+)
+
+
+async def store_of(ctx: Context) -> GameStore:
+    """The chat records of this service (bucket ``svc_games``)."""
+    return GameStore(await ctx.kv())
+
+
+def player_of(inbound: InboundBase) -> Player:
+    """The user who wrote or pressed, as a game player."""
+    return Player(id=inbound.user.id, name=inbound.user.display_name[:32])
+
+
+def keyboard(ctx: Context, rows: Rows) -> list[list[InlineButton]] | None:
+    """The view's rows as inline buttons (None: no keyboard, e.g. a finished game)."""
+    return [[ctx.button(label, data) for label, data in row] for row in rows] or None
+
+
+async def _apply(ctx: Context, chat_id: int, step: Callable[[ChatRecord], Outcome]) -> Outcome:
+    """Run ``step`` under compare-and-set; a refusal becomes the user's reply."""
+    store = await store_of(ctx)
+
+    def change(record: ChatRecord) -> tuple[ChatRecord, Outcome]:
+        outcome = step(record)
+        return outcome.record, outcome
+
+    try:
+        return await store.change(chat_id, change)
+    except Refused as exc:
+        raise ServiceError(exc.reason.pick(ctx.language)) from exc
+
+
+async def _start(
+    ctx: Context, cmd: InboundCommand, game: TicTacToe | Trivia | Hangman | Guess
+) -> None:
+    outcome = await _apply(ctx, cmd.chat.id, lambda record: engine.start(record, game))
+    await ctx.reply(outcome.view.text, keyboard=keyboard(ctx, outcome.view.rows))
+
+
+@service.command(
+    "trivia", en="Play trivia: /trivia [questions]", es="Juega a trivia: /trivia [preguntas]"
+)
+async def trivia(ctx: Context, cmd: InboundCommand) -> None:
+    """Start a round of multiple-choice questions in the user's language."""
+    count = DEFAULT_ROUND
+    if cmd.argv:
+        if not cmd.argv[0].isdigit() or not 1 <= int(cmd.argv[0]) <= MAX_ROUND:
+            raise ServiceError(
+                ctx.t(
+                    en=f"Usage: /trivia [1-{MAX_ROUND}] (how many questions)",
+                    es=f"Uso: /trivia [1-{MAX_ROUND}] (cuántas preguntas)",
+                )
+            )
+        count = int(cmd.argv[0])
+    game = Trivia.start(new_game_id(), cmd.language, group=cmd.chat.is_group, count=count)
+    await _start(ctx, cmd, game)
+
+
+@service.command(
+    "tictactoe",
+    en="Tic-tac-toe vs the bot (in a group: vs a member; /tictactoe bot for the bot)",
+    es="Tres en raya contra el bot (en un grupo: contra otro miembro; /tictactoe bot)",
+)
+async def tictactoe(ctx: Context, cmd: InboundCommand) -> None:
+    """Open a board: vs the bot in private chats, vs the first member who joins in groups."""
+    vs_bot = not cmd.chat.is_group or cmd.args.strip().lower() in ("bot", "ai")
+    game = TicTacToe.start(new_game_id(), cmd.language, player_of(cmd), vs_bot=vs_bot)
+    await _start(ctx, cmd, game)
+
+
+@service.command("hangman", en="Play hangman", es="Juega al ahorcado")
+async def hangman(ctx: Context, cmd: InboundCommand) -> None:
+    """Start hangman with a word in the user's language."""
+    await _start(ctx, cmd, Hangman.start(new_game_id(), cmd.language))
+
+
+@service.command(
+    "guess",
+    en="Guess my number: /guess to start, /guess N to guess",
+    es="Adivina mi número: /guess para empezar, /guess N para adivinar",
+)
+async def guess(ctx: Context, cmd: InboundCommand) -> None:
+    """Without a number: start a game. With one: guess, and hear "higher" or "lower"."""
+    if not cmd.args.strip():
+        await _start(ctx, cmd, Guess.start(new_game_id(), cmd.language))
+        return
+    user = player_of(cmd)
+    outcome = await _apply(ctx, cmd.chat.id, lambda record: engine.guess(record, user, cmd.args))
+    assert outcome.notice is not None  # every guess is answered
+    await ctx.reply(outcome.notice.pick(cmd.language))
+
+
+@service.command("stop", en="End the game in this chat", es="Termina la partida de este chat")
+async def stop(ctx: Context, cmd: InboundCommand) -> None:
+    """End the chat's game; its buttons stop working and its board loses them."""
+
+    def step(record: ChatRecord) -> Outcome:
+        stopped = engine.stop(record)
+        assert stopped.game is not None
+        return Outcome(stopped, stopped.game.view(), None)
+
+    outcome = await _apply(ctx, cmd.chat.id, step)
+    game = outcome.record.game
+    stopped = Localized("⏹ Game stopped.", "⏹ Partida terminada.")
+    if game is not None and game.message_id is not None:
+        text = f"{outcome.view.text}\n\n{stopped.pick(game.language)}"
+        await ctx.edit(game.message_id, text)
+    await ctx.reply(stopped.pick(cmd.language))
+
+
+@service.command("leaderboard", en="Scores in this chat", es="Puntuaciones de este chat")
+async def leaderboard(ctx: Context, cmd: InboundCommand) -> None:
+    """Show the chat's top scores."""
+    record, _revision = await (await store_of(ctx)).load(cmd.chat.id)
+    await ctx.reply(engine.leaderboard(record, cmd.language))
+
+
+@service.on_callback
+async def pressed(ctx: Context, cb: InboundCallback) -> None:
+    """A button press: validate, apply atomically, answer, edit the board in place."""
+    if cb.message_id is None:
+        # Buttons on inline-mode messages have no chat message to edit; we never make them.
+        await ctx.answer_callback(MALFORMED.pick(cb.language))
+        return
+    user = player_of(cb)
+    message_id = cb.message_id
+    store = await store_of(ctx)
+
+    def change(record: ChatRecord) -> tuple[ChatRecord | None, Outcome]:
+        outcome = engine.press(record, user, cb.data, message_id, cb.correlation_id)
+        if outcome.record is record:
+            return None, outcome  # a redelivered press: already applied
+        return outcome.record, outcome
+
+    try:
+        outcome = await store.change(cb.chat.id, change)
+    except Refused as exc:
+        ctx.log.info("refused press %r by user %s: %s", cb.data, user.id, exc.reason.en)
+        await ctx.answer_callback(exc.reason.pick(cb.language))
+        return
+    notice = outcome.notice.pick(cb.language) if outcome.notice else None
+    if not outcome.redraw:
+        await ctx.answer_callback(notice)
+        return
+    buttons = keyboard(ctx, outcome.view.rows)
+    # Both stored at once: one JetStream round trip instead of two on the hot path.
+    # gather starts them in this order and each takes its idempotency key before
+    # its first await, so a redelivered press still yields the same two keys.
+    await asyncio.gather(
+        ctx.answer_callback(notice), ctx.edit(message_id, outcome.view.text, keyboard=buttons)
+    )
+
+
+@service.on_forget
+async def forget(ctx: Context, event: ForgetUser) -> None:
+    """Remove the user's scores from every chat's leaderboard."""
+    store = await store_of(ctx)
+    for chat_id in await store.chats():
+        await store.change(chat_id, lambda record: (engine.forget(record, event.user_id), None))
+    ctx.log.info("forgot the scores of user %s", event.user_id)
