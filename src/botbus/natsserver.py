@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
+from botbus._proc import die_with_parent
 from botbus.errors import NatsServerError
 from botbus.settings import NATS_COMPONENTS, Settings
 
@@ -119,6 +120,7 @@ class NatsServer:
             stderr=asyncio.subprocess.PIPE,
             env=server_env(self.settings),
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         try:
             await asyncio.wait_for(self._await_ready(), self.ready_timeout)

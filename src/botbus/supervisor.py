@@ -28,6 +28,7 @@ from pathlib import Path
 
 import click
 
+from botbus._proc import die_with_parent
 from botbus.errors import BotbusError
 from botbus.natsserver import NatsServer
 from botbus.settings import NATS_COMPONENTS, Settings, load_settings
@@ -88,6 +89,7 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+            preexec_fn=die_with_parent,
         )
         self.started_at = time.monotonic()
         assert self.proc.stdout is not None
@@ -103,7 +105,7 @@ class Child:
         try:
             await asyncio.wait_for(proc.wait(), STOP_GRACE)
         except TimeoutError:
-            click.echo(f"[up] {self.name} did not stop in {STOP_GRACE:.0f}s; killing it")
+            say(f"[up] {self.name} did not stop in {STOP_GRACE:.0f}s; killing it")
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
@@ -112,10 +114,21 @@ class Child:
                 await pump
 
 
+def say(text: str) -> None:
+    """Print a supervisor line; a closed terminal or pipe must not stop supervision.
+
+    When our stdout goes away (``botbus up | tee`` and Ctrl-C kills tee
+    first), there is nobody left to tell; what matters then is that the
+    children are still stopped cleanly, so the write error is dropped.
+    """
+    with contextlib.suppress(OSError):
+        click.echo(text)
+
+
 async def _pump(name: str, stream: asyncio.StreamReader) -> None:
     width = 9
     while line := await stream.readline():
-        click.echo(f"{name:<{width}}| {line.decode(errors='replace').rstrip()}")
+        say(f"{name:<{width}}| {line.decode(errors='replace').rstrip()}")
 
 
 def child_env(
@@ -165,34 +178,34 @@ class Supervisor:
             )
             for name in self.services:
                 if name not in NATS_COMPONENTS and self.settings.nats_user is None:
-                    click.echo(f"[up] warning: nats.conf has no user for service {name!r}")
+                    say(f"[up] warning: nats.conf has no user for service {name!r}")
                 env = child_env(self.settings, name, nats_url)
                 self.children.append(Child(name, [sys.executable, "-m", f"services.{name}"], env))
             for child in self.children:
                 await child.start()
-            click.echo(f"[up] running: {', '.join(c.name for c in self.children)} (Ctrl-C stops)")
+            say(f"[up] running: {', '.join(c.name for c in self.children)} (Ctrl-C stops)")
             try:
                 await self._supervise()
             finally:
-                click.echo("[up] stopping...")
+                say("[up] stopping...")
                 # The gateway first, so nothing new comes in while services drain.
                 for child in self.children:
                     await child.stop()
-                click.echo("[up] stopped")
+                say("[up] stopped")
 
     async def _broker(self, stack: contextlib.AsyncExitStack) -> str:
         if self.settings.nats_url:
-            click.echo(f"[up] using NATS at {self.settings.nats_url}")
+            say(f"[up] using NATS at {self.settings.nats_url}")
             return self.settings.nats_url
         port = DEFAULT_NATS_PORT if _port_free(DEFAULT_NATS_PORT) else -1
         server = NatsServer(self.settings.data_dir / "nats", self.settings, port=port)
         await stack.enter_async_context(server)
-        click.echo(f"[up] embedded nats-server at {server.url} (data in {server.data_dir})")
+        say(f"[up] embedded nats-server at {server.url} (data in {server.data_dir})")
         return server.url
 
     async def _telegram(self, stack: contextlib.AsyncExitStack) -> dict[str, str]:
         if self.settings.telegram_bot_token is not None:
-            click.echo("[up] using the Telegram bot from TELEGRAM_BOT_TOKEN")
+            say("[up] using the Telegram bot from TELEGRAM_BOT_TOKEN")
             extra = {"TELEGRAM_BOT_TOKEN": self.settings.telegram_bot_token.get_secret_value()}
             if self.settings.telegram_api_url:
                 extra["TELEGRAM_API_URL"] = self.settings.telegram_api_url
@@ -204,8 +217,8 @@ class Supervisor:
         base_url = await sandbox.start("127.0.0.1", port)
         stack.push_async_callback(sandbox.stop)
         bot = sandbox.add_bot(username=DEV_BOT_USERNAME)
-        click.echo(f"[up] no TELEGRAM_BOT_TOKEN: local sandbox at {base_url} (bot @{bot.username})")
-        click.echo(f"[up] chat with the bot:  botbus chat --url {base_url}")
+        say(f"[up] no TELEGRAM_BOT_TOKEN: local sandbox at {base_url} (bot @{bot.username})")
+        say(f"[up] chat with the bot:  botbus chat --url {base_url}")
         return {"TELEGRAM_BOT_TOKEN": bot.token, "TELEGRAM_API_URL": sandbox.api_url}
 
     def _write_state(self, state: dict[str, str]) -> None:
@@ -233,7 +246,7 @@ class Supervisor:
         if time.monotonic() - child.started_at > HEALTHY_AFTER:
             child.backoff = RESTART_BACKOFF_START
         child.restarts += 1
-        click.echo(
+        say(
             f"[up] {child.name} exited with code {code}; restart #{child.restarts} "
             f"in {child.backoff:.0f}s"
         )
