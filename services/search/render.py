@@ -12,6 +12,7 @@ from typing import Protocol
 
 from services.search.index import DocumentHit, MessageHit, ResultPage
 from services.search.text import clip
+from services.search.web import WebResult
 
 PAGE_SIZE = 5
 MAX_QUERY_SHOWN = 80  # characters of the query echoed in the header
@@ -124,3 +125,35 @@ def paging_buttons(t: Translate, page: PageInfo, query_id: str) -> list[PageButt
             PageButton(t(en="Next ▶", es="Siguiente ▶"), page_data(query_id, page.page + 1))
         )
     return buttons
+
+
+def _web_snippet(result: WebResult) -> str:
+    return "".join(
+        f"<b>{html.escape(text, quote=False)}</b>" if match else html.escape(text, quote=False)
+        for text, match in result.snippet
+    )
+
+
+def render_web(t: Translate, results: list[WebResult]) -> str:
+    """The "From the web" section under the first page of /search results."""
+    heading = t(en="From the web", es="De la web")
+    if not results:
+        return t(
+            en=f"🌐 <b>{heading}</b>: nothing found.", es=f"🌐 <b>{heading}</b>: no hay resultados."
+        )
+    lines = [f"🌐 <b>{heading}</b>"]
+    for result in results:
+        title = html.escape(result.title, quote=False)
+        link = html.escape(result.url, quote=True)
+        lines.append(f'\n• <b><a href="{link}">{title}</a></b>')
+        if result.snippet:
+            lines.append(_web_snippet(result))
+    return "\n".join(lines)
+
+
+def web_unavailable(t: Translate) -> str:
+    """The notice shown instead of web results when the web backend failed."""
+    return t(
+        en="🌐 <i>Web results are unavailable right now; try again later.</i>",
+        es="🌐 <i>Los resultados de la web no están disponibles ahora; inténtalo más tarde.</i>",
+    )

@@ -45,7 +45,10 @@ from services.search.render import (
     parse_page_data,
     render_documents,
     render_messages,
+    render_web,
+    web_unavailable,
 )
+from services.search.web import MediaWikiClient, WebSearchError
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +119,38 @@ async def open_index(app: ServiceApp) -> None:
     logger.info("search index %s open", index.path)
 
 
+# The web backend's client of each running instance; absent when it is off.
+_web_clients: dict[str, MediaWikiClient] = {}
+
+
+@service.on_startup
+async def open_web(app: ServiceApp) -> None:
+    """Open the web backend's HTTP session when ``BOTBUS_SEARCH_WEB_URL`` is set."""
+    settings = app.settings
+    if settings.search_web_url is None:
+        return
+    client = MediaWikiClient(
+        settings.search_web_url,
+        timeout=settings.search_web_timeout,
+        limit=settings.search_web_results,
+    )
+    await client.start()
+    _web_clients[app.instance_id] = client
+    logger.info(
+        "web results for /search from %s (timeout %s s)",
+        client.endpoint.host,
+        settings.search_web_timeout,
+    )
+
+
+@service.on_shutdown
+async def close_web(app: ServiceApp) -> None:
+    """Close the web backend's HTTP session."""
+    client = _web_clients.pop(app.instance_id, None)
+    if client is not None:
+        await client.close()
+
+
 @service.on_shutdown
 async def close_index(app: ServiceApp) -> None:
     """Stop pruning and close the index file."""
@@ -172,9 +207,30 @@ async def _run(
     return text, buttons
 
 
+async def _web_section(ctx: Context, client: MediaWikiClient, query: Query) -> str:
+    """The "From the web" section, or the notice that it is unavailable (never raises)."""
+    try:
+        results = await client.search(query.text)
+    except WebSearchError as exc:
+        ctx.log.warning("web results unavailable (%s): %s", exc.reason, exc)
+        return web_unavailable(ctx.t)
+    except Exception:
+        # Web results are an extra: a bug here must not cost the user the local results.
+        ctx.log.exception("web results failed unexpectedly")
+        return web_unavailable(ctx.t)
+    return render_web(ctx.t, results)
+
+
 async def _answer(ctx: Context, cmd: InboundCommand, scope: Scope) -> None:
     query = _parse(ctx, cmd.args)
-    text, buttons = await _run(ctx, index_of(ctx.app), scope, cmd.chat.id, query, 0)
+    local = _run(ctx, index_of(ctx.app), scope, cmd.chat.id, query, 0)
+    client = _web_clients.get(ctx.app.instance_id) if scope == "kb" else None
+    if client is None:
+        text, buttons = await local
+    else:
+        # Both at once: the web request (bounded by its timeout) adds no wait to the index's.
+        (text, buttons), web = await asyncio.gather(local, _web_section(ctx, client, query))
+        text = f"{text}\n\n{web}"
     await ctx.reply(text, parse_mode="HTML", keyboard=_keyboard(ctx, buttons))
 
 

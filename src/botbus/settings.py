@@ -79,9 +79,26 @@ class Settings(BaseSettings):
         default="127.0.0.1:9464", validation_alias="BOTBUS_GATEWAY_HTTP"
     )
 
+    # gateway: the outbound scheduler's budget (Telegram's published limits by default).
+    # BOTBUS_PAID_BROADCAST is for bots with allow_paid_broadcast: up to 1000 msg/s overall.
+    rate_global: float = Field(default=30.0, gt=0, validation_alias="BOTBUS_RATE_GLOBAL")
+    rate_per_chat: float = Field(default=1.0, gt=0, validation_alias="BOTBUS_RATE_PER_CHAT")
+    rate_group_per_min: int = Field(default=20, ge=1, validation_alias="BOTBUS_RATE_GROUP_PER_MIN")
+    paid_broadcast: bool = Field(default=False, validation_alias="BOTBUS_PAID_BROADCAST")
+
     # search service: days chat messages stay searchable by /find
     search_retention_days: int = Field(
         default=30, ge=1, validation_alias="BOTBUS_SEARCH_RETENTION_DAYS"
+    )
+    # search service: optional web results for /search from a MediaWiki search API
+    # (e.g. https://en.wikipedia.org/w/api.php); unset or empty = off. The timeout is in
+    # seconds for the whole request; the results are how many web hits /search shows.
+    search_web_url: str | None = Field(default=None, validation_alias="BOTBUS_SEARCH_WEB_URL")
+    search_web_timeout: float = Field(
+        default=3.0, gt=0, le=60, validation_alias="BOTBUS_SEARCH_WEB_TIMEOUT"
+    )
+    search_web_results: int = Field(
+        default=3, ge=1, le=10, validation_alias="BOTBUS_SEARCH_WEB_RESULTS"
     )
 
     # alerts service: HOST:PORT of its HTTP endpoint (POST /alerts/<channel>);
@@ -106,6 +123,16 @@ class Settings(BaseSettings):
     def _https(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("search_web_url", mode="before")
+    @classmethod
+    def _web_url(cls, value: object) -> object:
+        # An empty value switches the web backend off, like leaving it unset.
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL, e.g. https://en.wikipedia.org/w/api.php")
         return value
 
     def password_for(self, component: str) -> str:
