@@ -3,7 +3,8 @@
 One-shot (scripts): ``botbus chat --send "/help"`` prints the bot's answer and
 exits 0, or exits 1 when nothing came back in time. Without ``--send`` or
 ``--press`` it is interactive: type text, ``:press LABEL``, ``:user ID``,
-``:chat ID``, ``:lang es``, ``:group ID TITLE``, ``:join ID``, ``:quit``.
+``:chat ID``, ``:lang es``, ``:group ID TITLE``, ``:join ID``, ``:help``, ``:quit``
+(or Ctrl-D / Ctrl-C); a bad line gets an ``error:`` line and the session goes on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,13 +124,20 @@ async def _answer(session: Session, timeout: float) -> list[dict[str, Any]]:
     return events
 
 
-async def _latest_seq(session: Session) -> int:
-    events = await session.client.messages(session.bot_id, session.chat)
+async def _latest(session: Session, chat_id: int) -> tuple[int, int | None]:
+    """The last event seq in ``chat_id`` and its latest message with buttons, if any."""
+    events = await session.client.messages(session.bot_id, chat_id)
+    keyboard: int | None = None
     for event in events:
         message = event.get("message") or {}
         if (message.get("reply_markup") or {}).get("inline_keyboard"):
-            session.keyboard_message = int(message["message_id"])
-    return int(events[-1]["seq"]) if events else 0
+            keyboard = int(message["message_id"])
+    return (int(events[-1]["seq"]) if events else 0), keyboard
+
+
+async def _latest_seq(session: Session) -> int:
+    seq, session.keyboard_message = await _latest(session, session.chat)
+    return seq
 
 
 async def _press(session: Session, label: str) -> None:
@@ -171,42 +180,92 @@ async def _one_shot(session: Session, text: str | None, label: str | None, timeo
     return 0
 
 
+HELP = (
+    "Type text, or :press LABEL|N, :user ID, :chat ID, :lang xx, :group ID TITLE, "
+    ":join ID, :help, :quit"
+)
+FOLLOW_POLL = 20.0  # seconds of one long poll for the bot's events
+FOLLOW_RETRY = 1.0  # seconds before following again after the sandbox failed us
+
+
+def _read_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
+    """Feed typed lines into ``lines``; None marks the end of input."""
+    while True:
+        try:
+            line: str | None = sys.stdin.readline()
+        except (OSError, ValueError):
+            line = ""
+        loop.call_soon_threadsafe(lines.put_nowait, line or None)
+        if not line:
+            return
+
+
+async def _follow(session: Session) -> None:
+    """Print the bot's events in the current chat as they arrive."""
+    reported: str | None = None  # one line per outage, not one per retry
+    while True:
+        chat = session.chat
+        try:
+            events = await session.client.messages(
+                session.bot_id, chat, after=session.cursor, timeout=FOLLOW_POLL
+            )
+        except UserApiError as exc:
+            if exc.message != reported:
+                click.echo(f"error: {exc.message}", err=True)
+                reported = exc.message
+            await asyncio.sleep(FOLLOW_RETRY)
+            continue
+        reported = None
+        if chat == session.chat:  # the user may have switched chats meanwhile
+            _show(session, events)
+
+
 async def _interactive(session: Session) -> None:
     session.cursor = await _latest_seq(session)
     click.echo(
-        f"chatting with bot {session.bot_id} as user {session.user} in chat {session.chat}. "
-        "Type text, or :press LABEL, :user ID, :chat ID, :lang xx, :group ID TITLE, "
-        ":join ID, :quit"
+        f"chatting with bot {session.bot_id} as user {session.user} in chat {session.chat}. " + HELP
     )
-
-    async def follow() -> None:
-        while True:
-            events = await session.client.messages(
-                session.bot_id, session.chat, after=session.cursor, timeout=20.0
-            )
-            _show(session, events)
-
-    follower = asyncio.create_task(follow())
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    # A daemon thread, not asyncio.to_thread: a read blocked on the terminal must not keep
+    # the process alive after :quit or Ctrl-C.
+    threading.Thread(
+        target=_read_lines, args=(asyncio.get_running_loop(), lines), daemon=True
+    ).start()
+    follower = asyncio.create_task(_follow(session))
     try:
-        while True:
+        while (line := await lines.get()) is not None:
+            chat_before = session.chat
             try:
-                line = await asyncio.to_thread(input, "")
-            except EOFError:
-                return
-            try:
-                if not await _interactive_line(session, line.strip(), follower):
-                    return
+                keep_going = await _interactive_line(session, line.strip())
             except (UserApiError, click.ClickException) as exc:
-                click.echo(f"error: {exc}", err=True)
-            if follower.done():
-                follower = asyncio.create_task(follow())
+                click.echo(f"error: {exc.message}", err=True)
+                keep_going = True
+            if not keep_going:
+                return
+            if session.chat != chat_before:
+                # The running long poll watches the old chat; start over on the new one.
+                await _stop(follower)
+                follower = asyncio.create_task(_follow(session))
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError, UserApiError):
-            await follower
+        await _stop(follower)
 
 
-async def _interactive_line(session: Session, line: str, follower: asyncio.Task[None]) -> bool:
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _chat_id(command: str, arg: str) -> int:
+    number = arg.split(" ", 1)[0]
+    if not number.lstrip("-").isdigit():
+        raise click.ClickException(
+            f":{command} needs a numeric chat or user id, e.g. :{command} 42"
+        )
+    return int(number)
+
+
+async def _interactive_line(session: Session, line: str) -> bool:
     """Handle one typed line; False ends the session."""
     if not line:
         return True
@@ -219,38 +278,47 @@ async def _interactive_line(session: Session, line: str, follower: asyncio.Task[
     arg = arg.strip()
     if command in ("quit", "q", "exit"):
         return False
-    if command == "press":
+    if command == "help":
+        click.echo(HELP)
+    elif command == "press":
+        if not arg:
+            raise click.ClickException(":press needs a button label or number, e.g. :press 1")
         await _press(session, arg)
-    elif command in ("user", "chat", "join") and not arg.lstrip("-").isdigit():
-        click.echo(f"error: :{command} needs a number", err=True)
     elif command == "user":
         was_private = session.chat == session.user
-        session.user = int(arg)
+        session.user = _chat_id(command, arg)
         if was_private:
-            await _switch_chat(session, session.user, follower)
+            await _switch_chat(session, session.user)
+        else:
+            click.echo(f"now in chat {session.chat} as user {session.user}")
     elif command == "chat":
-        await _switch_chat(session, int(arg), follower)
+        await _switch_chat(session, _chat_id(command, arg))
     elif command == "lang":
-        session.lang = arg or "en"
+        if not arg.isalpha():
+            raise click.ClickException(":lang needs a language code, e.g. :lang es")
+        session.lang = arg
+        click.echo(f"now writing with language {arg}")
     elif command == "group":
-        group_id, _, title = arg.partition(" ")
-        await session.client.create_group(
-            session.bot_id, int(group_id), title or "Group", admins=[session.user]
-        )
-        await _switch_chat(session, int(group_id), follower)
+        group_id = _chat_id(command, arg)
+        if group_id >= 0:
+            raise click.ClickException("a group id is negative, e.g. :group -100123 Friends")
+        title = arg.partition(" ")[2].strip() or "Group"
+        await session.client.create_group(session.bot_id, group_id, title, admins=[session.user])
+        await _switch_chat(session, group_id)
     elif command == "join":
-        await session.client.join(session.bot_id, int(arg), session.user, lang=session.lang)
-        await _switch_chat(session, int(arg), follower)
+        chat_id = _chat_id(command, arg)
+        await session.client.join(session.bot_id, chat_id, session.user, lang=session.lang)
+        await _switch_chat(session, chat_id)
     else:
-        click.echo(f"error: unknown command :{command}", err=True)
+        raise click.ClickException(f"unknown command :{command}. {HELP}")
     return True
 
 
-async def _switch_chat(session: Session, chat_id: int, follower: asyncio.Task[None]) -> None:
-    follower.cancel()
-    session.chat = chat_id
-    session.keyboard_message = None
-    session.cursor = await _latest_seq(session)
+async def _switch_chat(session: Session, chat_id: int) -> None:
+    # Chat, cursor and keyboard change together (no await in between), so the follower
+    # never polls the new chat with the old chat's cursor.
+    cursor, keyboard = await _latest(session, chat_id)
+    session.chat, session.cursor, session.keyboard_message = chat_id, cursor, keyboard
     click.echo(f"now in chat {chat_id} as user {session.user}")
 
 
