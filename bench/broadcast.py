@@ -16,7 +16,15 @@ Modes: ``default`` (30 msg/s; the sandbox at Telegram's defaults) and ``paid``
 match). Runtime: N / 30 s for the default mode, so the default N = 10,000
 takes about 5.6 minutes, plus ~15 s for paid mode. ``--n 2000`` takes ~70 s.
 
+``--through gateway`` measures the whole system instead: a nats-server, the
+gateway (``python -m botbus.gateway``, budget from ``BOTBUS_RATE_GLOBAL`` /
+``BOTBUS_PAID_BROADCAST``) and the echo service (``python -m services.echo``)
+as processes; the broadcast is N bulk ``SendText`` actions published on
+BOTBUS_OUT by the ``alerts`` NATS user, and the interactive replies are users
+writing ``/echo`` to the sandbox, timed until the reply shows up there.
+
     .venv/bin/python bench/broadcast.py [--n 10000] [--mode default|paid|both]
+        [--through scheduler|gateway]
 """
 
 from __future__ import annotations
@@ -26,23 +34,35 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import statistics
+import sys
+import tempfile
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import Connection
+from pathlib import Path
 
+from nats.aio.client import Client
 from telegram import Bot
 from telegram.warnings import PTBDeprecationWarning
 
+from botbus import subjects
+from botbus.connect import connect
 from botbus.gateway.scheduler import Budget, OutboundJob, OutboundScheduler, Outcome
-from botbus.models import Priority
+from botbus.models import Priority, SendText, encode
+from botbus.natsserver import NatsServer
 from botbus.sandbox import Limits, SandboxClient, SandboxServer
+from botbus.settings import load_settings
 
 FIRST_SUBSCRIBER = 1_000_000  # user ids of broadcast recipients start here
 FIRST_WRITER = 10_000  # user ids of the people writing to the bot during the broadcast
 WRITERS = 200  # distinct writers, so no single chat's 1/s limit shapes the replies
+ROOT = Path(__file__).resolve().parents[1]
+PUBLISH_CHUNK = 500  # concurrent publishes while loading the broadcast into BOTBUS_OUT
 
 
 @dataclass
@@ -261,6 +281,150 @@ async def run_dry(mode: str, n: int, interactive_rate: float, *, max_in_flight: 
     )
 
 
+async def _spawn(argv: list[str], env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(*argv, env=env, stdout=out, stderr=out)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def _echo_once(client: SandboxClient, bot_id: int, uid: int, text: str) -> float:
+    """``uid`` writes ``/echo text``; seconds until the reply is in the chat."""
+    cursor = 0
+    began = time.monotonic()
+    await client.send_text(bot_id, f"/echo {text}", user={"id": uid, "first_name": "w"})
+    while True:
+        events = await client.wait_for(bot_id, uid, after=cursor, kind="message", timeout=120)
+        cursor = events[0]["seq"]
+        if events[0]["message"]["text"] == text:
+            return time.monotonic() - began
+
+
+async def _wait_ready(client: SandboxClient, bot_id: int, workdir: Path) -> None:
+    """Until the gateway has discovered echo and answers /echo."""
+    for attempt in range(30):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_echo_once(client, bot_id, 9_000 + attempt, "ready"), 3)
+            return
+    raise RuntimeError(f"the gateway never answered /echo; see the logs in {workdir}")
+
+
+async def run_gateway(mode: str, n: int, interactive_rate: float) -> Result:
+    """The whole system: broadcast ``n`` bulk actions on BOTBUS_OUT while users write /echo."""
+    budget = Budget(paid_broadcast=mode == "paid")
+    with tempfile.TemporaryDirectory(prefix="botbus-bench-") as tmp:
+        workdir = Path(tmp)
+        settings = load_settings(_env_file=None, BOTBUS_DATA_DIR=str(workdir / "data"))
+        async with (
+            NatsServer(workdir / "nats", settings) as server,
+            sandbox(int(budget.overall_per_second), n, inline=False) as info,
+        ):
+            settings = load_settings(
+                _env_file=None, BOTBUS_DATA_DIR=str(workdir / "data"), NATS_URL=server.url
+            )
+            env = {k: v for k, v in os.environ.items() if not k.startswith("BOTBUS_")}
+            env.update(
+                NATS_URL=server.url,
+                TELEGRAM_API_URL=info.api_url,
+                BOTBUS_GATEWAY_HTTP="off",
+                BOTBUS_FLOOD_RATE="1000",
+                BOTBUS_FLOOD_BURST="1000",
+                BOTBUS_LOG_LEVEL="WARNING",
+                BOTBUS_DATA_DIR=str(workdir / "data"),
+                BOTBUS_RATE_GLOBAL=str(budget.global_per_second),
+                BOTBUS_PAID_BROADCAST="true" if budget.paid_broadcast else "false",
+                PYTHONPATH=str(ROOT),
+            )
+            gw = await _spawn(
+                [sys.executable, "-m", "botbus.gateway"],
+                {**env, "TELEGRAM_BOT_TOKEN": info.token},
+                workdir / "gateway.log",
+            )
+            echo = await _spawn([sys.executable, "-m", "services.echo"], env, workdir / "echo.log")
+            alerts = await connect(settings, "alerts")
+            client = SandboxClient(info.base_url)
+            try:
+                await _wait_ready(client, info.bot_id, workdir)
+                before = int((await client.stats(info.bot_id))["methods"].get("sendMessage", 0))
+                return await _broadcast_through(
+                    client, alerts, info.bot_id, mode, n, interactive_rate, budget, before
+                )
+            finally:
+                await client.close()
+                await alerts.close()
+                await _stop(gw)
+                await _stop(echo)
+
+
+async def _broadcast_through(
+    client: SandboxClient,
+    alerts: Client,
+    bot_id: int,
+    mode: str,
+    n: int,
+    interactive_rate: float,
+    budget: Budget,
+    before: int,
+) -> Result:
+    js = alerts.jetstream()
+
+    async def publish(chat_id: int) -> None:
+        action = SendText(
+            service="alerts",
+            chat_id=chat_id,
+            idempotency_key=f"bench-{chat_id}",
+            text=f"alert {chat_id}",
+            priority="bulk",
+        )
+        await js.publish(
+            subjects.outbound("alerts"),
+            encode(action),
+            headers={"Nats-Msg-Id": action.idempotency_key},
+        )
+
+    started = time.monotonic()
+    chats = list(range(FIRST_SUBSCRIBER, FIRST_SUBSCRIBER + n))
+    for i in range(0, n, PUBLISH_CHUNK):
+        await asyncio.gather(*(publish(c) for c in chats[i : i + PUBLISH_CHUNK]))
+    latencies: list[float] = []
+    replies: list[asyncio.Task[None]] = []
+
+    async def reply(uid: int, k: int) -> None:
+        latencies.append(await _echo_once(client, bot_id, uid, f"r{k}"))
+
+    async def sent() -> int:
+        stats = await client.stats(bot_id)
+        return int(stats["methods"].get("sendMessage", 0)) - before
+
+    k = 0
+    while await sent() < n + len(replies):
+        replies.append(asyncio.create_task(reply(FIRST_WRITER + k % WRITERS, k)))
+        k += 1
+        await asyncio.sleep(1 / interactive_rate)
+    elapsed = time.monotonic() - started
+    await asyncio.gather(*replies)
+    stats = await client.stats(bot_id)
+    total = int(stats["methods"].get("sendMessage", 0)) - before
+    return Result(
+        mode=f"{mode} (through the gateway)",
+        n=n,
+        budget=budget.overall_per_second,
+        elapsed=elapsed,
+        sent=total,
+        too_many_requests=int(stats["too_many_requests"]),
+        latencies=latencies,
+        failed=max(n + len(replies) - total, 0),
+    )
+
+
 def main() -> None:
     """Parse arguments, run the modes, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -286,13 +450,21 @@ def main() -> None:
         action="store_true",
         help="run the sandbox in this process (tops out near 900 calls/s on one core)",
     )
+    parser.add_argument(
+        "--through",
+        choices=["scheduler", "gateway"],
+        default="scheduler",
+        help="scheduler: the scheduler alone over HTTP; gateway: NATS + gateway + echo processes",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Reading RetryAfter.retry_after warns in PTB 22; the scheduler handles both types.
     warnings.filterwarnings("ignore", category=PTBDeprecationWarning)
     modes = ["default", "paid"] if args.mode == "both" else [args.mode]
     for mode in modes:
-        if args.dry:
+        if args.through == "gateway":
+            job = run_gateway(mode, args.n, args.interactive_rate)
+        elif args.dry:
             job = run_dry(mode, args.n, args.interactive_rate, max_in_flight=args.max_in_flight)
         else:
             job = run(

@@ -4,23 +4,37 @@ Prints:
 - accuracy and macro-F1 of VADER (English) and of the SentiLeak lexicon with
   VADER-like rules (Spanish) on each language's labelled evaluation set
   (small sets written by the botbus authors, see services/sentiment/data/README.md);
-- messages/s scored by one instance, and by two instances side by side (two
-  processes started together, each scoring the same number of messages), with
-  the speed-up of two over one. "Scored" is what the service does to each plain
-  message: detect the language (with a language_code hint), score it, and
-  count it in the chat's and the user's mood documents (serialised as stored).
+- scoring speed without the bus: messages/s scored by one process, and by two
+  processes side by side (detect the language with a language_code hint,
+  score, count in the chat's and the user's mood documents as serialised);
+- the service's speed on the bus: real instances of the service (one, then
+  two) against an embedded nats-server, handling plain messages spread over
+  --chats group chats and --users users (realistic traffic; --chats 1 shows a
+  single hot group), every message counted in KV before it is acked;
+  the counts are checked afterwards (none lost, none doubled).
 
-Usage: python bench/sentiment.py [--messages N]
+Two instances can be at most twice one only if the machine has two cores free
+for them. So next to every figure it prints the load average and a
+calibration: how much faster two pure-Python CPU-bound processes run than one
+on this machine at that moment (x2.00 = two free cores). On the bus, the
+broker runs on the same machine and its share of the cores is printed too.
+
+Usage: python bench/sentiment.py [--messages N] [--bus-messages N] [--chats N] [--users N]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing as mp
+import os
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
+from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,7 +43,11 @@ from services.sentiment.evaluation import EVAL_SET_NAMES, evaluate, load_eval_se
 from services.sentiment.language import Lang
 from services.sentiment.scoring import SentimentAnalyzer
 
-DEFAULT_MESSAGES = 20_000  # per instance
+DEFAULT_MESSAGES = 20_000  # per instance, scoring without the bus
+DEFAULT_BUS_MESSAGES = 4_000  # in all, through the bus
+DEFAULT_CHATS = 200  # group chats the bus traffic is spread over
+DEFAULT_USERS = 500  # users writing them
+CALIBRATION_LOOP = 5_000_000  # iterations of the pure-Python reference loop
 LANGUAGES: tuple[Lang, ...] = ("en", "es")
 
 
@@ -41,7 +59,7 @@ def _corpus() -> list[tuple[str, str]]:
     return texts
 
 
-def _worker(count: int, start: mp.synchronize.Barrier, results: mp.Queue[float]) -> None:
+def _worker(count: int, start: Barrier, results: mp.Queue[float]) -> None:
     analyzer = SentimentAnalyzer()
     corpus = _corpus()
     chat, user = MoodDoc(), MoodDoc()
@@ -75,10 +93,167 @@ def _run_instances(instances: int, count: int) -> float:
     return instances * count / max(elapsed)
 
 
+def _loadavg() -> str:
+    return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _spin(results: mp.Queue[float]) -> None:
+    began = time.perf_counter()
+    total = 0
+    for i in range(CALIBRATION_LOOP):
+        total += i
+    results.put(time.perf_counter() - began)
+
+
+def _calibrate() -> float:
+    """How many times faster two CPU-bound processes finish a pair of jobs than one does."""
+    ctx = mp.get_context("spawn")
+    timings = []
+    for instances in (1, 2):
+        results: mp.Queue[float] = ctx.Queue()
+        procs = [ctx.Process(target=_spin, args=(results,)) for _ in range(instances)]
+        for proc in procs:
+            proc.start()
+        timings.append(instances / max(results.get(timeout=120) for _ in procs))
+        for proc in procs:
+            proc.join()
+    return timings[1] / timings[0]
+
+
+# -- the service on the bus ----------------------------------------------------------
+
+
+def _service_instance(settings: Any, url: str, ready: Event, stop: Event) -> None:
+    """One instance of the sentiment service, as `python -m services.sentiment` runs it."""
+    from botbus.service import ServiceApp
+    from services.sentiment.service import service
+
+    async def run() -> None:
+        async with ServiceApp(service, settings, url=url):
+            ready.set()
+            await asyncio.to_thread(stop.wait)  # the parent decides when to stop
+
+    asyncio.run(run())
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _bus_run(instances: int, messages: int, chats: int, users: int) -> str:
+    """Run ``instances`` service processes over ``messages`` messages; one line of figures."""
+    import nats
+
+    from botbus import subjects
+    from botbus.models import InboundMessage, encode
+    from botbus.natsserver import NatsServer
+    from botbus.settings import load_settings
+    from botbus.topology import ensure_topology
+
+    corpus = _corpus()
+    payloads = [
+        encode(
+            InboundMessage.model_validate(
+                {
+                    "correlation_id": f"1:{i}",
+                    "bot_id": 1,
+                    "update_id": i,
+                    "message_id": i,
+                    "chat": {"id": -1000 - i % chats, "type": "supergroup", "title": "Bench"},
+                    "user": {
+                        "id": 1 + i % users,
+                        "first_name": "Bench",
+                        "language_code": corpus[i % len(corpus)][1],
+                    },
+                    "text": corpus[i % len(corpus)][0],
+                }
+            )
+        )
+        for i in range(messages)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(_env_file=None, BOTBUS_DATA_DIR=f"{tmp}/data")
+        server = NatsServer(Path(tmp) / "nats", settings)
+        await server.start()
+        ctx = mp.get_context("spawn")
+        stop = ctx.Event()
+        procs: list[tuple[Any, Event]] = []
+        try:
+            user, password = settings.credentials_for("admin")
+            nc = await nats.connect(server.url, user=user, password=password)
+            js = nc.jetstream()
+            await ensure_topology(js)
+            for _ in range(instances):
+                ready = ctx.Event()
+                proc = ctx.Process(
+                    target=_service_instance, args=(settings, server.url, ready, stop)
+                )
+                proc.start()
+                procs.append((proc, ready))
+            for _, ready in procs:
+                if not await asyncio.to_thread(ready.wait, 120):
+                    raise RuntimeError("a sentiment instance did not start within 120 s")
+            pids = {
+                "broker": server.pid,
+                **{f"instance{n + 1}": p.pid for n, (p, _) in enumerate(procs)},
+            }
+            cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items() if pid}
+            began = time.perf_counter()
+            for first in range(0, messages, 500):
+                await asyncio.gather(
+                    *(
+                        js.publish(subjects.INBOUND_MESSAGES, p)
+                        for p in payloads[first : first + 500]
+                    )
+                )
+            durable = subjects.consumer_messages("sentiment")
+            while True:
+                info = await js.consumer_info(subjects.STREAM_INBOUND, durable)
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    break
+                await asyncio.sleep(0.01)  # polling the consumer; ends when all are acked
+            took = time.perf_counter() - began
+            cores = {
+                name: (_cpu_seconds(pids[name]) - before) / took
+                for name, before in cpu_before.items()
+            }
+            kv = await js.key_value("svc_sentiment")
+            counted = 0
+            for chat in range(min(chats, messages)):
+                doc = MoodDoc.from_json((await kv.get(f"chat.{-1000 - chat}")).value)
+                counted += sum(b.n for b in doc.days.values())
+            await nc.close()
+        finally:
+            stop.set()
+            for proc, _ in procs:
+                proc.join(timeout=60)
+            await server.stop()
+    used = ", ".join(f"{name} {share:.2f}" for name, share in cores.items())
+    check = "all counted once" if counted == messages else f"COUNTED {counted} of {messages}"
+    return f"{messages / took:,.0f} messages/s  ({check}; cores used: {used})"
+
+
+def _bus_figures(messages: int, chats: int, users: int) -> None:
+    print(f"-- {messages} messages over {chats} chat(s) and {users} users")
+    rates = []
+    for instances in (1, 2):
+        calibration = _calibrate()
+        load = _loadavg()
+        line = asyncio.run(_bus_run(instances, messages, chats, users))
+        rates.append(float(line.split()[0].replace(",", "")))
+        label = "one instance: " if instances == 1 else "two instances:"
+        print(f"{label} {line}  [{load}; machine x{calibration:.2f}]")
+    print(f"two instances = x{rates[1] / rates[0]:.2f} of one (target >= x1.8)")
+
+
 def main() -> None:
     """Print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES, help="per instance")
+    parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES, help="per process")
+    parser.add_argument("--bus-messages", type=int, default=DEFAULT_BUS_MESSAGES)
+    parser.add_argument("--chats", type=int, default=DEFAULT_CHATS)
+    parser.add_argument("--users", type=int, default=DEFAULT_USERS)
     args = parser.parse_args()
 
     analyzer = SentimentAnalyzer()
@@ -100,11 +275,21 @@ def main() -> None:
     )
     print(f"language detection without hint: {detected}/150 correct")
 
-    print(f"== throughput ({args.messages} messages per instance, cpus={mp.cpu_count()})")
+    print(
+        f"== scoring without the bus ({args.messages} messages per process, cpus={mp.cpu_count()})"
+    )
+    calibration, load = _calibrate(), _loadavg()
     one = _run_instances(1, args.messages)
-    print(f"one instance:  {one:,.0f} messages/s")
+    print(f"one process:   {one:,.0f} messages/s  [{load}; machine x{calibration:.2f}]")
+    calibration, load = _calibrate(), _loadavg()
     two = _run_instances(2, args.messages)
-    print(f"two instances: {two:,.0f} messages/s  (x{two / one:.2f} of one; target >= x1.8)")
+    print(f"two processes: {two:,.0f} messages/s  [{load}; machine x{calibration:.2f}]")
+    print(f"two processes = x{two / one:.2f} of one (target >= x1.8)")
+
+    print("== the service on the bus (real instances, embedded nats-server on this machine)")
+    _bus_figures(args.bus_messages, args.chats, args.users)
+    if args.chats > 1:
+        _bus_figures(args.bus_messages, 1, args.users)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Users: /channels, /subscribe NAME, /unsubscribe NAME, /mysubs, /remind,
 /reminders, /cancel ID, /timezone. Bot admins: /newchannel, /delchannel,
-/alert. The domain logic lives in the sibling modules; this module maps
-commands and events onto it.
+/alert. In a group, /subscribe and /unsubscribe act for the whole group, so
+only the group's Telegram admins (``chat_admin``, resolved by the gateway)
+or the bot's admins (``is_admin``) may use them. The domain logic lives in
+the sibling modules; this module maps commands and events onto it.
 """
 
 from __future__ import annotations
@@ -77,14 +79,14 @@ def _channel_arg(ctx: Context, cmd: InboundCommand, usage_en: str, usage_es: str
 
 
 def _may_manage_chat(ctx: Context, cmd: InboundCommand) -> None:
-    # The bus tells us whether the user is a bot admin, not whether they are
-    # an admin of this group; until it does, groups are managed by bot admins.
-    if cmd.chat.is_group and not cmd.is_admin:
+    # A group's subscriptions reach every member, so they are the group admins'
+    # decision; bot admins may step in (e.g. for a group whose admins left).
+    if cmd.chat.is_group and not (cmd.chat_admin or cmd.is_admin):
         raise ServiceError(
             ctx.t(
-                en="In a group, only the bot's admins can subscribe or unsubscribe the group.",
-                es="En un grupo, solo los administradores del bot pueden suscribir o "
-                "desuscribir al grupo.",
+                en="In a group, only the group's admins can subscribe or unsubscribe the group.",
+                es="En un grupo, solo los administradores del grupo pueden suscribirlo o "
+                "desuscribirlo.",
             ),
             code="forbidden",
         )

@@ -8,21 +8,25 @@ are kept (NATS KV bucket ``svc_sentiment``), never text. ``/forgetme``
 deletes the user's aggregates. A group whose rolling mood drops below the
 alert policy's threshold is reported to the bot admins, once per cool-down.
 
-Who may opt a chat out: the gateway tells us only whether a user is a *bot*
-admin (``is_admin``); it does not know Telegram's group admins. So in groups
-only bot admins may switch scoring off/on; in a private chat, its owner may.
+Who may opt a chat out: in a private chat, its owner; in a group, the
+group's Telegram admins (``chat_admin``, which the gateway reads with
+getChatAdministrators) or the bot's admins (``is_admin``).
 
 KV keys: ``chat.<chat_id>`` / ``user.<user_id>`` (mood documents),
 ``optout.<chat_id>`` (present = opted out), ``alert.<chat_id>`` (time of the
-last mood alert). Concurrent instances update with compare-and-set.
+last mood alert). Concurrent instances update with compare-and-set; within
+one instance, the updates of one key are coalesced (:mod:`.batching`), so a
+busy chat costs one write per round trip rather than one per message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
+from weakref import WeakKeyDictionary
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -30,8 +34,9 @@ from nats.js.kv import KeyValue
 from botbus import subjects
 from botbus.errors import ServiceError
 from botbus.models import Alert, ForgetUser, InboundCommand, InboundMessage, encode
-from botbus.service import Context, Service
+from botbus.service import Context, Service, ServiceApp
 from services.sentiment.aggregate import PERIODS, AlertPolicy, MoodDoc, MoodDocError, Period
+from services.sentiment.batching import KeyBatcher
 from services.sentiment.chart import render_chart, summary_line
 from services.sentiment.scoring import Score, SentimentAnalyzer
 
@@ -94,6 +99,19 @@ async def update_doc(kv: KeyValue, key: str, change: Callable[[MoodDoc], None]) 
     raise RuntimeError(f"KV key {key} is too contended: gave up after {CAS_ATTEMPTS} attempts")
 
 
+# One batcher per running instance: its handlers' updates of one key share a write.
+_batchers: WeakKeyDictionary[ServiceApp, KeyBatcher[MoodDoc]] = WeakKeyDictionary()
+
+
+async def doc_batcher(ctx: Context) -> KeyBatcher[MoodDoc]:
+    """The instance's mood-document writer, coalescing updates of one key (see batching)."""
+    batcher = _batchers.get(ctx.app)
+    if batcher is None:
+        kv = await ctx.kv()
+        batcher = _batchers.setdefault(ctx.app, KeyBatcher(partial(update_doc, kv)))
+    return batcher
+
+
 async def load_doc(kv: KeyValue, key: str) -> MoodDoc:
     """The document at ``key`` (empty if absent or unreadable)."""
     raw, _ = await _read(kv, key)
@@ -137,13 +155,12 @@ def describe(ctx: Context, score: Score) -> str:
 
 
 async def _set_scoring(ctx: Context, cmd: InboundCommand, enabled: bool) -> None:
-    allowed = cmd.is_admin if cmd.chat.is_group else True
-    if not allowed:
+    if cmd.chat.is_group and not (cmd.chat_admin or cmd.is_admin):
         raise ServiceError(
             ctx.t(
-                en="Only a bot admin can switch sentiment scoring on or off in a group.",
-                es="Solo un administrador del bot puede activar o desactivar el análisis "
-                "en un grupo.",
+                en="Only a group admin can switch sentiment scoring on or off in this group.",
+                es="Solo un administrador del grupo puede activar o desactivar el análisis "
+                "en este grupo.",
             ),
             code="forbidden",
         )
@@ -240,14 +257,20 @@ async def score_message(ctx: Context, msg: InboundMessage) -> None:
     def count(doc: MoodDoc) -> None:
         doc.add(score.compound, score.label, at)
 
-    chat_doc = await update_doc(kv, f"chat.{msg.chat.id}", count)
-    await update_doc(kv, f"user.{msg.user.id}", count)
+    # Batched with the other messages of the same chat (and user) handled right now;
+    # the message is acked only after both writes are stored.
+    batcher = await doc_batcher(ctx)
+    chat_doc, _ = await asyncio.gather(
+        batcher.apply(f"chat.{msg.chat.id}", count), batcher.apply(f"user.{msg.user.id}", count)
+    )
     if msg.chat.is_group:
         await _maybe_alert(ctx, kv, msg, chat_doc)
 
 
 async def _maybe_alert(ctx: Context, kv: KeyValue, msg: InboundMessage, doc: MoodDoc) -> None:
     now = datetime.now(UTC)
+    if ALERT_POLICY.check(doc, now, None) is None:
+        return  # the mood is fine: no need to read when the last alert was sent
     key = f"alert.{msg.chat.id}"
     raw, revision = await _read(kv, key)
     last = datetime.fromisoformat(raw.decode()) if raw else None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -69,26 +71,35 @@ async def connect(
     async def reconnected() -> None:
         log.info("reconnected to NATS at %s", server)
 
+    refusals: asyncio.Queue[Exception] = asyncio.Queue()
+
     async def error(exc: Exception) -> None:
+        if not client and "authorization" in str(exc).lower():
+            # nats-py retries a refused login forever; connect() stops it instead.
+            refusals.put_nowait(exc)
+            return
         log.warning("NATS error: %s", exc)
 
     attempt = 0
     while True:
         attempt += 1
         try:
-            nc = await nats.connect(
-                server,
-                user=user,
-                password=password,
-                name=name or component,
-                inbox_prefix=inbox_prefix(user),
-                connect_timeout=CONNECT_TIMEOUT,
-                reconnect_time_wait=RECONNECT_TIME_WAIT,
-                max_reconnect_attempts=-1,
-                allow_reconnect=True,
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                error_cb=error,
+            nc = await _first_of(
+                nats.connect(
+                    server,
+                    user=user,
+                    password=password,
+                    name=name or component,
+                    inbox_prefix=inbox_prefix(user),
+                    connect_timeout=CONNECT_TIMEOUT,
+                    reconnect_time_wait=RECONNECT_TIME_WAIT,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
+                    error_cb=error,
+                ),
+                refusals,
             )
             client.append(nc)
             return nc
@@ -98,3 +109,19 @@ async def connect(
             if attempt % INITIAL_CONNECT_LOG_EVERY == 1:
                 log.warning("waiting for NATS at %s as user %s: %s", server, user, exc)
             await asyncio.sleep(INITIAL_CONNECT_RETRY)
+
+
+async def _first_of(
+    connecting: Coroutine[Any, Any, Client], refusals: asyncio.Queue[Exception]
+) -> Client:
+    """The connected client, or the first refusal the server sent while connecting."""
+    attempt = asyncio.ensure_future(connecting)
+    refused = asyncio.ensure_future(refusals.get())
+    try:
+        await asyncio.wait({attempt, refused}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (attempt, refused):
+            task.cancel()
+    if attempt.done() and not attempt.cancelled():
+        return attempt.result()
+    raise refused.result()

@@ -4,10 +4,15 @@ BotbusError
 ├── ConfigError          a setting is missing or malformed (start-up stops)
 ├── NatsServerError      the embedded nats-server could not start or stop
 ├── PayloadError         a bus payload failed validation (names the field)
-└── ServiceError         a handler refused a request with a user-facing text
+├── ServiceError         a handler refused a request with a user-facing text
+└── StartupError         a service could not start (broker, permissions, a hook)
 """
 
 from __future__ import annotations
+
+from typing import Literal
+
+StartupReason = Literal["unreachable", "refused", "hook"]
 
 
 class BotbusError(Exception):
@@ -46,3 +51,16 @@ class ServiceError(BotbusError):
         super().__init__(user_message)
         self.user_message = user_message
         self.code = code
+
+
+class StartupError(BotbusError):
+    """A service could not start; the message says what failed and what to do.
+
+    ``reason`` is ``"unreachable"`` (no broker within the connect timeout),
+    ``"refused"`` (NATS refused the credentials or a subject) or ``"hook"``
+    (an ``on_startup`` hook raised); the runner maps it to an exit code.
+    """
+
+    def __init__(self, message: str, *, reason: StartupReason) -> None:
+        super().__init__(message)
+        self.reason: StartupReason = reason

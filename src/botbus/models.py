@@ -106,6 +106,12 @@ class InboundBase(BusModel):
     the JetStream message id (dedupe) and echoed by every action answering it.
     ``language`` is the user's preferred language as the gateway resolved it
     (``/language`` setting, else language_code, else "en").
+    ``is_admin``: the user is one of the *bot's* admins (``BOTBUS_ADMIN_IDS``).
+    ``chat_admin``: the user administers *this chat* — always True in a private
+    chat; in a group, Telegram's owner/administrator status as the gateway read
+    it with getChatAdministrators (cached for about a minute). The gateway
+    resolves it for commands and callbacks only: on a plain group message it is
+    False, so do not rely on it there.
     """
 
     correlation_id: str = Field(min_length=1, max_length=64)
@@ -116,6 +122,7 @@ class InboundBase(BusModel):
     language: Literal["en", "es"] = "en"
     date: datetime = Field(default_factory=_now)
     is_admin: bool = False  # user id is in the gateway's admin list
+    chat_admin: bool = False  # the user administers this chat (see the class docstring)
 
 
 class InboundMessage(InboundBase):
@@ -304,6 +311,22 @@ class Alert(BusModel):
     url: str | None = Field(default=None, max_length=2048)
     severity: Literal["info", "warning", "critical"] = "info"
     dedupe_key: str | None = Field(default=None, max_length=128)
+
+
+class OutboundStatus(BusModel):
+    """The gateway's outbound scheduler right now: its reply on ``GATEWAY_STATUS``."""
+
+    queued_interactive: int  # jobs waiting, interactive lane
+    queued_bulk: int  # jobs waiting, bulk lane
+    in_flight: int
+    sent_total: int
+    sends_per_second: float  # over the last few seconds
+    budget_per_second: float
+    rate_limited_total: int  # 429 answers from Telegram
+    retries_total: int
+    permanent_failures_total: int  # refused for good (blocked, chat not found, ...)
+    gave_up_total: int
+    paused_chats: int  # chats held back by a 429 right now
 
 
 Event = Annotated[ForgetUser | DeliveryEvent, Field(discriminator="kind")]

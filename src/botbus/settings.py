@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     webhook_listen: str = Field(default="0.0.0.0:8443", validation_alias="BOTBUS_WEBHOOK_LISTEN")
     webhook_secret: SecretStr | None = Field(default=None, validation_alias="BOTBUS_WEBHOOK_SECRET")
 
+    # seconds a starting service waits for the broker before it exits (code 3)
+    nats_connect_timeout: float = Field(
+        default=60.0, gt=0, validation_alias="BOTBUS_NATS_CONNECT_TIMEOUT"
+    )
+
     data_dir: Path = Field(default=Path(".botbus"), validation_alias="BOTBUS_DATA_DIR")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", validation_alias=AliasChoices("BOTBUS_LOG_LEVEL", "LOG_LEVEL")

@@ -1,8 +1,10 @@
-"""``botbus status``: the live services, their instances, commands and counts.
+"""``botbus status``: the gateway's outbound figures and the live services.
 
-Asks NATS micro discovery (``$SRV.INFO`` and ``$SRV.STATS``) and prints one
-block per service. The broker is ``NATS_URL``, else the one ``botbus up``
-recorded in ``<data dir>/up.json``.
+Asks the gateway (a request on ``botbus.gateway.status``) for its outbound
+scheduler's figures: queue depth per lane, sends/s against the budget, 429s,
+retries and permanent failures. Then asks NATS micro discovery (``$SRV.INFO``
+and ``$SRV.STATS``) and prints one line per service. The broker is
+``NATS_URL``, else the one ``botbus up`` recorded in ``<data dir>/up.json``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import nats
 from nats.aio.client import Client
 
 from botbus import subjects
-from botbus.errors import BotbusError, ConfigError
+from botbus.errors import BotbusError, ConfigError, PayloadError
+from botbus.models import OutboundStatus, decode_as
 from botbus.settings import Settings, load_settings
 from botbus.supervisor import state_path
 
 GATHER_WINDOW = 0.5  # seconds to collect replies from every instance
 CONNECT_TIMEOUT = 3  # seconds
+GATEWAY_TIMEOUT = 2.0  # seconds to wait for the gateway's answer
 
 
 @dataclass
@@ -74,8 +78,31 @@ async def _gather(nc: Client, subject: str) -> list[dict[str, Any]]:
     return replies
 
 
-async def collect(settings: Settings) -> list[ServiceStatus]:
-    """Every live service, from one INFO and one STATS round."""
+@dataclass
+class SystemStatus:
+    """What ``botbus status`` shows: the gateway's outbound figures and the services."""
+
+    gateway: OutboundStatus | None  # None: no gateway answered
+    services: list[ServiceStatus]
+
+
+async def gateway_status(nc: Client, timeout: float = GATEWAY_TIMEOUT) -> OutboundStatus | None:
+    """The gateway's outbound figures, or None when no gateway answers in time."""
+    try:
+        msg = await nc.request(subjects.GATEWAY_STATUS, b"", timeout=timeout)
+    except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        return None
+    try:
+        return decode_as(OutboundStatus, msg.data, subjects.GATEWAY_STATUS)
+    except PayloadError as exc:
+        raise ConfigError(
+            f"the gateway answered the status request with an unexpected payload ({exc}); "
+            "run the same botbus version for the gateway and this command"
+        ) from exc
+
+
+async def collect(settings: Settings) -> SystemStatus:
+    """The gateway's figures and every live service (one INFO and one STATS round)."""
     user, password = settings.credentials_for("admin")
     url = broker_url(settings)
     try:
@@ -90,6 +117,7 @@ async def collect(settings: Settings) -> list[ServiceStatus]:
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         raise ConfigError(f"cannot reach NATS at {url}: {exc}; is `botbus up` running?") from exc
     try:
+        gateway = await gateway_status(nc)
         infos = await _gather(nc, subjects.SRV_INFO)
         stats = await _gather(nc, subjects.SRV_STATS)
     finally:
@@ -114,20 +142,36 @@ async def collect(settings: Settings) -> list[ServiceStatus]:
         for endpoint in stat.get("endpoints") or []:
             status.requests += int(endpoint.get("num_requests", 0))
             status.errors += int(endpoint.get("num_errors", 0))
-    return sorted(services.values(), key=lambda s: s.name)
+    return SystemStatus(gateway, sorted(services.values(), key=lambda s: s.name))
+
+
+def gateway_lines(gateway: OutboundStatus | None) -> list[str]:
+    """The gateway block of the table."""
+    if gateway is None:
+        return ["gateway: no answer (is it running? `botbus up` starts it)"]
+    g = gateway
+    return [
+        f"gateway outbound: {g.sends_per_second:.1f} sends/s of {g.budget_per_second:g} budget, "
+        f"{g.in_flight} in flight",
+        f"  queued   interactive {g.queued_interactive}, bulk {g.queued_bulk}",
+        f"  totals   sent {g.sent_total}, 429s {g.rate_limited_total}, "
+        f"retries {g.retries_total}, permanent failures {g.permanent_failures_total}, "
+        f"gave up {g.gave_up_total}, chats paused now {g.paused_chats}",
+    ]
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(as_json: bool) -> None:
-    """List live services: instances, versions, commands, requests and errors."""
+    """Show the gateway's outbound figures and the live services."""
     try:
         settings = load_settings()
-        services = asyncio.run(collect(settings))
+        system = asyncio.run(collect(settings))
     except BotbusError as exc:
         raise click.ClickException(str(exc)) from exc
+    services = system.services
     if as_json:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "service": s.name,
                 "versions": sorted(s.versions),
@@ -138,8 +182,11 @@ def status(as_json: bool) -> None:
             }
             for s in services
         ]
-        click.echo(json.dumps(rows, indent=2))
+        gateway = system.gateway.model_dump(mode="json") if system.gateway else None
+        click.echo(json.dumps({"gateway": gateway, "services": rows}, indent=2))
         return
+    for line in gateway_lines(system.gateway):
+        click.echo(line)
     if not services:
         click.echo("no service is running")
         return

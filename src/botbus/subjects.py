@@ -177,6 +177,10 @@ def service_bucket(service: str, suffix: str = "") -> str:
     return f"{name}_{_token(suffix, 'bucket')}" if suffix else name
 
 
+# The gateway answers requests here with its outbound figures (``botbus status``).
+GATEWAY_STATUS = f"{PREFIX}.gateway.status"
+
+
 # NATS micro service discovery
 SRV_PING = "$SRV.PING"
 SRV_INFO = "$SRV.INFO"

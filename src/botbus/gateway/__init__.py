@@ -8,6 +8,7 @@ actions are relayed back to Telegram, each once. See ``docs/gateway.md``.
 from __future__ import annotations
 
 from botbus.gateway.app import Gateway
-from botbus.gateway.sender import DirectSender, OutboundJob, Outcome, Sender
+from botbus.gateway.scheduler import Budget, OutboundScheduler
+from botbus.gateway.sender import OutboundJob, Outcome, Sender
 
-__all__ = ["DirectSender", "Gateway", "OutboundJob", "Outcome", "Sender"]
+__all__ = ["Budget", "Gateway", "OutboundJob", "OutboundScheduler", "Outcome", "Sender"]

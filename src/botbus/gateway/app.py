@@ -21,6 +21,8 @@ from urllib.parse import urlparse
 
 from aiohttp import web
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
@@ -33,16 +35,18 @@ from telegram.request import HTTPXRequest
 from botbus import subjects, topology
 from botbus.connect import connect
 from botbus.errors import ConfigError
+from botbus.gateway.chatadmins import ChatAdmins
 from botbus.gateway.health import health_app
 from botbus.gateway.ingest import ALLOWED_UPDATES, DEFAULT_POLL_TIMEOUT, Ingest, Poller
 from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.outbound import OutboundRelay
 from botbus.gateway.registry import Registry
 from botbus.gateway.router import Router
-from botbus.gateway.sender import DirectSender, Sender
+from botbus.gateway.scheduler import OutboundScheduler, budget_from_settings
 from botbus.gateway.texts import LANGUAGES, text
 from botbus.gateway.users import FloodControl, LanguageStore
 from botbus.gateway.webhook import webhook_app
+from botbus.models import encode
 from botbus.settings import DEFAULT_TELEGRAM_API_URL, Settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,11 @@ SENT_KEYS_TTL = 24 * 3600.0  # seconds an idempotency key is remembered
 CONNECT_BACKOFF_MAX = 10.0  # seconds between attempts to reach Telegram at start-up
 API_POOL_SIZE = 128  # concurrent HTTP connections to the Bot API
 MENU_DESCRIPTION_MAX = 256  # characters Telegram allows per menu entry
-STOP_TIMEOUT = 10.0  # seconds to finish in-flight sends on stop
+# On stop, queued sends get DRAIN_GRACE seconds to go out; what is left goes
+# back to JetStream (nak) for the next gateway, and calls already in flight get
+# IN_FLIGHT_GRACE more. Together well within `botbus up`'s SIGTERM grace.
+DRAIN_GRACE = 5.0  # seconds
+IN_FLIGHT_GRACE = 2.0  # seconds
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -87,22 +95,26 @@ def build_bot(settings: Settings) -> Bot:
 class Gateway:
     """Telegram in, bus out, answers back.
 
-    ``sender`` is the outbound seam (``submit(job) -> Future[Outcome]``);
-    the default :class:`DirectSender` is replaced by the scheduler there.
+    ``sender`` is the outbound scheduler every Telegram send goes through;
+    by default one with the budget of ``BOTBUS_RATE_*``/``BOTBUS_PAID_BROADCAST``,
+    whose metrics are served on the gateway's ``/metrics``.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        sender: Sender | None = None,
+        sender: OutboundScheduler | None = None,
         poll_timeout: int = DEFAULT_POLL_TIMEOUT,
         discovery_interval: float | None = None,
     ) -> None:
         self.settings = settings
         self.bot = build_bot(settings)
         self.metrics = GatewayMetrics()
-        self.sender: Sender = sender or DirectSender()
+        self.sender = sender or OutboundScheduler(
+            budget_from_settings(settings), registry=self.metrics.registry
+        )
+        self._status_sub: Subscription | None = None
         self._poll_timeout = poll_timeout
         self._discovery_interval = discovery_interval
         self._nc: Client | None = None
@@ -152,6 +164,7 @@ class Gateway:
             FloodControl(self.settings.flood_rate, self.settings.flood_burst),
             bot_id=self.bot_id,
             admin_ids=frozenset(self.settings.admin_ids),
+            chat_admins=ChatAdmins(self.bot),
         )
         self.ingest = Ingest(js, self.router, self.bot_username, self.metrics)
         self.relay = OutboundRelay(js, self.bot, sent_kv, self.sender, self.metrics)
@@ -177,9 +190,8 @@ class Gateway:
     async def start(self) -> None:
         """Start ingest, outbound relay, discovery and the health endpoint."""
         assert self.ingest is not None and self.relay is not None and self.registry is not None
-        start_sender = getattr(self.sender, "start", None)
-        if start_sender is not None:
-            await start_sender()  # the scheduler has a lifecycle; DirectSender does not
+        await self.sender.start()
+        self._status_sub = await self.nc.subscribe(subjects.GATEWAY_STATUS, cb=self._answer_status)
         await self.sync_menu()
         self._spawn(self.registry.run(self.sync_menu), "discovery")
         self._spawn(self.relay.run(), "outbound")
@@ -242,6 +254,15 @@ class Gateway:
             log.error("gateway task %s died: %r; stopping", task.get_name(), exc, exc_info=exc)
             self._stopped.set()
 
+    async def _answer_status(self, msg: Msg) -> None:
+        # `botbus status` asks; the scheduler's figures answer.
+        if not msg.reply:
+            return
+        try:
+            await msg.respond(encode(self.sender.snapshot().to_status()))
+        except NatsError as exc:
+            log.warning("could not answer a status request: %s", exc)
+
     def health(self) -> dict[str, bool]:
         """Named checks behind ``/healthz``."""
         return {
@@ -257,8 +278,17 @@ class Gateway:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        if self._status_sub is not None:
+            with contextlib.suppress(NatsError):
+                await self._status_sub.unsubscribe()
+            self._status_sub = None
         if self.relay is not None:
-            await self.relay.drain(STOP_TIMEOUT)
+            await self.relay.drain(DRAIN_GRACE, cancel_late=False)
+        # Whatever is still queued is withdrawn (the relay naks its action, so the
+        # next gateway gets it at once); calls in flight may finish and be acked.
+        await self.sender.stop(drain=False, grace=IN_FLIGHT_GRACE)
+        if self.relay is not None:
+            await self.relay.drain(IN_FLIGHT_GRACE)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -266,9 +296,6 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        stop_sender = getattr(self.sender, "stop", None) or getattr(self.sender, "aclose", None)
-        if stop_sender is not None:
-            await stop_sender()
         with contextlib.suppress(TelegramError):
             await self.bot.shutdown()
         if self._nc is not None and not self._nc.is_closed:

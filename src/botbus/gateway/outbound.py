@@ -8,9 +8,10 @@
 2. skips the Telegram calls whose idempotency key is already recorded in
    the gateway's ``sent`` bucket (a service's redelivery, or the gateway's
    own after a crash);
-3. hands each call to the *sender* (:class:`~botbus.gateway.sender.DirectSender`
-   or the scheduler, the same ``submit`` seam), splitting long texts and
-   retrying as plain text when Telegram cannot parse the entities;
+3. hands each call to the outbound scheduler (the ``submit`` seam of
+   :mod:`botbus.gateway.sender`), splitting long texts and retrying as plain
+   text when Telegram cannot parse the entities; answering a callback and
+   a chat action send no message, so they skip Telegram's message budgets;
 4. records the key right after Telegram accepted, then acks. A permanent
    refusal is acked too and reported to the owning service as a
    :class:`~botbus.models.DeliveryEvent`. If the sender gave up on a
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from nats.aio.msg import Msg
@@ -49,6 +51,7 @@ from telegram.error import BadRequest
 from botbus import subjects
 from botbus.errors import PayloadError
 from botbus.gateway.metrics import GatewayMetrics
+from botbus.gateway.scheduler import SchedulerClosedError
 from botbus.gateway.sender import OutboundJob, Outcome, Sender
 from botbus.models import (
     MAX_MESSAGE_TEXT,
@@ -57,6 +60,7 @@ from botbus.models import (
     DeliveryEvent,
     EditText,
     InlineKeyboard,
+    Priority,
     SendChatAction,
     SendPhoto,
     SendText,
@@ -69,8 +73,16 @@ log = logging.getLogger(__name__)
 CONSUMER_NAME = subjects.CONSUMER_GATEWAY_OUTBOUND
 DEFAULT_FETCH_BATCH = 128  # messages per pull
 DEFAULT_FETCH_TIMEOUT = 1.0  # seconds a pull waits for messages
+# nats-py's fetch(n) waits for all n messages (or the timeout) once the stream ran
+# dry, so an idle relay pulls one message at a time (returned the moment it
+# arrives) and pulls batches only while a backlog lasts, with a short wait.
+BACKLOG_FETCH_TIMEOUT = 0.05  # seconds
 DEFAULT_ACK_WAIT = 10  # seconds: how soon a restarted gateway retries what a dead one held
-DEFAULT_MAX_ACK_PENDING = 2000  # actions in flight at once
+# Actions held at once. JetStream hands them out in stream order, so a reply
+# published behind a broadcast waits until the backlog ahead of it fits here:
+# large enough that a 10,000-chat broadcast is all in the scheduler, where
+# interactive jobs overtake bulk ones.
+DEFAULT_MAX_ACK_PENDING = 20_000
 NAK_DELAY = 5.0  # seconds before an action the sender gave up on comes back
 PROGRESS_EVERY = 3.0  # seconds between "still working" signals on a slow action
 
@@ -127,6 +139,10 @@ def _error_code(error: BaseException | None) -> int:
     return {"Forbidden": 403, "ChatMigrated": 400, "InvalidToken": 401}.get(name, 400)
 
 
+class _Withdrawn(Exception):
+    """The scheduler withdrew a queued call: the gateway is stopping."""
+
+
 class OutboundRelay:
     """Consumes BOTBUS_OUT and delivers each action through ``sender``."""
 
@@ -150,6 +166,7 @@ class OutboundRelay:
         self._fetch_batch = fetch_batch
         self._inflight: set[asyncio.Task[None]] = set()
         self._chat_locks: dict[int, tuple[asyncio.Lock, int]] = {}
+        self._replies_waiting: Counter[int] = Counter()  # chat -> interactive actions queued
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -163,6 +180,7 @@ class OutboundRelay:
             filter_subject=subjects.OUTBOUND_ALL,
         )
         psub = None
+        backlog = False
         while not self._stopping.is_set():
             try:
                 if psub is None:
@@ -172,25 +190,36 @@ class OutboundRelay:
                         stream=subjects.STREAM_OUTBOUND,
                         config=config,
                     )
-                msgs = await psub.fetch(self._fetch_batch, timeout=DEFAULT_FETCH_TIMEOUT)
+                if backlog:
+                    msgs = await psub.fetch(self._fetch_batch, timeout=BACKLOG_FETCH_TIMEOUT)
+                else:
+                    msgs = await psub.fetch(1, timeout=DEFAULT_FETCH_TIMEOUT)
             except (TimeoutError, NatsTimeoutError):
+                backlog = False
                 continue
             except NatsError as exc:
                 log.warning("outbound pull failed (%s); retrying in 1s", exc)
                 await asyncio.sleep(1.0)
                 continue
+            backlog = len(msgs) >= (self._fetch_batch if backlog else 1)
             for msg in msgs:
                 task = asyncio.create_task(self._handle(msg))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
 
-    async def drain(self, timeout: float = 10.0) -> None:
-        """Stop pulling and let the actions in flight finish (or time out)."""
+    async def drain(self, timeout: float = 10.0, *, cancel_late: bool = True) -> None:
+        """Stop pulling and let the actions in flight finish (or time out).
+
+        Actions still unfinished after ``timeout`` are cancelled (never acked, so
+        JetStream redelivers them), unless ``cancel_late`` is false: then the
+        caller ends them, e.g. by stopping the scheduler they wait on.
+        """
         self._stopping.set()
         if self._inflight:
             _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
-            for task in pending:
-                task.cancel()
+            if cancel_late:
+                for task in pending:
+                    task.cancel()
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -213,8 +242,15 @@ class OutboundRelay:
                 return
             progress = asyncio.create_task(self._keep_alive(msg))
             try:
-                async with self._chat_turn(action.chat_id):
+                async with self._chat_turn(action.chat_id, action.priority):
                     settled = await self._deliver(action)
+            except (_Withdrawn, SchedulerClosedError):
+                # The gateway is stopping: hand the action back at once, so the next
+                # gateway need not wait for ack_wait to get it (parts of a split text
+                # already sent are recorded and skipped then).
+                log.debug("outbound action on %s left for the next gateway", msg.subject)
+                await msg.nak()
+                return
             finally:
                 progress.cancel()
             if settled:
@@ -229,16 +265,29 @@ class OutboundRelay:
             log.exception("outbound action on %s failed; it will be redelivered", msg.subject)
 
     @contextlib.asynccontextmanager
-    async def _chat_turn(self, chat_id: int) -> AsyncIterator[None]:
+    async def _chat_turn(self, chat_id: int, priority: Priority) -> AsyncIterator[None]:
         # Actions to one chat are delivered one after the other, in stream order (the
         # lock wakes waiters first-come first-served), so two replies never swap places
         # and the parts of a split text stay together.
         lock, users = self._chat_locks.get(chat_id, (asyncio.Lock(), 0))
         self._chat_locks[chat_id] = (lock, users + 1)
+        # A reply queued behind a bulk action to the same chat would wait in the bulk
+        # lane with it: the actions ahead of it go at interactive priority instead.
+        waiting = priority == "interactive" and lock.locked()
+        if waiting:
+            self._replies_waiting[chat_id] += 1
+            self._sender.promote(chat_id)
         try:
             async with lock:
+                if waiting:
+                    waiting = False
+                    self._replies_waiting[chat_id] -= 1
                 yield
         finally:
+            if waiting:
+                self._replies_waiting[chat_id] -= 1
+            if chat_id in self._replies_waiting and self._replies_waiting[chat_id] <= 0:
+                del self._replies_waiting[chat_id]
             lock, users = self._chat_locks[chat_id]
             if users <= 1:
                 del self._chat_locks[chat_id]
@@ -264,10 +313,10 @@ class OutboundRelay:
                 self._metrics.duplicates_skipped.inc()
                 log.info("skipping %s: already sent", action.idempotency_key)
                 continue
-            outcome = await self._submit(action, call)
+            outcome = await self._outcome(action, call)
             if outcome.status == "refused" and plain is not None and _cannot_parse(outcome.error):
                 log.info("resending %s as plain text: %s", action.idempotency_key, outcome.error)
-                outcome = await self._submit(action, plain)
+                outcome = await self._outcome(action, plain)
             if outcome.status == "refused" and _harmless(outcome.error):
                 outcome = Outcome("sent", error=outcome.error)
             if outcome.status == "gave_up":
@@ -281,15 +330,27 @@ class OutboundRelay:
             self._metrics.actions.labels("sent").inc()
         return True
 
+    async def _outcome(self, action: SendAction, call: Callable[[], Awaitable[object]]) -> Outcome:
+        future = self._submit(action, call)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and task is not None and not task.cancelling():
+                raise _Withdrawn from None  # the scheduler withdrew it, nobody cancelled us
+            raise
+
     def _submit(
         self, action: SendAction, call: Callable[[], Awaitable[object]]
-    ) -> Awaitable[Outcome]:
+    ) -> asyncio.Future[Outcome]:
         job = OutboundJob(
             chat_id=action.chat_id,
             is_group=action.chat_id < 0,
-            priority=action.priority,
+            # A reply waits for this chat's turn: what holds it goes first.
+            priority="interactive" if self._replies_waiting[action.chat_id] else action.priority,
             send=call,
             key=action.idempotency_key,
+            unlimited=isinstance(action, AnswerCallback | SendChatAction),
         )
         return self._sender.submit(job)
 

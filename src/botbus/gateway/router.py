@@ -6,6 +6,11 @@ before confirming the update to Telegram. The gateway's own answers (help,
 "unknown command", "unavailable", "slow down") are outbound actions on
 ``botbus.out.gateway``, so they are as durable and deduplicated as any
 service's reply.
+
+``chat_admin`` on an inbound is True in private chats; in groups it is read
+from Telegram (:class:`~botbus.gateway.chatadmins.ChatAdmins`) only for
+commands and callbacks that reach a service — the actions a group admin may
+take — never for plain messages, which would cost a Bot API call each.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from botbus import subjects
+from botbus.gateway.chatadmins import ChatAdmins
 from botbus.gateway.normalize import ParsedUpdate
 from botbus.gateway.registry import Registry
 from botbus.gateway.texts import Language, pick_language, text
@@ -68,8 +74,10 @@ class Router:
         *,
         bot_id: int,
         admin_ids: frozenset[int] = frozenset(),
+        chat_admins: ChatAdmins | None = None,
     ) -> None:
         self.registry = registry
+        self.chat_admins = chat_admins  # None: group users are never chat admins
         self.languages = languages
         self.flood = flood
         self.bot_id = bot_id
@@ -98,6 +106,8 @@ class Router:
             "user": update.user,
             "language": language,
             "is_admin": update.user.id in self.admin_ids,
+            # Private chats need no lookup; groups are resolved below, only where it matters.
+            "chat_admin": update.chat.type == "private",
         }
         if update.kind == "message":
             inbound = InboundMessage(
@@ -109,10 +119,17 @@ class Router:
             )
             return Route("message", [_publish(subjects.INBOUND_MESSAGES, inbound, corr)])
         if update.kind == "callback":
-            return self._callback(update, corr, language, base)
+            return await self._callback(update, corr, language, base)
         return await self._command(update, corr, language, base)
 
-    def _callback(
+    async def _chat_admin(self, update: ParsedUpdate) -> bool:
+        if update.chat.type == "private":
+            return True
+        if self.chat_admins is None:
+            return False
+        return await self.chat_admins.is_admin(update.chat, update.user.id)
+
+    async def _callback(
         self, update: ParsedUpdate, corr: str, language: Language, base: dict[str, object]
     ) -> Route:
         service, sep, rest = update.data.partition(":")
@@ -127,6 +144,7 @@ class Router:
                 text=text("button_gone", language),
             )
             return Route("unknown", [_publish(subjects.outbound(GATEWAY_SERVICE), notice)])
+        base["chat_admin"] = await self._chat_admin(update)
         inbound = InboundCallback(
             **base,
             callback_query_id=update.callback_query_id,
@@ -151,6 +169,7 @@ class Router:
             return Route(
                 "unknown", [self._say(update, corr, text("admin_only", language, command=name))]
             )
+        base["chat_admin"] = await self._chat_admin(update)
         inbound = InboundCommand(
             **base,
             message_id=update.message_id or 0,

@@ -49,6 +49,13 @@ Telegram, so a retry after it can duplicate a message (at-least-once). An
 exception that is not a ``TelegramError`` is a bug in the ``send`` callable: it
 is logged with its traceback and the job is ``refused`` (a retry would repeat it).
 
+Calls that send no message. Telegram's limits are about messages; an
+``answerCallbackQuery`` or ``sendChatAction`` is not one, so a job marked
+``unlimited`` skips the global, per-chat and group budgets (and is not
+counted in them). It still waits its turn in its chat's FIFO, so per-chat
+order holds, and counts towards ``max_in_flight``. Edits and deletions stay
+budgeted: Telegram does throttle frequent edits in one chat.
+
 Withdrawal and shutdown. Cancelling a job's future before it is sent withdraws
 it. ``stop(drain=False)`` cancels the futures of everything not yet sent, so a
 durable caller leaves those actions unacknowledged and gets them again.
@@ -70,7 +77,7 @@ import random
 import warnings
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import Enum
 from types import TracebackType
@@ -90,7 +97,8 @@ from telegram.error import (
 from telegram.warnings import PTBDeprecationWarning
 
 from botbus.errors import BotbusError
-from botbus.models import Priority
+from botbus.models import OutboundStatus, Priority
+from botbus.settings import Settings
 
 __all__ = [
     "Budget",
@@ -99,6 +107,7 @@ __all__ = [
     "Outcome",
     "SchedulerClosedError",
     "SchedulerStats",
+    "budget_from_settings",
     "retry_after_seconds",
 ]
 
@@ -107,7 +116,10 @@ logger = logging.getLogger(__name__)
 LANES: tuple[Priority, ...] = get_args(Priority)
 
 DEFAULT_MAX_ATTEMPTS = 8
-DEFAULT_MAX_IN_FLIGHT = 64  # concurrent Telegram calls; PTB's HTTP pool holds 256
+# Concurrent Telegram calls: enough for 30 msg/s even at 1 s per call. More costs
+# CPU: httpcore scans every open connection on each request, and with 64 in flight
+# the gateway spent ~40% of its time there (bench/broadcast.py --through gateway).
+DEFAULT_MAX_IN_FLIGHT = 32
 DEFAULT_BULK_SHARE = 0.1  # fraction of global slots bulk gets even under interactive load
 DEFAULT_BACKOFF_BASE = 0.5  # seconds, first retry delay after a transient failure
 DEFAULT_BACKOFF_MAX = 30.0  # seconds, cap of one backoff delay
@@ -160,6 +172,16 @@ class Budget:
         return self.paid_per_second if self.paid_broadcast else self.global_per_second
 
 
+def budget_from_settings(settings: Settings) -> Budget:
+    """The budget configured by ``BOTBUS_RATE_*`` and ``BOTBUS_PAID_BROADCAST``."""
+    return Budget(
+        global_per_second=settings.rate_global,
+        per_chat_per_second=settings.rate_per_chat,
+        group_per_minute=settings.rate_group_per_min,
+        paid_broadcast=settings.paid_broadcast,
+    )
+
+
 @dataclass
 class OutboundJob:
     """One Telegram call to make, and what the limits need to know about it."""
@@ -170,6 +192,10 @@ class OutboundJob:
     # Performs ONE Telegram call; raises telegram.error.* on failure.
     send: Callable[[], Awaitable[object]]
     key: str = ""  # for logs / metrics
+    # A call that sends no message (answerCallbackQuery, sendChatAction): Telegram's
+    # message budgets do not apply, so it skips the global, per-chat and group limits.
+    # It still keeps its chat's order and counts towards max_in_flight.
+    unlimited: bool = False
 
 
 @dataclass
@@ -196,6 +222,22 @@ class SchedulerStats:
     gave_up_total: int
     paused_chats: int  # chats held back by a 429 right now
     globally_paused_for: float  # seconds left of a bot-wide 429 pause (0 if none)
+
+    def to_status(self) -> OutboundStatus:
+        """The bus payload ``botbus status`` receives."""
+        return OutboundStatus(
+            queued_interactive=self.queued.get("interactive", 0),
+            queued_bulk=self.queued.get("bulk", 0),
+            in_flight=self.in_flight,
+            sent_total=self.sent_total,
+            sends_per_second=round(self.sends_per_second, 2),
+            budget_per_second=self.budget_per_second,
+            rate_limited_total=self.rate_limited_total,
+            retries_total=self.retries_total,
+            permanent_failures_total=self.refused_total,
+            gave_up_total=self.gave_up_total,
+            paused_chats=self.paused_chats,
+        )
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
@@ -298,6 +340,8 @@ class _Chat:
     not_before: float = -math.inf  # a 429 pause or a retry backoff
 
     def sendable_at(self, now: float) -> float:
+        if self.queue and self.queue[0].job.unlimited:
+            return max(now, self.not_before)
         at = max(now, self.not_before, self.window.next_allowed(now))
         if self.group_window is not None:
             at = max(at, self.group_window.next_allowed(now))
@@ -393,6 +437,7 @@ class OutboundScheduler:
         self._chats: dict[int, _Chat] = {}
         self._idle_since: OrderedDict[int, float] = OrderedDict()  # oldest idle chat first
         self._ready: dict[Priority, deque[tuple[_Chat, int]]] = {lane: deque() for lane in LANES}
+        self._ready_free: deque[tuple[_Chat, int]] = deque()  # head job is unlimited
         self._waiting: list[tuple[float, int, _Chat, int]] = []  # heap (at, seq, chat, gen)
         self._seq = 0
         self._paused: dict[int, float] = {}  # chat -> paused until (429 only)
@@ -525,6 +570,26 @@ class OutboundScheduler:
         self._wakeup.set()
         return future
 
+    def promote(self, chat_id: int) -> None:
+        """Send what is queued for ``chat_id`` at interactive priority.
+
+        For a caller holding back a reply until that chat's earlier jobs are
+        sent (it keeps per-chat order itself): those jobs must not wait in the
+        bulk lane, or the reply waits with them.
+        """
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            return
+        for entry in chat.queue:
+            if entry.job.priority == "bulk":
+                entry.job = replace(entry.job, priority="interactive")
+                self._change_queued("bulk", -1)
+                self._change_queued("interactive", +1)
+                chat.interactive_queued += 1
+        if chat.state is _State.READY and chat.lane == "bulk" and chat.interactive_queued > 0:
+            self._make_ready(chat)
+            self._wakeup.set()
+
     def snapshot(self) -> SchedulerStats:
         """Counters and gauges as they are now."""
         now = self._now()
@@ -556,17 +621,23 @@ class OutboundScheduler:
             if self._in_flight >= self.max_in_flight:
                 await self._wakeup.wait()  # a call finishing sets it
                 continue
+            self._promote_due(now)
+            chat = self._pop_free()
+            if chat is not None:
+                self._dispatch(chat, now, free=True)  # no message budget to wait for
+                continue
             slot = self._next_global_slot(now)
             if slot > now:
-                await self._sleep(None if slot == math.inf else slot - now)
+                # A waiting chat may come due (and be unlimited) before the slot.
+                wake = min(slot, self._waiting[0][0]) if self._waiting else slot
+                await self._sleep(None if wake == math.inf else wake - now)
                 continue
-            self._promote_due(now)
             chat = self._pick()
             if chat is None:
                 timeout = self._waiting[0][0] - now if self._waiting else None
                 await self._sleep(timeout)
                 continue
-            self._dispatch(chat, now)
+            self._dispatch(chat, now, free=False)
             self._forget_idle(now)
 
     async def _sleep(self, timeout: float | None) -> None:
@@ -612,6 +683,14 @@ class OutboundScheduler:
             if chat.gen == gen and chat.state is _State.WAITING:
                 self._make_ready(chat)
 
+    def _pop_free(self) -> _Chat | None:
+        fifo = self._ready_free
+        while fifo:
+            chat, gen = fifo.popleft()
+            if chat.gen == gen and chat.state is _State.READY:
+                return chat
+        return None
+
     def _pop_ready(self, lane: Priority) -> _Chat | None:
         fifo = self._ready[lane]
         while fifo:
@@ -635,17 +714,23 @@ class OutboundScheduler:
         self._interactive_streak = 0
         return self._pop_ready("bulk")
 
-    def _dispatch(self, chat: _Chat, now: float) -> None:
+    def _dispatch(self, chat: _Chat, now: float, *, free: bool) -> None:
         while chat.queue and chat.queue[0].future.done():
             self._resolve_cancelled(chat, chat.queue.popleft())  # the caller withdrew it
         if not chat.queue:
             self._set_state(chat, _State.IDLE)
             self._mark_idle(chat, now)
             return
+        if chat.queue[0].job.unlimited != free:
+            # A withdrawn head left a job of the other kind first: queue the chat
+            # again by what it now has to send.
+            self._schedule(chat, now)
+            return
         entry = chat.queue.popleft()
         if self._paused.pop(chat.chat_id, None) is not None:  # its 429 pause is over
             self._metrics.paused_chats.set(len(self._paused))
-        self._take_global_slot(now)
+        if not free:
+            self._take_global_slot(now)
         self._set_state(chat, _State.FLIGHT)
         self._change_queued(entry.job.priority, -1)
         self._in_flight += 1
@@ -692,7 +777,7 @@ class OutboundScheduler:
             chat.queue.appendleft(entry)  # stays first: per-chat order survives retries
             self._change_queued(job.priority, +1)
             chat.not_before = max(chat.not_before, retry_at)
-        self._after_call(chat)
+        self._after_call(chat, entry)
 
     def _on_rate_limited(self, chat: _Chat, entry: _Entry, exc: RetryAfter) -> float | None:
         now = self._now()
@@ -767,14 +852,15 @@ class OutboundScheduler:
         self._retries_total += 1
         self._metrics.retries.inc()
 
-    def _after_call(self, chat: _Chat) -> None:
+    def _after_call(self, chat: _Chat, entry: _Entry) -> None:
         now = self._now()
-        # Recorded when the answer arrives, i.e. no earlier than Telegram counted
-        # it, so the per-chat limits err on the safe side.
-        chat.window.record(now)
-        if chat.group_window is not None:
-            chat.group_window.record(now)
-        self._global_window.answered(now)
+        if not entry.job.unlimited:
+            # Recorded when the answer arrives, i.e. no earlier than Telegram counted
+            # it, so the per-chat limits err on the safe side.
+            chat.window.record(now)
+            if chat.group_window is not None:
+                chat.group_window.record(now)
+            self._global_window.answered(now)
         self._in_flight -= 1
         self._metrics.in_flight.set(self._in_flight)
         self._set_state(chat, _State.IDLE)
@@ -801,7 +887,8 @@ class OutboundScheduler:
             chat.interactive_queued -= 1
         self._pending -= 1
         entry.future.cancel()
-        self._global_window.answered(self._now())
+        if not entry.job.unlimited:
+            self._global_window.answered(self._now())
         self._in_flight -= 1
         self._metrics.in_flight.set(self._in_flight)
         self._set_state(chat, _State.IDLE)
@@ -835,6 +922,9 @@ class OutboundScheduler:
 
     def _make_ready(self, chat: _Chat) -> None:
         self._set_state(chat, _State.READY)
+        if chat.queue and chat.queue[0].job.unlimited:
+            self._ready_free.append((chat, chat.gen))
+            return
         lane: Priority = "interactive" if chat.interactive_queued > 0 else "bulk"
         chat.lane = lane
         self._ready[lane].append((chat, chat.gen))

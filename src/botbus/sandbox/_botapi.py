@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -104,6 +105,8 @@ class BotApi:
             "deletemessage": self.delete_message,
             "setmycommands": self.set_my_commands,
             "getmycommands": self.get_my_commands,
+            "getchatmember": self.get_chat_member,
+            "getchatadministrators": self.get_chat_administrators,
             "deletemycommands": self.delete_my_commands,
         }
 
@@ -116,11 +119,11 @@ class BotApi:
         handler = self._methods.get(method.lower())
         if handler is None:
             raise ApiError(404, err.NOT_FOUND)
-        self._inject_fault(state, method, params)
+        await self._inject_fault(state, method, params)
         return await handler(state, params)
 
     @staticmethod
-    def _inject_fault(state: BotState, method: str, params: Params) -> None:
+    async def _inject_fault(state: BotState, method: str, params: Params) -> None:
         for fault in state.faults:
             if fault.method.lower() != method.lower():
                 continue
@@ -133,6 +136,10 @@ class BotApi:
             fault.times -= 1
             if fault.times <= 0:
                 state.faults.remove(fault)
+            if fault.delay > 0:
+                await asyncio.sleep(fault.delay)
+            if fault.error_code == 0:
+                return  # a slow call, not a refused one
             raise ApiError(fault.error_code, fault.description, retry_after=fault.retry_after)
 
     # -- helpers ---------------------------------------------------------
@@ -256,6 +263,31 @@ class BotApi:
             }
         )
         return me
+
+    # -- members -----------------------------------------------------------
+    async def get_chat_member(self, state: BotState, params: Params) -> Json:
+        """getChatMember: the user's ChatMember in the chat (creator/administrator/member/left)."""
+        chat = self._chat(state, params)
+        user_id = params.int_("user_id", missing="invalid user_id specified")
+        assert user_id is not None
+        if user_id <= 0:
+            raise bad_request("PARTICIPANT_ID_INVALID")
+        if user_id == state.bot.id:
+            return {"status": "member", "user": state.bot.to_json()}
+        user = state.users.get(user_id)
+        if user is None or (chat.type == "private" and user_id != chat.id):
+            raise bad_request("user not found")
+        return _chat_member(chat, user.to_json())
+
+    async def get_chat_administrators(self, state: BotState, params: Params) -> list[Json]:
+        """getChatAdministrators: the group's owner first, then its administrators."""
+        chat = self._chat(state, params)
+        if chat.type == "private":
+            raise bad_request("there are no administrators in the private chat")
+        ordered = sorted(chat.admins, key=lambda uid: (uid != chat.creator, uid))
+        return [
+            _chat_member(chat, state.users[uid].to_json()) for uid in ordered if uid in state.users
+        ]
 
     async def log_out(self, state: BotState, params: Params) -> bool:
         """logOut: accepted and ignored (there is no cloud server to leave)."""
@@ -620,3 +652,35 @@ def _photo_sizes(stored: StoredFile) -> list[Json]:
         "height": max(1, round(stored.height * scale)),
     }
     return [thumb, original]
+
+
+# Rights of a sandbox group administrator: a full admin who is not anonymous.
+_ADMIN_RIGHTS: Json = {
+    "can_be_edited": False,
+    "is_anonymous": False,
+    "can_manage_chat": True,
+    "can_delete_messages": True,
+    "can_manage_video_chats": True,
+    "can_restrict_members": True,
+    "can_promote_members": False,
+    "can_change_info": True,
+    "can_invite_users": True,
+    "can_post_stories": False,
+    "can_edit_stories": False,
+    "can_delete_stories": False,
+    "can_pin_messages": True,
+}
+
+
+def _chat_member(chat: Chat, user: Json) -> Json:
+    """The ChatMember object of ``user`` in ``chat``, as Telegram shapes it per status."""
+    user_id = user["id"]
+    if chat.type == "private":
+        return {"status": "member", "user": user}
+    if user_id == chat.creator:
+        return {"status": "creator", "user": user, "is_anonymous": False}
+    if user_id in chat.admins:
+        return {"status": "administrator", "user": user, **_ADMIN_RIGHTS}
+    if user_id in chat.members:
+        return {"status": "member", "user": user}
+    return {"status": "left", "user": user}

@@ -125,6 +125,7 @@ class Chat:
     user: User | None = None
     members: set[int] = field(default_factory=set)
     admins: set[int] = field(default_factory=set)
+    creator: int | None = None  # the group's owner; also in ``admins``
     message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def to_json(self) -> Json:
@@ -221,11 +222,12 @@ class Fault:
     """An injected failure for the next matching call(s)."""
 
     method: str
-    error_code: int
+    error_code: int  # 0: no refusal, the call is only held for ``delay``
     description: str
     retry_after: int | None
     chat_id: int | None
     times: int
+    delay: float = 0.0  # seconds the call is held before it answers (a slow Telegram)
 
 
 @dataclass

@@ -93,6 +93,8 @@ class UserApi:
             web.post(f"{b}/messages", self.send_text),
             web.post(f"{b}/groups", self.create_group),
             web.post(b + "/chats/{chat_id}/members", self.join),
+            web.post(b + "/chats/{chat_id}/admins", self.promote),
+            web.delete(b + "/chats/{chat_id}/admins/{user_id}", self.demote),
             web.post(f"{b}/callbacks", self.press),
             web.post(f"{b}/blocks", self.block),
             web.delete(b + "/blocks/{user_id}", self.unblock),
@@ -221,6 +223,8 @@ class UserApi:
             chat = Chat(id=chat_id, type=chat_type, title=title)
             state.chats[chat_id] = chat
         chat.title = title
+        if chat.creator is None and admins:
+            chat.creator = admins[0].id  # Telegram groups have one owner: the first admin
         chat.admins |= {u.id for u in admins}
         chat.members |= {u.id for u in admins} | {u.id for u in members}
         return _json_response(_chat_json(chat), status=201)
@@ -237,6 +241,33 @@ class UserApi:
         return _json_response(
             {"update_id": update_id, "message_id": message.message_id, "chat_id": chat.id}
         )
+
+    async def promote(self, request: web.Request) -> web.Response:
+        """POST .../chats/{chat_id}/admins {user_id}: a member becomes a group administrator."""
+        state = self._state(request)
+        chat = self._group(state, _int(dict(request.match_info), "chat_id"))
+        user_id = _int(await _body(request), "user_id")
+        if user_id not in chat.members:
+            raise UserApiError(
+                409, f"user {user_id} is not a member of group {chat.id}; add them first (join)"
+            )
+        chat.admins.add(user_id)
+        return _json_response(_chat_json(chat))
+
+    async def demote(self, request: web.Request) -> web.Response:
+        """DELETE .../chats/{chat_id}/admins/{user_id}: an administrator becomes a member."""
+        state = self._state(request)
+        match = dict(request.match_info)
+        chat = self._group(state, _int(match, "chat_id"))
+        user_id = _int(match, "user_id")
+        if user_id == chat.creator:
+            raise UserApiError(
+                409, f"user {user_id} owns group {chat.id}; an owner cannot be demoted"
+            )
+        if user_id not in chat.admins:
+            raise UserApiError(404, f"user {user_id} is not an administrator of group {chat.id}")
+        chat.admins.discard(user_id)
+        return _json_response(_chat_json(chat))
 
     async def press(self, request: web.Request) -> web.Response:
         """POST .../callbacks: press a button (by ``label`` or ``data``) of a bot message."""
@@ -342,7 +373,7 @@ class UserApi:
         return web.Response(body=stored.data, content_type=stored.content_type)
 
     async def add_fault(self, request: web.Request) -> web.Response:
-        """POST .../faults: the next matching Bot API call(s) fail as described."""
+        """POST .../faults: the next matching Bot API call(s) fail (or are slow) as described."""
         from botbus.sandbox._errors import DEFAULT_DESCRIPTIONS
         from botbus.sandbox._state import Fault
 
@@ -351,7 +382,12 @@ class UserApi:
         method = body.get("method")
         if not isinstance(method, str) or not method:
             raise UserApiError(400, "'method' must name a Bot API method, e.g. 'sendMessage'")
-        code = _int(body, "error_code")
+        code = _int(body, "error_code", default=0 if "delay" in body else None)
+        delay = body.get("delay", 0.0)
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 60:
+            raise UserApiError(400, "'delay' must be a number of seconds between 0 and 60")
+        if code == 0 and not delay:
+            raise UserApiError(400, "give an 'error_code' to fail with, or a 'delay' to be slow")
         retry_after = body.get("retry_after")
         if code == 429 and retry_after is None:
             retry_after = 1
@@ -372,6 +408,7 @@ class UserApi:
             retry_after=retry_after,
             chat_id=None if chat_id is None else _int(body, "chat_id"),
             times=_int(body, "times", default=1),
+            delay=float(delay),
         )
         state.faults.append(fault)
         return _json_response({"ok": True}, status=201)

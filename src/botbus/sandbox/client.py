@@ -154,6 +154,20 @@ class SandboxClient:
         )
         return result
 
+    async def promote(self, bot_id: int, chat_id: int, user_id: int) -> dict[str, Any]:
+        """Member ``user_id`` of group ``chat_id`` becomes one of its administrators."""
+        result: dict[str, Any] = await self._request(
+            "POST", f"/bots/{bot_id}/chats/{chat_id}/admins", json={"user_id": user_id}
+        )
+        return result
+
+    async def demote(self, bot_id: int, chat_id: int, user_id: int) -> dict[str, Any]:
+        """Administrator ``user_id`` of group ``chat_id`` becomes a plain member again."""
+        result: dict[str, Any] = await self._request(
+            "DELETE", f"/bots/{bot_id}/chats/{chat_id}/admins/{user_id}"
+        )
+        return result
+
     async def press(
         self,
         bot_id: int,
@@ -264,6 +278,21 @@ class SandboxClient:
             body["description"] = description
         if retry_after is not None:
             body["retry_after"] = retry_after
+        if chat_id is not None:
+            body["chat_id"] = chat_id
+        await self._request("POST", f"/bots/{bot_id}/faults", json=body)
+
+    async def slow_next(
+        self,
+        bot_id: int,
+        *,
+        method: str,
+        seconds: float,
+        chat_id: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Hold the next ``times`` calls of ``method`` for ``seconds`` before answering them."""
+        body: dict[str, Any] = {"method": method, "delay": seconds, "times": times}
         if chat_id is not None:
             body["chat_id"] = chat_id
         await self._request("POST", f"/bots/{bot_id}/faults", json=body)

@@ -33,8 +33,14 @@ def command(
     chat_type: str = "private",
     language: str = "en",
     admin: bool = False,
+    group_admin: bool = False,
 ) -> InboundCommand:
-    """``/name args`` as the gateway would publish it for the alerts service."""
+    """``/name args`` as the gateway would publish it for the alerts service.
+
+    ``admin``: a bot admin. ``group_admin``: an admin of the group ``chat_id``
+    (the gateway sets ``chat_admin`` so in groups; in a private chat it is
+    always set, the user owning their chat).
+    """
     name, _, args = text.lstrip("/").partition(" ")
     uid = next(_ids)
     return InboundCommand.model_validate(
@@ -50,6 +56,7 @@ def command(
             "command": name,
             "args": args,
             "is_admin": admin,
+            "chat_admin": group_admin or chat_type == "private",
         }
     )
 

@@ -167,7 +167,12 @@ async def test_group_rule_and_admin_commands(bot: tuple[Bot, ServiceApp]) -> Non
     await make_channel(b, "news")
     group = {"chat_id": -500, "chat_type": "group"}
     refused = await b.ask("/subscribe news", user_id=9, **group)
-    assert "only the bot's admins" in refused
+    assert refused == "In a group, only the group's admins can subscribe or unsubscribe the group."
+    refused = await b.ask("/unsubscribe news", user_id=9, language="es", **group)
+    assert refused.startswith("En un grupo, solo los administradores del grupo")
+    assert "Subscribed" in await b.ask("/subscribe news", user_id=8, group_admin=True, **group)
+    assert "Unsubscribed" in await b.ask("/unsubscribe news", user_id=8, group_admin=True, **group)
+    # A bot admin who does not administer the group may still manage it.
     assert "Subscribed" in await b.ask("/subscribe news", user_id=ADMIN_ID, admin=True, **group)
     assert "bot's admins only" in await b.ask("/newchannel x y", chat_id=9)
     assert "not a valid channel name" in await b.ask("/subscribe Bad-Name!", chat_id=9)

@@ -13,6 +13,7 @@ from nats.js.errors import KeyNotFoundError
 
 from botbus import subjects
 from botbus.models import (
+    Alert,
     ForgetUser,
     InboundCommand,
     InboundMessage,
@@ -26,14 +27,19 @@ from botbus.service import ServiceApp
 from botbus.settings import Settings
 from botbus.topology import ensure_topology
 from services.sentiment.aggregate import MoodDoc
+from services.sentiment.service import ALERT_CHANNEL, ALERT_POLICY
 from services.sentiment.service import service as sentiment_service
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GROUP = -100500
+BOT_ADMINS = [4242, 4343]
+GLOOMY = "I hate this, everything here is awful and terrible"
 _ids = itertools.count(1)
 
 
-def _base(chat_id: int, user_id: int, *, admin: bool, group: bool) -> dict[str, Any]:
+def _base(
+    chat_id: int, user_id: int, *, admin: bool, group: bool, group_admin: bool = False
+) -> dict[str, Any]:
     uid = next(_ids)
     return {
         "correlation_id": f"1:{uid}",
@@ -43,14 +49,22 @@ def _base(chat_id: int, user_id: int, *, admin: bool, group: bool) -> dict[str, 
         "chat": {"id": chat_id, "type": "supergroup" if group else "private", "title": "Team"},
         "user": {"id": user_id, "first_name": "Ana", "language_code": "en"},
         "is_admin": admin,
+        # The gateway's rule: a private chat's user administers it; in groups, Telegram says.
+        "chat_admin": group_admin or not group,
     }
 
 
 def command(
-    name: str, args: str = "", *, user: int = 7, admin: bool = False, chat: int = GROUP
+    name: str,
+    args: str = "",
+    *,
+    user: int = 7,
+    admin: bool = False,
+    group_admin: bool = False,
+    chat: int = GROUP,
 ) -> InboundCommand:
-    """A command as the gateway publishes it."""
-    fields = _base(chat, user, admin=admin, group=chat < 0)
+    """A command as the gateway publishes it (``admin``: bot admin; ``group_admin``: of chat)."""
+    fields = _base(chat, user, admin=admin, group=chat < 0, group_admin=group_admin)
     return InboundCommand.model_validate(
         {**fields, "service": "sentiment", "command": name, "args": args}
     )
@@ -102,10 +116,19 @@ class Outbox:
                 got.append(decode_action(msg.data))
         return got
 
+    async def close(self) -> None:
+        """Drop the subscription (a leftover expired fetch would stall the connection's drain)."""
+        if self.sub is not None:
+            await self.sub.unsubscribe()
+
 
 @pytest.fixture
-def outbox(bus: Client) -> Outbox:
-    return Outbox(bus)
+async def outbox(bus: Client) -> AsyncIterator[Outbox]:
+    box = Outbox(bus)
+    try:
+        yield box
+    finally:
+        await box.close()
 
 
 async def publish(nc: Client, payload: InboundCommand | InboundMessage) -> None:
@@ -133,6 +156,26 @@ async def wait_count(app: ServiceApp, key: str, expected: int, timeout: float = 
             return doc
         await asyncio.sleep(0.05)  # polling a KV key; bounded by the deadline
     raise AssertionError(f"{key} counted {sum(b.n for b in doc.days.values())}, not {expected}")
+
+
+async def wait_idle(nc: Client, timeout: float = 15.0) -> None:
+    """Wait until the service has handled and acked every plain message published so far.
+
+    Actions are stored before a message is acked, so after this returns the
+    outbox and the KV bucket hold everything those messages will ever cause.
+    """
+    js = nc.jetstream()
+    durable = subjects.consumer_messages(sentiment_service.name)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        info = await js.consumer_info(subjects.STREAM_INBOUND, durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        await asyncio.sleep(0.05)  # polling consumer state; bounded by the deadline
+    raise AssertionError(
+        f"{durable} still has {info.num_pending} pending, {info.num_ack_pending} unacked"
+    )
 
 
 async def test_sentiment_command_replies_with_score_and_drivers(
@@ -167,26 +210,28 @@ async def test_messages_are_scored_and_mood_arrives_as_png_photo(
     assert isinstance(error, SendText) and "Usage: /mood" in error.text
 
 
-async def test_opt_out_needs_a_bot_admin_in_groups_and_stops_scoring(
+async def test_opt_out_needs_a_group_admin_in_groups_and_stops_scoring(
     app: ServiceApp, bus: Client, outbox: Outbox
 ) -> None:
     await publish(bus, command("sentiment", "off", admin=False))
     [refused] = await outbox.next()
-    assert isinstance(refused, SendText) and "Only a bot admin" in refused.text
+    assert isinstance(refused, SendText) and "Only a group admin" in refused.text
 
-    await publish(bus, command("sentiment", "off", admin=True))
+    await publish(bus, command("sentiment", "off", group_admin=True))
     [done] = await outbox.next()
     assert isinstance(done, SendText) and "OFF" in done.text
-    await publish(bus, message("I hate this so much", user=8))
-    # A message to another chat is scored; once it is, the opted-out one was seen too.
-    await publish(bus, message("lovely", user=9, chat=-100999))
-    await wait_count(app, "chat.-100999", 1)
+    for text in ("I hate this so much", "what a lovely day", "ok"):
+        await publish(bus, message(text, user=8))
+    await wait_idle(bus)  # every message above was handled: nothing can still be counted
     kv = await app.kv()
-    with pytest.raises(KeyNotFoundError):
-        await kv.get(f"chat.{GROUP}")
+    for key in (f"chat.{GROUP}", "user.8"):
+        with pytest.raises(KeyNotFoundError):
+            await kv.get(key)
 
+    # A bot admin who does not administer the group may switch it back on.
     await publish(bus, command("sentiment", "on", admin=True))
-    await outbox.next()
+    [back_on] = await outbox.next()
+    assert isinstance(back_on, SendText) and "ON" in back_on.text
     await publish(bus, message("I hate this so much", user=8))
     await wait_count(app, f"chat.{GROUP}", 1)
 
@@ -208,3 +253,75 @@ async def test_forget_deletes_the_users_aggregates(app: ServiceApp, bus: Client)
             return
         await asyncio.sleep(0.05)  # polling a KV key; bounded by the deadline
     raise AssertionError("user.11 still stored after /forgetme")
+
+
+async def _mood_drops(bus: Client, chat: int) -> None:
+    """Enough gloomy messages to drop ``chat``'s rolling mood below the threshold, and more."""
+    for user in range(ALERT_POLICY.min_messages + 3):
+        await publish(bus, message(GLOOMY, user=20 + user, chat=chat))
+    await wait_idle(bus)
+
+
+async def test_low_mood_alerts_each_bot_admin_once_per_cooldown(
+    nats_server: NatsServer, settings: Settings, bus: Client, outbox: Outbox
+) -> None:
+    with_admins = settings.model_copy(update={"admin_ids": BOT_ADMINS})
+    async with ServiceApp(sentiment_service, with_admins, url=nats_server.url):
+        await _mood_drops(bus, GROUP)
+        # Later gloomy messages fall within the cool-down: still one alert per admin.
+        await _mood_drops(bus, GROUP)
+        # Everything was handled, so every alert is already stored: fetch more than expected.
+        alerts = await outbox.next(len(BOT_ADMINS) + 1, timeout=1.0)
+    assert sorted(a.chat_id for a in alerts) == BOT_ADMINS
+    for alert in alerts:
+        assert isinstance(alert, SendText)
+        assert alert.text.startswith("Mood alert: the mood of 'Team' dropped to -0.")
+
+
+async def test_low_mood_without_bot_admins_goes_to_the_alerts_channel_once(
+    app: ServiceApp, bus: Client, outbox: Outbox
+) -> None:
+    assert not app.settings.admin_ids
+    channel = await bus.jetstream().pull_subscribe(
+        subjects.alert_channel(ALERT_CHANNEL), stream=subjects.STREAM_ALERTS
+    )
+    try:
+        await _mood_drops(bus, GROUP)
+        await _mood_drops(bus, GROUP)
+        [stored] = await channel.fetch(batch=1, timeout=5.0)
+        alert = Alert.model_validate_json(stored.data)
+        assert alert.title == "Mood alert: Team" and alert.severity == "warning"
+        # Everything was handled, so a second alert would already be stored.
+        with pytest.raises(TimeoutError):
+            await channel.fetch(batch=1, timeout=1.0)
+        assert await outbox.next(timeout=1.0) == []  # nobody was messaged directly
+        # A private chat has no admins to warn: its low mood alerts nobody.
+        await _mood_drops(bus, 555)
+        with pytest.raises(TimeoutError):
+            await channel.fetch(batch=1, timeout=1.0)
+    finally:
+        await channel.unsubscribe()
+
+
+async def test_two_instances_count_every_message_of_one_busy_chat(
+    nats_server: NatsServer, settings: Settings, bus: Client
+) -> None:
+    sent = 80
+    users = (31, 32, 33)
+    async with (
+        ServiceApp(sentiment_service, settings, url=nats_server.url) as first,
+        ServiceApp(sentiment_service, settings, url=nats_server.url),
+    ):
+        # Published at once: both instances handle many messages of the same chat together.
+        await asyncio.gather(
+            *(
+                publish(bus, message(f"nice message {i}", user=users[i % 3], chat=-100777))
+                for i in range(sent)
+            )
+        )
+        await wait_idle(bus, timeout=30)
+        kv = await first.kv()
+        chat = MoodDoc.from_json((await kv.get("chat.-100777")).value)
+        per_user = [MoodDoc.from_json((await kv.get(f"user.{u}")).value) for u in users]
+    assert sum(b.n for b in chat.days.values()) == sent  # none lost, none counted twice
+    assert [sum(b.n for b in d.days.values()) for d in per_user] == [27, 27, 26]

@@ -1,0 +1,1 @@
+"""End-to-end tests: sandbox, real gateway, real services, real nats-server."""
