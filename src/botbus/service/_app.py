@@ -3,17 +3,26 @@
 One :class:`ServiceApp` per process. Lifecycle: :meth:`ServiceApp.start`
 (connect, wait for the streams, bind the durable consumers, run the startup
 hooks, register with micro, start consuming), :meth:`ServiceApp.stop` (stop
-fetching, finish in-flight work, run the shutdown hooks, deregister, drain).
-``async with ServiceApp(...)`` does both.
+fetching, hand back prefetched work, finish in-flight work, run the shutdown
+hooks, deregister, drain). ``async with ServiceApp(...)`` does both.
+
+Consuming keeps the handlers busy: each feed holds up to twice ``concurrency``
+messages (running plus a prefetch buffer of at most ``concurrency``) and
+fetches a batch whenever half a buffer fits, so a fetch round trip overlaps
+with handling instead of preceding every message. A prefetched message is
+kept alive with in-progress acks like a running one, and is nak'ed at once on
+drain so another instance takes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -28,8 +37,8 @@ from nats.js.kv import KeyValue
 from nats.nuid import NUID
 
 from botbus import subjects, topology
-from botbus.connect import connect
-from botbus.errors import PayloadError, ServiceError
+from botbus.connect import connect, resolve_url
+from botbus.errors import ConfigError, PayloadError, ServiceError, StartupError
 from botbus.models import (
     Action,
     DeadLetter,
@@ -45,12 +54,13 @@ from botbus.models import (
 )
 from botbus.service._context import Context, CorrelationLogger, Handled
 from botbus.service._micro import EndpointCounter, Registration
-from botbus.service._service import Service
+from botbus.service._service import LifecycleHook, Service
 from botbus.settings import Settings
 
 log = logging.getLogger(__name__)
 
 FETCH_WAIT = 1.0  # seconds a fetch long-polls; also the longest a stop waits for a fetch
+PREFETCH_WINDOW = 2  # messages held per feed (running + waiting), as a multiple of concurrency
 FETCH_RETRY = 0.5  # seconds to pause after a fetch failed (broker restarting...)
 DRAIN_TIMEOUT = 60.0  # seconds SIGTERM waits for in-flight handlers
 ACK_TIMEOUT = 5.0  # seconds to wait for the server to confirm an ack
@@ -121,6 +131,48 @@ def feeds_of(service: Service) -> list[Feed]:
     return feeds
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """A fetched message waiting for a free handler slot, already kept alive."""
+
+    feed: Feed
+    msg: Msg
+    keep_alive: asyncio.Task[None]
+
+
+class _Window:
+    """How many messages of one feed this instance holds, running or waiting.
+
+    The fetch loop waits for room here, so an instance never holds more than
+    ``size`` messages of a feed: the rest stay on the server for other instances.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.held = 0
+        self._room = asyncio.Event()
+
+    @property
+    def free(self) -> int:
+        """How many more messages may be fetched now."""
+        return self.size - self.held
+
+    async def wait_for_room(self, at_least: int) -> None:
+        """Wait until ``at_least`` messages fit, or nothing is held (or :meth:`wake`)."""
+        while self.held and self.free < at_least:
+            self._room.clear()
+            await self._room.wait()
+
+    def release(self) -> None:
+        """One held message is finished."""
+        self.held -= 1
+        self._room.set()
+
+    def wake(self) -> None:
+        """Let a waiting fetch loop look again (it checks whether the app is stopping)."""
+        self._room.set()
+
+
 def _peek(raw: bytes) -> dict[str, Any]:
     """Best-effort look into an undecodable payload: chat, language, correlation."""
     try:
@@ -156,7 +208,10 @@ class ServiceApp:
         self._loops: list[asyncio.Task[None]] = []
         self._subs: list[JetStreamContext.PullSubscription] = []
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(service.concurrency)
+        self._waiting: deque[_Waiting] = deque()
+        self._windows = {
+            feed.durable: _Window(PREFETCH_WINDOW * service.concurrency) for feed in self._feeds
+        }
         self._buckets: dict[str, KeyValue] = {}
         self.log = CorrelationLogger(log, {"service": service.name, "instance": self.instance_id})
 
@@ -211,23 +266,37 @@ class ServiceApp:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect, bind consumers, run startup hooks, register, start consuming."""
+        """Connect, bind consumers, run startup hooks, register, start consuming.
+
+        Raises :class:`StartupError` naming what failed (broker unreachable,
+        credentials or a subject refused, a startup hook raised) and closes the
+        connection it opened.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            if self._nc is not None and not self._nc.is_closed:
+                await self._nc.close()
+            raise
+
+    async def _start(self) -> None:
         name = self.service.name
-        self._nc = await connect(
-            self.settings, name, url=self.url, name=f"{name}:{self.instance_id}"
-        )
+        self._nc = await self._connect()
         self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT)
         needed = {feed.stream for feed in self._feeds} | {
             subjects.STREAM_OUTBOUND,
             subjects.STREAM_DLQ,
         }
-        await topology.wait_for_streams(
-            self._js, [s.name for s in topology.STREAMS if s.name in needed]
-        )
-        subs = [(feed, await self._bind(feed)) for feed in self._feeds]
+        try:
+            await topology.wait_for_streams(
+                self._js, [s.name for s in topology.STREAMS if s.name in needed]
+            )
+            subs = [(feed, await self._bind(feed)) for feed in self._feeds]
+        except NatsError as exc:
+            raise self._refused(exc) from exc
         self._subs = [sub for _, sub in subs]
         for hook in self.service.startup_hooks:
-            await hook(self)
+            await self._run_startup_hook(hook)
         self._registration = Registration(
             self._nc,
             instance_id=self.instance_id,
@@ -250,14 +319,76 @@ class ServiceApp:
             ", ".join(f.durable for f in self._feeds) or "none",
         )
 
+    async def _connect(self) -> Client:
+        """Connect, waiting for the broker at most ``nats_connect_timeout`` seconds."""
+        name = self.service.name
+        server = resolve_url(self.settings, self.url)
+        user, _password = self.settings.credentials_for(name)
+        timeout = self.settings.nats_connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await connect(
+                    self.settings, name, url=server, name=f"{name}:{self.instance_id}"
+                )
+        except TimeoutError as exc:
+            raise StartupError(
+                f"cannot reach NATS at {server} within {timeout:g}s: start the broker "
+                "(`botbus up` runs one), fix NATS_URL, or wait longer with "
+                "BOTBUS_NATS_CONNECT_TIMEOUT",
+                reason="unreachable",
+            ) from exc
+        except (NatsError, OSError) as exc:
+            # connect() waits out outages by itself; what reaches us is a refusal.
+            raise StartupError(
+                f"NATS at {server} refused user {user!r} ({exc}): check "
+                "BOTBUS_NATS_PASSWORD / BOTBUS_NATS_PASSWORDS against nats.conf",
+                reason="refused",
+            ) from exc
+
+    def _refused(self, exc: NatsError) -> Exception:
+        """Explain a JetStream call that failed while starting (usually a permission)."""
+        cause = self.nc.last_error
+        if cause is not None and "permissions violation" in str(cause).lower():
+            user, _password = self.settings.credentials_for(self.service.name)
+            return StartupError(
+                f"NATS user {user!r} is not allowed to set up service "
+                f"{self.service.name!r} ({cause}): give that user the permissions of "
+                "this service in nats.conf (see the other services' users there), or run "
+                "the service as its own user",
+                reason="refused",
+            )
+        return exc
+
+    async def _run_startup_hook(self, hook: LifecycleHook) -> None:
+        hook_name = getattr(hook, "__name__", repr(hook))
+        try:
+            await hook(self)
+        except (ConfigError, StartupError):
+            raise
+        except Exception as exc:
+            raise StartupError(
+                f"on_startup hook {hook_name} of service {self.service.name!r} failed: "
+                f"{type(exc).__name__}: {exc}. Fix what it needs, or run with "
+                "BOTBUS_LOG_LEVEL=DEBUG to see the traceback",
+                reason="hook",
+            ) from exc
+
     async def stop(self, timeout: float = DRAIN_TIMEOUT) -> None:
-        """Stop fetching, finish in-flight handlers (acking them), then drain."""
+        """Stop fetching, hand back prefetched work, finish in-flight handlers, then drain."""
         if self._stopping.is_set():
             return
         self._stopping.set()
-        self.log.info("stopping: finishing %d in-flight message(s)", len(self._in_flight))
-        # Loops notice within FETCH_WAIT; a fetch is never cut short, so no
-        # message is left pulled-but-unhandled.
+        self.log.info(
+            "stopping: finishing %d in-flight message(s), handing back %d prefetched",
+            len(self._in_flight),
+            len(self._waiting),
+        )
+        for window in self._windows.values():
+            window.wake()
+        # Prefetched work goes back first, so another instance starts on it now.
+        await self._hand_back()
+        # Loops notice within FETCH_WAIT; a fetch is never cut short, and what
+        # it still brings is handed back too.
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self._in_flight:
             _done, pending = await asyncio.wait(self._in_flight, timeout=timeout)
@@ -333,26 +464,20 @@ class ServiceApp:
             )
         return await js.pull_subscribe_bind(durable=feed.durable, stream=feed.stream)
 
-    async def _take_slots(self) -> int:
-        """Wait for one free handler slot and grab any others free right now."""
-        await self._slots.acquire()
-        taken = 1
-        while taken < self.service.concurrency and not self._slots.locked():
-            await self._slots.acquire()
-            taken += 1
-        return taken
-
     async def _consume(self, feed: Feed, sub: JetStreamContext.PullSubscription) -> None:
+        """Fetch batches while there is room, so a fetch overlaps with handling."""
+        window = self._windows[feed.durable]
+        # Fetch once half a buffer fits: batches of at least concurrency/2
+        # amortise the round trip, and the half buffer still waiting keeps the
+        # handlers busy until the batch arrives.
+        batch = max(1, self.service.concurrency // 2)
         while not self._stopping.is_set():
-            taken = await self._take_slots()
+            await window.wait_for_room(batch)
             if self._stopping.is_set():
-                # Stopped while every slot was busy: fetch nothing more.
-                for _ in range(taken):
-                    self._slots.release()
                 break
             msgs: list[Msg] = []
             try:
-                msgs = await sub.fetch(batch=taken, timeout=FETCH_WAIT)
+                msgs = await sub.fetch(batch=window.free, timeout=FETCH_WAIT)
             except TimeoutError:
                 pass
             except NotFoundError:
@@ -363,16 +488,45 @@ class ServiceApp:
                 # The broker restarting: the client reconnects on its own.
                 self.log.warning("fetch from %s failed (%s); retrying", feed.durable, exc)
                 await asyncio.sleep(FETCH_RETRY)
-            for _ in range(taken - len(msgs)):
-                self._slots.release()
             for msg in msgs:
-                task = asyncio.create_task(self._handle(feed, msg))
-                self._in_flight.add(task)
-                task.add_done_callback(self._finished)
+                window.held += 1
+                self._waiting.append(
+                    _Waiting(feed, msg, asyncio.create_task(self._keep_alive(msg)))
+                )
+            if self._stopping.is_set():
+                await self._hand_back()
+            else:
+                self._start_waiting()
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _start_waiting(self) -> None:
+        """Start waiting messages, oldest first, while handler slots are free."""
+        while self._waiting and len(self._in_flight) < self.service.concurrency:
+            waiting = self._waiting.popleft()
+            task = asyncio.create_task(self._handle(waiting.feed, waiting.msg, waiting.keep_alive))
+            self._in_flight.add(task)
+            task.add_done_callback(functools.partial(self._finished, waiting.feed))
+
+    async def _hand_back(self) -> None:
+        """Nak every prefetched, unstarted message so another instance takes it now."""
+        while self._waiting:
+            waiting = self._waiting.popleft()
+            waiting.keep_alive.cancel()
+            try:
+                await waiting.msg.nak()
+            except (NatsError, OSError) as exc:
+                self.log.warning(
+                    "could not hand back a prefetched message (%s); the server "
+                    "redelivers it after ack_wait",
+                    exc,
+                )
+            finally:
+                self._windows[waiting.feed.durable].release()
+
+    def _finished(self, feed: Feed, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._slots.release()
+        self._windows[feed.durable].release()
+        if not self._stopping.is_set():
+            self._start_waiting()
         if not task.cancelled() and task.exception() is not None:
             # _handle catches everything; this is a bug in the SDK itself.
             self.log.error("handler task crashed", exc_info=task.exception())
@@ -406,7 +560,14 @@ class ServiceApp:
         command = payload.command if isinstance(payload, InboundCommand) else subject.split(".")[-1]
         return self._counters.get(f"command:{command}")
 
-    async def _handle(self, feed: Feed, msg: Msg) -> None:
+    async def _handle(self, feed: Feed, msg: Msg, keep_alive: asyncio.Task[None]) -> None:
+        """Handle ``msg``; ``keep_alive`` has kept it alive since it was fetched."""
+        try:
+            await self._process(feed, msg)
+        finally:
+            keep_alive.cancel()
+
+    async def _process(self, feed: Feed, msg: Msg) -> None:
         started = time.monotonic_ns()
         meta = msg.metadata
         deliveries = meta.num_delivered
@@ -429,7 +590,6 @@ class ServiceApp:
                 counter.record(started, gave_up)
             await self._dead_letter(msg, deliveries, gave_up, ctx)
             return
-        keep_alive = asyncio.create_task(self._keep_alive(msg))
         error: str | None = None
         try:
             try:
@@ -446,7 +606,6 @@ class ServiceApp:
             error = f"{type(exc).__name__}: {exc}"
             await self._failed(msg, ctx, deliveries, exc)
         finally:
-            keep_alive.cancel()
             if counter:
                 counter.record(started, error)
 
