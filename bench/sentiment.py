@@ -2,8 +2,12 @@
 
 Prints:
 - accuracy and macro-F1 of VADER (English) and of the SentiLeak lexicon with
-  VADER-like rules (Spanish) on each language's labelled evaluation set
-  (small sets written by the botbus authors, see services/sentiment/data/README.md);
+  VADER-like rules (Spanish), three classes and positive/negative only: English
+  first on the public VADER tweets ground truth (Hutto & Gilbert, ICWSM 2014;
+  MIT, shipped in the vaderSentiment sdist; made by VADER's authors, so not
+  independent of VADER), then on our own small set; Spanish on our own small
+  set only, for want of an openly licensed public one in a package (see
+  services/sentiment/data/README.md);
 - scoring speed without the bus: messages/s scored by one process, and by two
   processes side by side (detect the language with a language_code hint,
   score, count in the chat's and the user's mood documents as serialised);
@@ -20,6 +24,7 @@ on this machine at that moment (x2.00 = two free cores). On the bus, the
 broker runs on the same machine and its share of the cores is printed too.
 
 Usage: python bench/sentiment.py [--messages N] [--bus-messages N] [--chats N] [--users N]
+                                 [--quality-only]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
@@ -39,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.sentiment.aggregate import MoodDoc
-from services.sentiment.evaluation import EVAL_SET_NAMES, evaluate, load_eval_set
+from services.sentiment.evaluation import Metrics, eval_sets, evaluate_set, load_eval_set
 from services.sentiment.language import Lang
 from services.sentiment.scoring import SentimentAnalyzer
 
@@ -247,6 +253,18 @@ def _bus_figures(messages: int, chats: int, users: int) -> None:
     print(f"two instances = x{rates[1] / rates[0]:.2f} of one (target >= x1.8)")
 
 
+def _compound_of(analyzer: SentimentAnalyzer, language: Lang) -> Callable[[str], float]:
+    return lambda text: analyzer.score_as(text, language).compound
+
+
+def _figures(result: Metrics) -> str:
+    per_label = ", ".join(f"{label} {f1:.3f}" for label, f1 in result.f1_by_label.items())
+    return (
+        f"n={result.n}  accuracy {result.accuracy:.3f}, macro-F1 {result.macro_f1:.3f}"
+        f"  (F1: {per_label})"
+    )
+
+
 def main() -> None:
     """Print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -254,26 +272,35 @@ def main() -> None:
     parser.add_argument("--bus-messages", type=int, default=DEFAULT_BUS_MESSAGES)
     parser.add_argument("--chats", type=int, default=DEFAULT_CHATS)
     parser.add_argument("--users", type=int, default=DEFAULT_USERS)
+    parser.add_argument(
+        "--quality-only", action="store_true", help="print the quality figures and stop"
+    )
     args = parser.parse_args()
 
     analyzer = SentimentAnalyzer()
-    print("== quality (labelled evaluation sets)")
+    print("== quality (a method's label: compound >= 0.05 positive, <= -0.05 negative)")
     methods = {
         "en": "VADER 3.3.2 (vaderSentiment)",
         "es": "SentiLeak lexicon + VADER-like rules",
     }
     for language in LANGUAGES:
-        result = evaluate(language, lambda text, lang=language: analyzer.score_as(text, lang).label)
-        print(
-            f"{language}: {methods[language]} on {EVAL_SET_NAMES[language]}: "
-            f"accuracy {result.accuracy:.3f}, macro-F1 {result.macro_f1:.3f}"
-        )
+        for eval_set in eval_sets(language):
+            report = evaluate_set(eval_set, _compound_of(analyzer, language))
+            print(f"{language}: {methods[language]} on {eval_set.name}")
+            print(f"    source: {eval_set.provenance}")
+            print(f"    gold labels: {eval_set.gold}")
+            if eval_set.published:
+                print(f"    published: {eval_set.published}")
+            print(f"    3 classes: {_figures(report.three_class)}")
+            print(f"    positive/negative only (gold neutrals left out): {_figures(report.polar)}")
     detected = sum(
         analyzer.score(e.text, None).language == language
         for language in LANGUAGES
         for e in load_eval_set(language)
     )
     print(f"language detection without hint: {detected}/150 correct")
+    if args.quality_only:
+        return
 
     print(
         f"== scoring without the bus ({args.messages} messages per process, cpus={mp.cpu_count()})"

@@ -1,25 +1,61 @@
 """The labelled evaluation sets and the metrics reported on them.
 
-The sets (``data/eval_en.jsonl``, ``data/eval_es.jsonl``) were written and
-labelled by the botbus authors — see ``data/README.md``; they are small and
-are not a public benchmark.
+English, public: ``data/vader_tweets_groundtruth.txt``, the 4,200 tweet-like
+texts rated by at least 20 people each that Hutto & Gilbert (ICWSM 2014)
+evaluated VADER on, shipped in the vaderSentiment 3.3.2 sdist under its MIT
+license (see ``data/README.md``). It was made by VADER's own authors, so it is
+not independent of the English method. The gold label comes from the mean
+rating (-4..+4) normalised to [-1, 1] with the paper's cut-offs, the same
++/-0.05 that turn a compound value into a label: ``|rating| < 0.2`` is neutral.
+
+Ours: ``data/eval_en.jsonl`` and ``data/eval_es.jsonl`` were written and
+labelled by the botbus authors; they are small and are not a public benchmark.
+No openly licensed, labelled Spanish set ships in a package reachable here, so
+Spanish is measured on ours only.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 from services.sentiment.language import Lang
-from services.sentiment.scoring import Label
+from services.sentiment.scoring import Label, label_of
 
 LABELS: tuple[Label, ...] = ("negative", "neutral", "positive")
+POLAR_LABELS: tuple[Label, ...] = ("negative", "positive")
+MAX_RATING = 4.0  # the VADER ground truth's mean ratings run from -4 to +4
+VADER_TWEETS_FILE = "vader_tweets_groundtruth.txt"
 EVAL_SET_NAMES: dict[Lang, str] = {
     "en": "botbus hand-labelled English chat set v1 (75 messages, 25 per class)",
     "es": "botbus hand-labelled Spanish chat set v1 (75 messages, 25 per class)",
 }
+VADER_TWEETS_NAME = "VADER tweets ground truth (Hutto & Gilbert, ICWSM 2014)"
+VADER_TWEETS_PROVENANCE = (
+    "public; vaderSentiment 3.3.2 sdist, additional_resources/hutto_ICWSM_2014/"
+    "tweets_GroundTruth.txt, MIT License (c) 2016 C.J. Hutto; made by VADER's own "
+    "authors, so NOT independent of the English method"
+)
+VADER_TWEETS_GOLD = (
+    "mean of >= 20 human ratings (-4..+4) / 4, cut at +/-0.05 as in the paper: "
+    "|rating| < 0.2 is neutral"
+)
+VADER_TWEETS_PUBLISHED = (
+    "Hutto & Gilbert 2014, Table 4: VADER 3-class F1 = 0.96 on this set "
+    "(how F1 is averaged over classes is not stated), individual human raters 0.84"
+)
+OWN_SET_PROVENANCE = "ours, written by the botbus authors; NOT a public benchmark"
+NO_PUBLIC_SPANISH_SET = (
+    "no openly licensed, labelled Spanish set ships in a package, so this is the only Spanish one"
+)
+OWN_SET_GOLD = "one label per message, chosen by the botbus authors before scoring"
+
+
+class EvalSetError(ValueError):
+    """A shipped evaluation file is malformed; the message names the file and line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,45 +67,174 @@ class Example:
 
 
 @dataclass(frozen=True, slots=True)
+class EvalSet:
+    """A labelled set, with what a reader of its figures must know about it."""
+
+    language: Lang
+    name: str
+    provenance: str  # where it comes from, its license, and how independent it is
+    gold: str  # how its gold labels were obtained
+    examples: tuple[Example, ...]
+    published: str = ""  # figures published on it by others, to compare with
+
+
+@dataclass(frozen=True, slots=True)
 class Metrics:
-    """Accuracy and macro-averaged F1 over the three labels."""
+    """Accuracy, and F1 per label and macro-averaged over a set of labels."""
 
     n: int
     accuracy: float
     macro_f1: float
+    f1_by_label: dict[Label, float] = field(default_factory=dict)
 
 
-def load_eval_set(language: Lang) -> list[Example]:
-    """The labelled set of ``language``."""
-    data = resources.files("services.sentiment").joinpath("data", f"eval_{language}.jsonl")
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A method's figures on one set.
+
+    ``polar`` counts only the messages whose gold label is positive or negative,
+    and reads the method's polarity from the sign of its compound value (a
+    compound of exactly 0 has no polarity and counts as wrong).
+    """
+
+    three_class: Metrics
+    polar: Metrics
+
+
+def label_of_rating(rating: float) -> Label:
+    """The gold label of a mean human rating on VADER's -4..+4 scale."""
+    if not -MAX_RATING <= rating <= MAX_RATING:
+        raise ValueError(f"a rating must lie in [-{MAX_RATING}, {MAX_RATING}], got {rating}")
+    # The paper normalises ratings to [-1, 1] and cuts at -0.05 and +0.05,
+    # the cut-offs label_of applies to a compound value.
+    return label_of(rating / MAX_RATING)
+
+
+def parse_vader_ground_truth(text: str, source: str) -> list[Example]:
+    """Examples from a VADER ``*_GroundTruth.txt`` file: ``ID<TAB>MEAN-RATING<TAB>TEXT``."""
     examples = []
-    for line_no, line in enumerate(data.read_text(encoding="utf-8").splitlines(), 1):
+    for line_no, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        row = json.loads(line)
-        if row.get("label") not in LABELS:
-            raise ValueError(f"eval_{language}.jsonl:{line_no}: label must be one of {LABELS}")
-        examples.append(Example(str(row["text"]), row["label"]))
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise EvalSetError(
+                f"{source}:{line_no}: expected 3 tab-separated fields (id, mean rating, text), "
+                f"got {len(fields)}; ship the file unchanged from the vaderSentiment sdist"
+            )
+        try:
+            rating = float(fields[1])
+            if not math.isfinite(rating):
+                raise ValueError(f"{fields[1]!r} is not finite")
+            label = label_of_rating(rating)
+        except ValueError as exc:
+            raise EvalSetError(f"{source}:{line_no}: bad mean rating: {exc}") from exc
+        if not fields[2].strip():
+            raise EvalSetError(f"{source}:{line_no}: the text is empty")
+        examples.append(Example(fields[2], label))
+    if not examples:
+        raise EvalSetError(f"{source}: no examples; ship the file unchanged")
     return examples
 
 
-def metrics(gold: Sequence[Label], predicted: Sequence[Label]) -> Metrics:
-    """Accuracy and macro-F1 of ``predicted`` against ``gold``."""
+def parse_jsonl(text: str, source: str) -> list[Example]:
+    """Examples from our JSON-lines format: ``{"text": ..., "label": ...}`` per line."""
+    examples = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvalSetError(f"{source}:{line_no}: not valid JSON: {exc}") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise EvalSetError(f'{source}:{line_no}: expected {{"text": "...", "label": "..."}}')
+        label = row.get("label")
+        if label not in LABELS:
+            raise EvalSetError(f"{source}:{line_no}: label must be one of {LABELS}, got {label!r}")
+        examples.append(Example(row["text"], label))
+    return examples
+
+
+def _read_data(name: str) -> str:
+    return resources.files("services.sentiment").joinpath("data", name).read_text(encoding="utf-8")
+
+
+def load_eval_set(language: Lang) -> list[Example]:
+    """Our own labelled set of ``language`` (short chat messages, balanced classes)."""
+    name = f"eval_{language}.jsonl"
+    return parse_jsonl(_read_data(name), name)
+
+
+def load_vader_tweets() -> EvalSet:
+    """The public English set: VADER's human-rated tweets, three classes from the mean rating."""
+    examples = parse_vader_ground_truth(_read_data(VADER_TWEETS_FILE), VADER_TWEETS_FILE)
+    name = f"{VADER_TWEETS_NAME} ({len(examples):,} tweets)"
+    return EvalSet(
+        "en",
+        name,
+        VADER_TWEETS_PROVENANCE,
+        VADER_TWEETS_GOLD,
+        tuple(examples),
+        VADER_TWEETS_PUBLISHED,
+    )
+
+
+def eval_sets(language: Lang) -> list[EvalSet]:
+    """Every set ``language`` is measured on: the public one first, where there is one."""
+    own = EvalSet(
+        language,
+        EVAL_SET_NAMES[language],
+        OWN_SET_PROVENANCE
+        if language == "en"
+        else f"{OWN_SET_PROVENANCE}; {NO_PUBLIC_SPANISH_SET}",
+        OWN_SET_GOLD,
+        tuple(load_eval_set(language)),
+    )
+    return [load_vader_tweets(), own] if language == "en" else [own]
+
+
+def metrics(
+    gold: Sequence[Label], predicted: Sequence[Label], labels: Sequence[Label] = LABELS
+) -> Metrics:
+    """Accuracy of ``predicted`` against ``gold``, and F1 macro-averaged over ``labels``."""
     if len(gold) != len(predicted) or not gold:
         raise ValueError("gold and predicted must be non-empty and of equal length")
     correct = sum(g == p for g, p in zip(gold, predicted, strict=True))
-    f1s = []
-    for label in LABELS:
+    f1s: dict[Label, float] = {}
+    for label in labels:
         tp = sum(g == label and p == label for g, p in zip(gold, predicted, strict=True))
         fp = sum(g != label and p == label for g, p in zip(gold, predicted, strict=True))
         fn = sum(g == label and p != label for g, p in zip(gold, predicted, strict=True))
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0
-        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-    return Metrics(len(gold), correct / len(gold), sum(f1s) / len(f1s))
+        f1s[label] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return Metrics(len(gold), correct / len(gold), sum(f1s.values()) / len(f1s), f1s)
+
+
+def _polarity(compound: float) -> Label:
+    if compound > 0:
+        return "positive"
+    if compound < 0:
+        return "negative"
+    return "neutral"
+
+
+def evaluate_set(eval_set: EvalSet, compound_of: Callable[[str], float]) -> Report:
+    """Run a method (text -> compound value in [-1, 1]) over ``eval_set`` and measure it."""
+    gold = [e.label for e in eval_set.examples]
+    compounds = [compound_of(e.text) for e in eval_set.examples]
+    three_class = metrics(gold, [label_of(c) for c in compounds])
+    polar = [(g, _polarity(c)) for g, c in zip(gold, compounds, strict=True) if g != "neutral"]
+    if not polar:
+        raise ValueError(f"{eval_set.name} has no positive or negative example")
+    return Report(
+        three_class,
+        metrics([g for g, _ in polar], [p for _, p in polar], POLAR_LABELS),
+    )
 
 
 def evaluate(language: Lang, classify: Callable[[str], Label]) -> Metrics:
-    """Run ``classify`` over the set of ``language`` and measure it."""
+    """Run ``classify`` over our own set of ``language`` and measure it."""
     examples = load_eval_set(language)
     return metrics([e.label for e in examples], [classify(e.text) for e in examples])
