@@ -60,6 +60,7 @@ MENU_DESCRIPTION_MAX = 256  # characters Telegram allows per menu entry
 # IN_FLIGHT_GRACE more. Together well within `botbus up`'s SIGTERM grace.
 DRAIN_GRACE = 5.0  # seconds
 IN_FLIGHT_GRACE = 2.0  # seconds
+NATS_CLOSE_TIMEOUT = 5.0  # seconds
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -303,8 +304,17 @@ class Gateway:
             # close() avoids waiting on pull messages that no one will process now.
             with contextlib.suppress(NatsError):
                 await self._nc.flush(timeout=2)
-            with contextlib.suppress(NatsError, OSError):
-                await self._nc.close()  # may find the broker already gone
+            try:
+                # nats-py's close() waits on the socket's write buffer with no
+                # limit; a broker that stopped reading must not hang shutdown.
+                async with asyncio.timeout(NATS_CLOSE_TIMEOUT):
+                    await self._nc.close()  # may find the broker already gone
+            except (NatsError, OSError):
+                pass
+            except TimeoutError:
+                log.warning(
+                    "NATS connection did not close in %ss; exiting anyway", NATS_CLOSE_TIMEOUT
+                )
         self._stopped.set()
 
     async def run_until_stopped(self) -> None:
