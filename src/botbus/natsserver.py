@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from botbus._proc import die_with_parent
+from botbus._proc import die_with_parent_hook
 from botbus.errors import NatsServerError
 from botbus.settings import NATS_COMPONENTS, Settings
 
@@ -120,7 +120,7 @@ class NatsServer:
             stderr=asyncio.subprocess.PIPE,
             env=server_env(self.settings),
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent_hook(),
         )
         try:
             await asyncio.wait_for(self._await_ready(), self.ready_timeout)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import click
 
-from botbus._proc import die_with_parent
+from botbus._proc import die_with_parent_hook
 from botbus.errors import BotbusError
 from botbus.natsserver import NatsServer
 from botbus.settings import NATS_COMPONENTS, Settings, load_settings
@@ -89,7 +89,7 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent_hook(),
         )
         self.started_at = time.monotonic()
         assert self.proc.stdout is not None
