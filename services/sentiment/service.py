@@ -14,7 +14,9 @@ getChatAdministrators) or the bot's admins (``is_admin``).
 
 KV keys: ``chat.<chat_id>`` / ``user.<user_id>`` (mood documents),
 ``optout.<chat_id>`` (present = opted out), ``alert.<chat_id>`` (time of the
-last mood alert). Concurrent instances update with compare-and-set; within
+last mood alert). Each instance keeps the opt-out flags in memory, followed
+with a KV watch (:class:`OptOutCache`), so a message costs no flag read.
+Concurrent instances update with compare-and-set; within
 one instance, the updates of one key are coalesced (:mod:`.batching`), so a
 busy chat costs one write per round trip rather than one per message.
 """
@@ -22,12 +24,16 @@ busy chat costs one write per round trip rather than one per message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache, partial
 from weakref import WeakKeyDictionary
 
+from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -42,7 +48,10 @@ from services.sentiment.scoring import Score, SentimentAnalyzer
 
 log = logging.getLogger(__name__)
 
-CAS_ATTEMPTS = 10  # compare-and-set retries before giving up on a contended key
+CAS_ATTEMPTS = 60  # compare-and-set retries before giving up on a contended key
+CAS_BACKOFF = 0.002  # seconds: first jittered pause after losing a compare-and-set race
+CAS_BACKOFF_MAX = 0.05  # seconds: longest pause between two attempts
+OPTOUT_TTL = 1.0  # seconds a cached opt-out flag is trusted if the KV watch falls silent
 ALERT_CHANNEL = "mood"  # alerts channel used when no bot admin is configured
 ALERT_POLICY = AlertPolicy()
 
@@ -79,8 +88,14 @@ async def _read(kv: KeyValue, key: str) -> tuple[bytes | None, int | None]:
 
 
 async def update_doc(kv: KeyValue, key: str, change: Callable[[MoodDoc], None]) -> MoodDoc:
-    """Apply ``change`` to the document at ``key`` with compare-and-set, retrying on races."""
-    for _ in range(CAS_ATTEMPTS):
+    """Apply ``change`` to the document at ``key`` with compare-and-set, retrying on races.
+
+    A lost race is retried after a short random pause: two instances writing
+    the same busy key in lock-step would otherwise keep colliding. Giving up
+    is costly (the message is retried whole, and its other document was
+    already counted), so the budget is generous: about a second of losing.
+    """
+    for attempt in range(CAS_ATTEMPTS):
         raw, revision = await _read(kv, key)
         try:
             doc = MoodDoc.from_json(raw)
@@ -95,8 +110,15 @@ async def update_doc(kv: KeyValue, key: str, change: Callable[[MoodDoc], None]) 
                 await kv.update(key, doc.to_json(), last=revision)
             return doc
         except KeyWrongLastSequenceError:
-            continue  # another instance wrote first: re-read and apply again
-    raise RuntimeError(f"KV key {key} is too contended: gave up after {CAS_ATTEMPTS} attempts")
+            # Another instance wrote first: re-read and apply again at once; if it
+            # keeps happening, the two writers are in step: pause a random while.
+            if attempt:
+                pause = min(CAS_BACKOFF_MAX, CAS_BACKOFF * 2 ** min(attempt - 1, 5))
+                await asyncio.sleep(random.uniform(0, pause))  # jitter, not a secret
+    raise RuntimeError(
+        f"KV key {key} is too contended: gave up after {CAS_ATTEMPTS} attempts; "
+        "the message will be retried (run fewer instances if this repeats)"
+    )
 
 
 # One batcher per running instance: its handlers' updates of one key share a write.
@@ -122,10 +144,109 @@ async def load_doc(kv: KeyValue, key: str) -> MoodDoc:
         return MoodDoc()
 
 
-async def is_opted_out(kv: KeyValue, chat_id: int) -> bool:
-    """True if the chat switched passive scoring off."""
-    raw, _ = await _read(kv, f"optout.{chat_id}")
-    return raw is not None
+class OptOutCache:
+    """Which chats opted out, kept in memory and followed with a KV watch.
+
+    Every plain message needs this flag, so reading ``optout.<chat_id>`` per
+    message would cost a round trip each. Instead a watch on ``optout.>``
+    pushes every change to every instance as soon as the ``/sentiment off``
+    write is stored; the reply is sent only after that write, and a later
+    message must go round through Telegram and the gateway, so in practice
+    it is filtered on every instance. The guaranteed bound, if the watch
+    falls behind or dies (a broker restart): a flag is re-read from KV once
+    it is older than ``ttl`` seconds, so an opt-out takes effect on every
+    instance at most ``ttl`` after it was stored. The instance that handled
+    the command knows at once.
+    """
+
+    def __init__(
+        self, kv: KeyValue, ttl: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._kv = kv
+        self._ttl = OPTOUT_TTL if ttl is None else ttl
+        self._clock = clock
+        self._flags: dict[int, tuple[bool, float]] = {}  # chat -> (opted out, known since)
+        self._watched = 0  # watch updates seen so far: orders them against reads
+        self._changed: dict[int, int] = {}  # chat -> value of _watched at its last update
+        self._watcher: KeyValue.KeyWatcher | None = None
+        self._follower: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start following ``optout.>`` (the current flags arrive first)."""
+        self._watcher = await self._kv.watch("optout.>")
+        self._follower = asyncio.create_task(self._follow(self._watcher), name="optout-watch")
+
+    async def stop(self) -> None:
+        """Stop following the flags."""
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        if self._watcher is not None:
+            with contextlib.suppress(NatsError):
+                await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: untyped
+
+    def note(self, chat_id: int, opted_out: bool) -> None:
+        """Record a flag known right now (written here, or pushed by the watch)."""
+        self._flags[chat_id] = (opted_out, self._clock())
+
+    async def is_opted_out(self, chat_id: int) -> bool:
+        """True if the chat switched passive scoring off."""
+        known = self._flags.get(chat_id)
+        if known is not None and self._clock() - known[1] < self._ttl:
+            return known[0]
+        before = self._watched
+        raw, _ = await _read(self._kv, f"optout.{chat_id}")
+        if self._changed.get(chat_id, 0) > before:
+            # The watch brought a change while we read: it is at least as new.
+            return self._flags[chat_id][0]
+        self.note(chat_id, raw is not None)
+        return raw is not None
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        try:
+            await self._apply_updates(watcher)
+        except Exception:
+            # Not fatal: every flag is then re-read once it is ttl old.
+            log.exception("the opt-out watch failed; flags are re-read every %ss", self._ttl)
+
+    async def _apply_updates(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is None:
+                continue  # the marker after the initial flags
+            try:
+                chat_id = int(entry.key.removeprefix("optout."))
+            except ValueError:
+                log.warning("ignoring KV key %s: not optout.<chat_id>", entry.key)
+                continue
+            self._watched += 1
+            self._changed[chat_id] = self._watched
+            self.note(chat_id, entry.operation is None and bool(entry.value))
+        log.warning("the opt-out watch ended; flags are re-read every %ss", self._ttl)
+
+
+# One flag cache per running instance, started on first use.
+_optouts: WeakKeyDictionary[ServiceApp, OptOutCache] = WeakKeyDictionary()
+
+
+async def optouts(app: ServiceApp) -> OptOutCache:
+    """The running instance's opt-out flags (see :class:`OptOutCache`)."""
+    cache = _optouts.get(app)
+    if cache is None:
+        kv = await app.kv()
+        cache = _optouts.get(app)
+        if cache is None:
+            cache = _optouts[app] = OptOutCache(kv)
+            # Handlers arriving meanwhile find no flag and read KV: still correct.
+            await cache.start()
+    return cache
+
+
+@service.on_shutdown
+async def _stop_optouts(app: ServiceApp) -> None:
+    cache = _optouts.pop(app, None)
+    if cache is not None:
+        await cache.stop()
 
 
 # -- commands -------------------------------------------------------------------
@@ -166,8 +287,10 @@ async def _set_scoring(ctx: Context, cmd: InboundCommand, enabled: bool) -> None
         )
     kv = await ctx.kv()
     key = f"optout.{cmd.chat.id}"
+    cache = await optouts(ctx.app)
     if enabled:
         await kv.delete(key)
+        cache.note(cmd.chat.id, False)
         await ctx.reply(
             ctx.t(
                 en="Sentiment scoring is ON for this chat.",
@@ -176,6 +299,7 @@ async def _set_scoring(ctx: Context, cmd: InboundCommand, enabled: bool) -> None
         )
     else:
         await kv.put(key, datetime.now(UTC).isoformat().encode())
+        cache.note(cmd.chat.id, True)
         await ctx.reply(
             ctx.t(
                 en="Sentiment scoring is OFF for this chat: messages are no longer scored.",
@@ -248,8 +372,7 @@ async def score_message(ctx: Context, msg: InboundMessage) -> None:
     """Count every plain message of chats that did not opt out (never its text)."""
     if msg.edited or msg.user.is_bot or not msg.text.strip():
         return
-    kv = await ctx.kv()
-    if await is_opted_out(kv, msg.chat.id):
+    if await (await optouts(ctx.app)).is_opted_out(msg.chat.id):
         return
     score = analyzer().score(msg.text, msg.user.language_code)
     at = msg.date
@@ -264,7 +387,7 @@ async def score_message(ctx: Context, msg: InboundMessage) -> None:
         batcher.apply(f"chat.{msg.chat.id}", count), batcher.apply(f"user.{msg.user.id}", count)
     )
     if msg.chat.is_group:
-        await _maybe_alert(ctx, kv, msg, chat_doc)
+        await _maybe_alert(ctx, await ctx.kv(), msg, chat_doc)
 
 
 async def _maybe_alert(ctx: Context, kv: KeyValue, msg: InboundMessage, doc: MoodDoc) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -26,8 +27,9 @@ from botbus.natsserver import NatsServer
 from botbus.service import ServiceApp
 from botbus.settings import Settings
 from botbus.topology import ensure_topology
+from services.sentiment import service as service_module
 from services.sentiment.aggregate import MoodDoc
-from services.sentiment.service import ALERT_CHANNEL, ALERT_POLICY
+from services.sentiment.service import ALERT_CHANNEL, ALERT_POLICY, OptOutCache, optouts, update_doc
 from services.sentiment.service import service as sentiment_service
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -325,3 +327,68 @@ async def test_two_instances_count_every_message_of_one_busy_chat(
         per_user = [MoodDoc.from_json((await kv.get(f"user.{u}")).value) for u in users]
     assert sum(b.n for b in chat.days.values()) == sent  # none lost, none counted twice
     assert [sum(b.n for b in d.days.values()) for d in per_user] == [27, 27, 26]
+
+
+def _counted(doc: MoodDoc) -> int:
+    return sum(b.n for b in doc.days.values())
+
+
+async def test_opt_out_reaches_the_other_instance_through_the_watch(
+    nats_server: NatsServer,
+    settings: Settings,
+    bus: Client,
+    outbox: Outbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Cached flags never expire here: only the KV watch can tell an instance.
+    monkeypatch.setattr(service_module, "OPTOUT_TTL", 3600.0)
+    chat = -100888
+    async with (
+        ServiceApp(sentiment_service, settings, url=nats_server.url) as first,
+        ServiceApp(sentiment_service, settings, url=nats_server.url) as second,
+    ):
+        # Both instances now hold "scoring on" for the chat in their caches.
+        for app in (first, second):
+            assert not await (await optouts(app)).is_opted_out(chat)
+        await publish(bus, message("a lovely start", chat=chat))
+        await wait_count(first, f"chat.{chat}", 1)
+
+        await publish(bus, command("sentiment", "off", group_admin=True, chat=chat))
+        [done] = await outbox.next()
+        assert isinstance(done, SendText) and "OFF" in done.text
+        # Sent after the reply, handled by either instance: none may be counted.
+        await asyncio.gather(
+            *(publish(bus, message(f"later {i}", chat=chat, user=40 + i)) for i in range(20))
+        )
+        await wait_idle(bus)
+        kv = await first.kv()
+        assert _counted(MoodDoc.from_json((await kv.get(f"chat.{chat}")).value)) == 1
+        for user in range(40, 60):
+            with pytest.raises(KeyNotFoundError):
+                await kv.get(f"user.{user}")
+
+
+async def test_a_cached_opt_out_flag_is_re_read_after_its_ttl(app: ServiceApp) -> None:
+    """Without the watch (here: never started), a flag is at most ``ttl`` stale."""
+    kv = await app.kv()
+    now = [0.0]
+    cache = OptOutCache(kv, ttl=1.0, clock=lambda: now[0])
+    assert not await cache.is_opted_out(-1001)
+    await kv.put("optout.-1001", b"2025-01-01T00:00:00+00:00")
+    now[0] = 0.9
+    assert not await cache.is_opted_out(-1001)  # still within the bound
+    now[0] = 1.0
+    assert await cache.is_opted_out(-1001)  # the bound has passed: re-read
+
+
+async def test_concurrent_writers_of_one_document_all_land(app: ServiceApp) -> None:
+    """Unbatched writers racing for one key retry until each change is stored once."""
+    kv = await app.kv()
+    at = datetime.now(UTC)
+
+    def count(doc: MoodDoc) -> None:
+        doc.add(0.5, "positive", at)
+
+    writers = 20
+    await asyncio.gather(*(update_doc(kv, "chat.-100999", count) for _ in range(writers)))
+    assert _counted(MoodDoc.from_json((await kv.get("chat.-100999")).value)) == writers
