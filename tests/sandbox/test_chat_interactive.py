@@ -183,7 +183,10 @@ async def test_quit_end_of_input_and_ctrl_c_each_exit_zero(running_bot: World) -
                 child.terminate(force=True)
 
 
+EXIT_TIMEOUT = 20.0  # seconds: a bound that catches a hang, generous for a loaded CI box
+
+
 async def expect_exit(child: pexpect.spawn) -> None:
     """Wait for the process to end and collect its exit status."""
-    await child.expect(pexpect.EOF, async_=True)
+    await child.expect(pexpect.EOF, async_=True, timeout=EXIT_TIMEOUT)
     child.close()
