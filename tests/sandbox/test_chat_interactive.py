@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -81,6 +82,13 @@ async def terminal(running_bot: World) -> AsyncIterator[pexpect.spawn]:
             child.terminate(force=True)
 
 
+def _interactive_signals() -> None:
+    # The worst case, made explicit so the result does not depend on how the
+    # test runner was started: a shell's '&' job inherits SIGINT ignored. The
+    # client installs its own Ctrl-C handler, so Ctrl-C must still end it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def spawn_chat(world: World) -> pexpect.spawn:
     """Start `botbus chat` against ``world``'s sandbox in a fresh pseudo-terminal."""
     return pexpect.spawn(
@@ -89,6 +97,7 @@ def spawn_chat(world: World) -> pexpect.spawn:
         encoding="utf-8",
         timeout=EXPECT_TIMEOUT,
         dimensions=(40, 200),
+        preexec_fn=_interactive_signals,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -222,15 +223,19 @@ async def _follow(session: Session) -> None:
 
 async def _interactive(session: Session) -> None:
     session.cursor = await _latest_seq(session)
-    click.echo(
-        f"chatting with bot {session.bot_id} as user {session.user} in chat {session.chat}. " + HELP
-    )
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     # A daemon thread, not asyncio.to_thread: a read blocked on the terminal must not keep
     # the process alive after :quit or Ctrl-C.
-    threading.Thread(
-        target=_read_lines, args=(asyncio.get_running_loop(), lines), daemon=True
-    ).start()
+    loop = asyncio.get_running_loop()
+    threading.Thread(target=_read_lines, args=(loop, lines), daemon=True).start()
+    # Ctrl-C ends the session like end of input. Installed explicitly so it works
+    # even when the client was started with SIGINT ignored (a shell's '&' job).
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, lines.put_nowait, None)
+    # The prompt comes last, so a Ctrl-C typed as soon as it shows is never lost.
+    click.echo(
+        f"chatting with bot {session.bot_id} as user {session.user} in chat {session.chat}. " + HELP
+    )
     follower = asyncio.create_task(_follow(session))
     try:
         while (line := await lines.get()) is not None:
