@@ -125,3 +125,25 @@ async def _first_of(
     if attempt.done() and not attempt.cancelled():
         return attempt.result()
     raise refused.result()
+
+
+async def close_within(nc: Client, timeout: float) -> bool:
+    """Close ``nc``, giving up after ``timeout`` seconds; True if it closed.
+
+    nats-py's ``close()`` waits on the socket's write buffer with no limit
+    and can swallow the cancellation of ``asyncio.timeout``, so a broker that
+    stopped reading would hang shutdown. The close runs as its own task and
+    is abandoned (not awaited) when late; its eventual error is logged.
+    """
+    closing = asyncio.ensure_future(nc.close())
+    closing.add_done_callback(_log_late_close)
+    done, _ = await asyncio.wait({closing}, timeout=timeout)
+    if not done:
+        log.warning("NATS connection did not close in %ss; leaving it behind", timeout)
+        return False
+    return True
+
+
+def _log_late_close(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.debug("NATS close ended with %r", exc)
