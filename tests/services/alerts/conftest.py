@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -11,15 +10,15 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from botbus import subjects
-from botbus.models import Action, InboundCommand, SendText, decode_action, encode
+from botbus.models import InboundCommand, SendText, encode
 from botbus.natsserver import NatsServer
 from botbus.service import ServiceApp
 from botbus.settings import Settings, dev_password, load_settings
 from botbus.topology import ensure_topology
 from services.alerts.service import service
+from tests.outbox import Outbox as SharedOutbox
 
 ADMIN_ID = 777
 _ids = itertools.count(1)
@@ -61,39 +60,11 @@ def command(
     )
 
 
-class Outbox:
+class Outbox(SharedOutbox):
     """The alerts service's stored outbound actions, read in order."""
 
     def __init__(self, js: JetStreamContext) -> None:
-        self.js = js
-        self._sub: JetStreamContext.PullSubscription | None = None
-
-    async def take(self, count: int, timeout: float = 10.0) -> list[Action]:
-        """The next ``count`` actions (fewer if ``timeout`` runs out)."""
-        if self._sub is None:
-            self._sub = await self.js.pull_subscribe(
-                subjects.outbound("alerts"),
-                stream=subjects.STREAM_OUTBOUND,
-                config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-            )
-        got: list[Action] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(got) < count and (left := deadline - loop.time()) > 0:
-            try:
-                msgs = await self._sub.fetch(batch=count - len(got), timeout=left)
-            except TimeoutError:
-                break
-            for msg in msgs:
-                await msg.ack()
-                got.append(decode_action(msg.data))
-        return got
-
-    async def close(self) -> None:
-        """Drop the reader (a late fetch status would otherwise stall the drain)."""
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+        super().__init__(js, "alerts")
 
     async def reply(self, timeout: float = 10.0) -> str:
         """The text of the next action, which must be a SendText."""

@@ -20,7 +20,6 @@ from botbus.models import (
     InboundMessage,
     SendPhoto,
     SendText,
-    decode_action,
     encode,
 )
 from botbus.natsserver import NatsServer
@@ -31,6 +30,7 @@ from services.sentiment import service as service_module
 from services.sentiment.aggregate import MoodDoc
 from services.sentiment.service import ALERT_CHANNEL, ALERT_POLICY, OptOutCache, optouts, update_doc
 from services.sentiment.service import service as sentiment_service
+from tests.outbox import Outbox as SharedOutbox
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GROUP = -100500
@@ -93,35 +93,15 @@ async def app(
         yield running
 
 
-class Outbox:
-    """Reads the service's stored outbound actions in order."""
+class Outbox(SharedOutbox):
+    """The sentiment service's stored outbound actions, read in order."""
 
     def __init__(self, nc: Client) -> None:
-        self.js = nc.jetstream()
-        self.sub: Any = None
+        super().__init__(nc.jetstream(), "sentiment")
 
     async def next(self, count: int = 1, timeout: float = 10.0) -> list[Any]:
-        if self.sub is None:
-            self.sub = await self.js.pull_subscribe(
-                subjects.outbound("sentiment"), stream=subjects.STREAM_OUTBOUND
-            )
-        got: list[Any] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(got) < count and (left := deadline - loop.time()) > 0:
-            try:
-                msgs = await self.sub.fetch(batch=count - len(got), timeout=left)
-            except TimeoutError:
-                break
-            for msg in msgs:
-                await msg.ack()
-                got.append(decode_action(msg.data))
-        return got
-
-    async def close(self) -> None:
-        """Drop the subscription (a leftover expired fetch would stall the connection's drain)."""
-        if self.sub is not None:
-            await self.sub.unsubscribe()
+        """The next ``count`` actions (fewer if ``timeout`` runs out)."""
+        return list(await self.take(count, timeout))
 
 
 @pytest.fixture
