@@ -46,6 +46,7 @@ from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from _procs import spawn, stop
 from nats.aio.client import Client
 from telegram import Bot
 from telegram.warnings import PTBDeprecationWarning
@@ -281,21 +282,6 @@ async def run_dry(mode: str, n: int, interactive_rate: float, *, max_in_flight: 
     )
 
 
-async def _spawn(argv: list[str], env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(*argv, env=env, stdout=out, stderr=out)
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 15)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
 async def _echo_once(client: SandboxClient, bot_id: int, uid: int, text: str) -> float:
     """``uid`` writes ``/echo text``; seconds until the reply is in the chat."""
     cursor = 0
@@ -343,12 +329,12 @@ async def run_gateway(mode: str, n: int, interactive_rate: float) -> Result:
                 BOTBUS_PAID_BROADCAST="true" if budget.paid_broadcast else "false",
                 PYTHONPATH=str(ROOT),
             )
-            gw = await _spawn(
+            gw = await spawn(
                 [sys.executable, "-m", "botbus.gateway"],
                 {**env, "TELEGRAM_BOT_TOKEN": info.token},
                 workdir / "gateway.log",
             )
-            echo = await _spawn([sys.executable, "-m", "services.echo"], env, workdir / "echo.log")
+            echo = await spawn([sys.executable, "-m", "services.echo"], env, workdir / "echo.log")
             alerts = await connect(settings, "alerts")
             client = SandboxClient(info.base_url)
             try:
@@ -360,8 +346,8 @@ async def run_gateway(mode: str, n: int, interactive_rate: float) -> Result:
             finally:
                 await client.close()
                 await alerts.close()
-                await _stop(gw)
-                await _stop(echo)
+                await stop(gw)
+                await stop(echo)
 
 
 async def _broadcast_through(
