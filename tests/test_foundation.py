@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from nats.aio.client import Client
+from nats.js.api import KeyValueConfig
 
-from botbus import subjects
+from botbus import subjects, topology
 from botbus.errors import ConfigError, PayloadError
 from botbus.models import (
     InboundCommand,
@@ -80,3 +81,18 @@ async def test_embedded_nats_server_answers(admin_nc: Client) -> None:
     await admin_nc.publish("t.ping", b"hi")
     msg = await sub.next_msg(timeout=2)
     assert msg.data == b"hi"
+
+
+async def test_buckets_allow_direct_gets(admin_nc: Client) -> None:
+    js = admin_nc.jetstream()
+    fresh = await topology.open_bucket(js, KeyValueConfig(bucket="t_fresh", history=1))
+    await fresh.put("k", b"v")
+    assert (await js.stream_info("KV_t_fresh")).config.allow_direct
+    assert (await fresh.get("k")).value == b"v"
+    # A bucket made before direct gets were used is switched over, its data kept.
+    old = await js.create_key_value(KeyValueConfig(bucket="t_old", history=1))
+    await old.put("k", b"kept")
+    assert not (await js.stream_info("KV_t_old")).config.allow_direct
+    reopened = await topology.open_bucket(js, KeyValueConfig(bucket="t_old", history=1))
+    assert (await js.stream_info("KV_t_old")).config.allow_direct
+    assert (await reopened.get("k")).value == b"kept"

@@ -40,8 +40,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
@@ -224,19 +225,39 @@ async def service_bucket(
     value. nats.conf grants each service its bucket ``svc_<name>``; a bucket
     with a suffix needs its own line there.
     """
-    bucket = subjects.service_bucket(service, suffix)
-    try:
-        return await js.key_value(bucket)
-    except (BucketNotFoundError, NotFoundError):
-        pass
     config = KeyValueConfig(
-        bucket=bucket,
+        bucket=subjects.service_bucket(service, suffix),
         history=history,
         ttl=ttl,
         max_bytes=max_bytes,
         max_value_size=max_value_size,
         storage=StorageType.FILE,
     )
-    kv = await js.create_key_value(config)
-    log.info("created KV bucket %s", bucket)
-    return kv
+    return await open_bucket(js, config)
+
+
+async def open_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """Open the KV bucket ``config.bucket``, creating it from ``config`` if missing.
+
+    Buckets allow direct gets: a read is answered by the stream itself
+    instead of a JSON API round trip through the JetStream API handler
+    (about 0.1 ms less per read, and reads do not queue behind other API
+    calls). A bucket created before that is switched over in place.
+    """
+    try:
+        kv = await js.key_value(config.bucket)
+    except (BucketNotFoundError, NotFoundError):
+        kv = await js.create_key_value(replace(config, direct=True))
+        log.info("created KV bucket %s", config.bucket)
+        return kv
+    stream = f"KV_{config.bucket}"
+    try:
+        current = (await js.stream_info(stream)).config
+        if current.allow_direct:
+            return kv
+        await js.update_stream(replace(current, allow_direct=True))
+    except NatsError as exc:
+        log.info("KV bucket %s keeps plain gets (could not enable direct gets: %s)", stream, exc)
+        return kv
+    log.info("enabled direct gets on KV bucket %s", config.bucket)
+    return await js.key_value(config.bucket)

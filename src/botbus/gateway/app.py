@@ -26,7 +26,6 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from telegram import Bot, BotCommand, BotCommandScopeDefault
 from telegram.error import TelegramError
@@ -71,12 +70,8 @@ def _host_port(value: str) -> tuple[str, int]:
 
 
 async def _bucket(js: JetStreamContext, name: str, ttl: float | None = None) -> KeyValue:
-    try:
-        return await js.key_value(name)
-    except BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=name, history=1, ttl=ttl, storage=StorageType.FILE)
-        )
+    config = KeyValueConfig(bucket=name, history=1, ttl=ttl, storage=StorageType.FILE)
+    return await topology.open_bucket(js, config)
 
 
 def build_bot(settings: Settings) -> Bot:
