@@ -73,9 +73,9 @@ log = logging.getLogger(__name__)
 CONSUMER_NAME = subjects.CONSUMER_GATEWAY_OUTBOUND
 DEFAULT_FETCH_BATCH = 128  # messages per pull
 DEFAULT_FETCH_TIMEOUT = 1.0  # seconds a pull waits for messages
-# nats-py's fetch(n) waits for all n messages (or the timeout) once the stream ran
-# dry, so an idle relay pulls one message at a time (returned the moment it
-# arrives) and pulls batches only while a backlog lasts, with a short wait.
+# An idle relay pulls one message at a time (returned the moment it arrives) and
+# pulls a batch only when the last message says more are pending (its metadata's
+# num_pending): then the batch is there to take at once, without waiting.
 BACKLOG_FETCH_TIMEOUT = 0.05  # seconds
 DEFAULT_ACK_WAIT = 10  # seconds: how soon a restarted gateway retries what a dead one held
 # Actions held at once. JetStream hands them out in stream order, so a reply
@@ -137,6 +137,16 @@ def _error_code(error: BaseException | None) -> int:
         return 400
     name = type(error).__name__
     return {"Forbidden": 403, "ChatMigrated": 400, "InvalidToken": 401}.get(name, 400)
+
+
+def _more_pending(msgs: list[Msg]) -> bool:
+    """True when the stream held more messages for us after the last one fetched."""
+    if not msgs:
+        return False
+    try:
+        return msgs[-1].metadata.num_pending > 0
+    except (NatsError, ValueError, IndexError):  # not a JetStream message: no hint
+        return False
 
 
 class _Withdrawn(Exception):
@@ -201,7 +211,7 @@ class OutboundRelay:
                 log.warning("outbound pull failed (%s); retrying in 1s", exc)
                 await asyncio.sleep(1.0)
                 continue
-            backlog = len(msgs) >= (self._fetch_batch if backlog else 1)
+            backlog = _more_pending(msgs)
             for msg in msgs:
                 task = asyncio.create_task(self._handle(msg))
                 self._inflight.add(task)
