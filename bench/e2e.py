@@ -29,7 +29,7 @@ from botbus.sandbox import Limits, SandboxBot, SandboxClient, SandboxServer
 from botbus.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-USERS = 50  # distinct users, so no chat sees more than ~1 request/s
+USERS = 500  # distinct users: each writes every 10 s, well under the 1 msg/s per-chat limit
 WARMUP = 2.0  # seconds of load not measured
 
 
