@@ -371,7 +371,7 @@ async def _broadcast_through(
             priority="bulk",
         )
         await js.publish(
-            subjects.outbound("alerts"),
+            subjects.outbound("alerts", "bulk"),
             encode(action),
             headers={"Nats-Msg-Id": action.idempotency_key},
         )

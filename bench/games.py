@@ -187,7 +187,7 @@ async def sandbox_path(
     tap: Client = await nats.connect(nats_url, user=admin, password=password)
     stages = Stages()
     await tap.subscribe(subjects.inbound_callback("games"), cb=stages.on_inbound)
-    await tap.subscribe(subjects.outbound("games"), cb=stages.on_outbound)
+    await tap.subscribe(subjects.outbound_of("games"), cb=stages.on_outbound)
     try:
         async with contextlib.AsyncExitStack() as stack:
             if separate:
@@ -274,7 +274,7 @@ async def bus_path(
     await ensure_topology(js)
     outbox = Outbox()
     sub = await js.subscribe(
-        subjects.outbound("games"),
+        subjects.outbound_of("games"),
         stream=subjects.STREAM_OUTBOUND,
         cb=outbox.on_action,
         ordered_consumer=True,

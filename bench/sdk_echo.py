@@ -110,7 +110,7 @@ async def latency(concurrency: int | None) -> str:
             async def on_reply(msg: Msg) -> None:
                 stored.put_nowait(time.perf_counter())
 
-            await admin.subscribe(subjects.outbound("echo"), cb=on_reply)
+            await admin.subscribe(subjects.outbound_of("echo"), cb=on_reply)
             js = gw.jetstream()
             latencies: list[float] = []
             async with ServiceApp(service, settings, url=server.url):
@@ -180,7 +180,7 @@ async def throughput(instances: int, commands: int, concurrency: int | None) -> 
                 if len(replies) == commands:
                     done.set()
 
-            await admin.subscribe(subjects.outbound("echo"), cb=on_reply)
+            await admin.subscribe(subjects.outbound_of("echo"), cb=on_reply)
             js = gw.jetstream()
             for first in range(0, commands, PUBLISH_BATCH):
                 last = min(first + PUBLISH_BATCH, commands)

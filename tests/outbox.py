@@ -22,7 +22,7 @@ class Outbox:
         """The next ``count`` actions (fewer if ``timeout`` runs out)."""
         if self._sub is None:
             self._sub = await self.js.pull_subscribe(
-                subjects.outbound(self.service), stream=subjects.STREAM_OUTBOUND
+                subjects.outbound_of(self.service), stream=subjects.STREAM_OUTBOUND
             )
         got: list[Action] = []
         loop = asyncio.get_running_loop()

@@ -68,7 +68,10 @@ def test_callback_data_over_64_bytes_is_refused() -> None:
 def test_subject_tokens_are_checked() -> None:
     assert subjects.inbound_command("echo", "ping") == "botbus.in.cmd.echo.ping"
     with pytest.raises(ValueError, match="invalid service name"):
-        subjects.outbound("Echo.>")
+        subjects.outbound("Echo.>", "interactive")
+    assert subjects.outbound("echo", "bulk") == "botbus.out.echo.bulk"
+    with pytest.raises(ValueError, match="priority must be one of"):
+        subjects.outbound("echo", "urgent")
 
 
 def test_malformed_setting_is_named() -> None:

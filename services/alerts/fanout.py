@@ -122,7 +122,6 @@ class Broadcaster:
         self.js = js
         self.store = store
         self.batch_size = batch_size
-        self.subject = outbound(SERVICE)
 
     async def run(
         self,
@@ -178,7 +177,9 @@ class Broadcaster:
         # yields to the loop and flushes each message alone (measured 5x slower).
         futures = [
             await self.js.publish_async(
-                self.subject, encode(action), headers={"Nats-Msg-Id": action.idempotency_key}
+                outbound(SERVICE, action.priority),
+                encode(action),
+                headers={"Nats-Msg-Id": action.idempotency_key},
             )
             for action in batch
         ]

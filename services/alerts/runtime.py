@@ -295,7 +295,7 @@ class AlertsRuntime:
             text=text,
         )
         await self.js.publish(
-            subjects.outbound(SERVICE),
+            subjects.outbound(SERVICE, action.priority),
             encode(action),
             headers={"Nats-Msg-Id": action.idempotency_key},
         )

@@ -9,7 +9,8 @@ Layout::
     botbus.in.cmd.<service>.<command>   a command routed to its owner      (stream BOTBUS_IN)
     botbus.in.msg                       a plain message, fanned out         (stream BOTBUS_IN)
     botbus.in.cb.<service>              an inline-button callback           (stream BOTBUS_IN)
-    botbus.out.<service>                outbound actions of one service     (stream BOTBUS_OUT)
+    botbus.out.<service>.<priority>     outbound actions of one service,    (stream BOTBUS_OUT)
+                                        interactive or bulk
     botbus.event.forget                 a user asked to be forgotten        (stream BOTBUS_EVENTS)
     botbus.event.delivery.<service>     Telegram refused an action for good (stream BOTBUS_EVENTS)
     botbus.dlq.<service>                poison messages of one service      (stream BOTBUS_DLQ)
@@ -39,7 +40,12 @@ KV_GATEWAY_USERS = "botbus_users"
 KV_GATEWAY_SENT = "botbus_sent"  # idempotency keys of actions Telegram accepted
 
 # The gateway's durable consumer of every service's outbound actions.
-CONSUMER_GATEWAY_OUTBOUND = "gateway_out"
+# The gateway consumes each outbound lane with its own consumer, so a reply never
+# waits in the stream behind a broadcast.
+CONSUMER_GATEWAY_OUTBOUND = {
+    "interactive": "gateway_out_interactive",
+    "bulk": "gateway_out_bulk",
+}
 
 # Names: services, commands and alert channels are lowercase tokens so they
 # are always a single, safe subject token.
@@ -84,9 +90,26 @@ def inbound_callback(service: str) -> str:
 OUTBOUND_ALL = f"{PREFIX}.out.>"
 
 
-def outbound(service: str) -> str:
-    """Subject a service publishes its outbound actions on."""
-    return f"{PREFIX}.out.{_token(service, 'service')}"
+OUTBOUND_PRIORITIES = ("interactive", "bulk")
+
+
+def outbound(service: str, priority: str) -> str:
+    """Subject a service publishes its outbound actions of ``priority`` on."""
+    if priority not in OUTBOUND_PRIORITIES:
+        raise ValueError(f"priority must be one of {OUTBOUND_PRIORITIES}, got {priority!r}")
+    return f"{PREFIX}.out.{_token(service, 'service')}.{priority}"
+
+
+def outbound_lane(priority: str) -> str:
+    """Filter subject of every service's outbound actions of ``priority``."""
+    if priority not in OUTBOUND_PRIORITIES:
+        raise ValueError(f"priority must be one of {OUTBOUND_PRIORITIES}, got {priority!r}")
+    return f"{PREFIX}.out.*.{priority}"
+
+
+def outbound_of(service: str) -> str:
+    """Filter subject of all of ``service``'s outbound actions."""
+    return f"{PREFIX}.out.{_token(service, 'service')}.*"
 
 
 # Events

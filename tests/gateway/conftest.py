@@ -152,7 +152,7 @@ class MiniService:
                     text=getattr(cmd, "args", "") or "(nothing)",
                 )
                 await js.publish(
-                    subjects.outbound(self.name),
+                    subjects.outbound(self.name, reply.priority),
                     encode(reply),
                     headers={"Nats-Msg-Id": reply.idempotency_key},
                 )

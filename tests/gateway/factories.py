@@ -24,7 +24,7 @@ async def publish_reply(nc: Client, chat_id: int, text: str, **fields: object) -
         }
     )
     await nc.jetstream().publish(
-        subjects.outbound("echo"),
+        subjects.outbound("echo", action.priority),
         encode(action),
         headers={"Nats-Msg-Id": action.idempotency_key},
     )

@@ -111,7 +111,7 @@ async def publish_bulk(nc: Client, chat_ids: list[int], tag: str) -> None:
             priority="bulk",
         )
         await js.publish(
-            subjects.outbound("alerts"),
+            subjects.outbound("alerts", "bulk"),
             encode(action),
             headers={"Nats-Msg-Id": action.idempotency_key},
         )
@@ -131,10 +131,11 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what:
 
 async def outbound_settled(admin: Client) -> bool:
     """True when the gateway's consumer has delivered and acked every action."""
-    info = await admin.jetstream().consumer_info(
-        subjects.STREAM_OUTBOUND, subjects.CONSUMER_GATEWAY_OUTBOUND
-    )
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    for consumer in subjects.CONSUMER_GATEWAY_OUTBOUND.values():
+        info = await admin.jetstream().consumer_info(subjects.STREAM_OUTBOUND, consumer)
+        if info.num_pending or info.num_ack_pending:
+            return False
+    return True
 
 
 async def messages_per_chat(

@@ -104,7 +104,9 @@ async def test_same_idempotency_key_is_sent_once(
 
         again = SendText(service="echo", chat_id=chat, idempotency_key="k-1", text="once")
         await nc.jetstream().publish(
-            subjects.outbound("echo"), encode(again), headers={"Nats-Msg-Id": "other-id"}
+            subjects.outbound("echo", "interactive"),
+            encode(again),
+            headers={"Nats-Msg-Id": "other-id"},
         )
         await publish_reply(nc, chat, "marker")
         events = await user.wait_for(bot.id, chat, count=2, kind="message", timeout=10)
@@ -151,19 +153,25 @@ async def test_invalid_action_is_dropped_and_later_ones_flow(
     nc = await admin(nats_server, gw_settings)
     try:
         js = nc.jetstream()
-        await js.publish(subjects.outbound("echo"), b"{not json")
-        await js.publish(subjects.outbound("echo"), b'{"kind": "send_text", "chat_id": "x"}')
+        await js.publish(subjects.outbound("echo", "interactive"), b"{not json")
+        await js.publish(
+            subjects.outbound("echo", "interactive"), b'{"kind": "send_text", "chat_id": "x"}'
+        )
         # An action claiming another service than its subject says is refused too.
         from botbus.models import SendText, encode
 
         spoof = SendText(service="games", chat_id=chat, idempotency_key="spoof", text="spoof")
-        await js.publish(subjects.outbound("echo"), encode(spoof))
+        await js.publish(subjects.outbound("echo", "interactive"), encode(spoof))
+        # So is an action in a lane its priority does not name (it would jump the queue).
+        sneaky = SendText(service="echo", chat_id=chat, idempotency_key="sneaky", text="sneaky")
+        await js.publish(subjects.outbound("echo", "interactive"), b"")
+        await js.publish(subjects.outbound("echo", "bulk"), encode(sneaky))
         await publish_reply(nc, chat, "still working")
         events = await user.wait_for(bot.id, chat, kind="message", timeout=10)
     finally:
         await nc.close()
     assert message_texts(events) == ["still working"]
-    assert gateway.metrics.actions.labels("invalid")._value.get() == 3
+    assert gateway.metrics.actions.labels("invalid")._value.get() == 5
 
 
 async def test_replies_to_one_chat_keep_their_order(

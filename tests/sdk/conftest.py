@@ -170,7 +170,9 @@ async def gateway(
 @pytest.fixture
 async def outbound(topology: Client) -> AsyncIterator[StreamReader]:
     """Reader of echo's stored outbound actions."""
-    reader = StreamReader(topology.jetstream(), subjects.STREAM_OUTBOUND, subjects.outbound("echo"))
+    reader = StreamReader(
+        topology.jetstream(), subjects.STREAM_OUTBOUND, subjects.outbound_of("echo")
+    )
     yield reader
     await reader.close()
 

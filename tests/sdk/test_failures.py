@@ -170,7 +170,7 @@ async def test_consume_loop_survives_a_nats_restart(tmp_path: Path, settings: Se
             gw = await connect_as(server, settings, "gateway")
             admin = await connect_as(server, settings, "admin")
             reader = StreamReader(
-                admin.jetstream(), subjects.STREAM_OUTBOUND, subjects.outbound("echo")
+                admin.jetstream(), subjects.STREAM_OUTBOUND, subjects.outbound_of("echo")
             )
             cmd = make_command("after restart")
             await Gateway(gw).command(cmd)

@@ -81,7 +81,7 @@ async def test_each_handler_kind_gets_its_traffic(
         k: [] for k in ("message", "callback", "forget", "delivery", "startup", "shutdown")
     }
     reader = StreamReader(
-        topology.jetstream(), subjects.STREAM_OUTBOUND, subjects.outbound("games")
+        topology.jetstream(), subjects.STREAM_OUTBOUND, subjects.outbound_of("games")
     )
     async with ServiceApp(games_service(seen), settings, url=nats_server.url) as app:
         assert seen["startup"] == [app.instance_id]

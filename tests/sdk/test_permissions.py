@@ -175,7 +175,7 @@ async def test_an_alert_publisher_can_publish_only_to_alert_channels(
     ack = await publisher.js.publish(subjects.alert_channel("news"), b'{"title": "hi"}')
     assert ack.stream == subjects.STREAM_ALERTS
     for subject in (
-        subjects.outbound("echo"),
+        subjects.outbound("echo", "interactive"),
         subjects.EVENT_FORGET,
         subjects.dead_letter("echo"),
         subjects.INBOUND_MESSAGES,
@@ -197,10 +197,10 @@ async def test_a_service_publishes_only_its_own_actions_and_cannot_touch_streams
     as_user: Connect, topology: Client
 ) -> None:
     echo = await as_user("echo")
-    await echo.js.publish(subjects.outbound("echo"), b"{}")  # its own: stored
+    await echo.js.publish(subjects.outbound("echo", "interactive"), b"{}")  # its own: stored
     before = await last_seq(topology, subjects.STREAM_OUTBOUND)
-    await echo.nc.publish(subjects.outbound("search"), b"{}")
-    await echo.denied(subjects.outbound("search"))
+    await echo.nc.publish(subjects.outbound("search", "interactive"), b"{}")
+    await echo.denied(subjects.outbound("search", "interactive"))
     await echo.nc.publish(subjects.dead_letter("search"), b"{}")
     await echo.denied(subjects.dead_letter("search"))
     assert await last_seq(topology, subjects.STREAM_OUTBOUND) == before

@@ -29,19 +29,20 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 from telegram import Bot, BotCommand, BotCommandScopeDefault
 from telegram.error import TelegramError
-from telegram.request import HTTPXRequest
 
 from botbus import subjects, topology
 from botbus.connect import close_within, connect
 from botbus.errors import ConfigError
 from botbus.gateway.chatadmins import ChatAdmins
 from botbus.gateway.health import health_app
+from botbus.gateway.http import AiohttpRequest
 from botbus.gateway.ingest import ALLOWED_UPDATES, DEFAULT_POLL_TIMEOUT, Ingest, Poller
 from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.outbound import OutboundRelay
 from botbus.gateway.registry import Registry
 from botbus.gateway.router import Router
 from botbus.gateway.scheduler import OutboundScheduler, budget_from_settings
+from botbus.gateway.sentkeys import SentKeys
 from botbus.gateway.texts import LANGUAGES, text
 from botbus.gateway.users import FloodControl, LanguageStore
 from botbus.gateway.webhook import webhook_app
@@ -84,7 +85,7 @@ def build_bot(settings: Settings) -> Bot:
     return Bot(
         settings.telegram_bot_token.get_secret_value(),
         base_url=settings.telegram_api_url or DEFAULT_TELEGRAM_API_URL,
-        request=HTTPXRequest(connection_pool_size=API_POOL_SIZE, pool_timeout=10.0),
+        request=AiohttpRequest(connection_pool_size=API_POOL_SIZE, pool_timeout=10.0),
     )
 
 
@@ -122,6 +123,7 @@ class Gateway:
         self.ingest: Ingest | None = None
         self.poller: Poller | None = None
         self.relay: OutboundRelay | None = None
+        self._sent_keys: SentKeys | None = None
         self.http_port: int | None = None  # health/metrics, once started
         self.webhook_port: int | None = None
         self.bot_id = 0
@@ -143,7 +145,7 @@ class Gateway:
         await topology.ensure_topology(js)
         registry_kv = await _bucket(js, subjects.KV_GATEWAY_REGISTRY)
         users_kv = await _bucket(js, subjects.KV_GATEWAY_USERS)
-        sent_kv = await _bucket(js, subjects.KV_GATEWAY_SENT, ttl=SENT_KEYS_TTL)
+        await _bucket(js, subjects.KV_GATEWAY_SENT, ttl=SENT_KEYS_TTL)
         await self._init_bot()
         self.registry = Registry(self._nc, registry_kv)
         if self._discovery_interval is not None:
@@ -163,7 +165,9 @@ class Gateway:
             chat_admins=ChatAdmins(self.bot),
         )
         self.ingest = Ingest(js, self.router, self.bot_username, self.metrics)
-        self.relay = OutboundRelay(js, self.bot, sent_kv, self.sender, self.metrics)
+        self._sent_keys = SentKeys(self._nc, subjects.KV_GATEWAY_SENT)
+        await self._sent_keys.start()
+        self.relay = OutboundRelay(js, self.bot, self._sent_keys, self.sender, self.metrics)
 
     async def _init_bot(self) -> None:
         delay = 0.5
@@ -197,7 +201,7 @@ class Gateway:
             await self.bot.delete_webhook(drop_pending_updates=False)
             self.poller = Poller(
                 self.ingest,
-                HTTPXRequest(connection_pool_size=2, read_timeout=self._poll_timeout + 10.0),
+                AiohttpRequest(connection_pool_size=2, read_timeout=self._poll_timeout + 10.0),
                 self.bot.base_url,
                 timeout=self._poll_timeout,
             )
@@ -292,6 +296,9 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self._sent_keys is not None:
+            with contextlib.suppress(NatsError):
+                await self._sent_keys.stop()
         with contextlib.suppress(TelegramError):
             await self.bot.shutdown()
         if self._nc is not None and not self._nc.is_closed:

@@ -1,13 +1,16 @@
 """Outbound actions from the bus to Telegram, each sent once.
 
-:class:`OutboundRelay` is a durable pull consumer of every service's
-``botbus.out.<service>``. For each action it:
+:class:`OutboundRelay` consumes ``botbus.out.<service>.<priority>`` with one
+durable pull consumer per lane (interactive, bulk), so a reply never waits
+in the stream behind a broadcast. For each fetched batch it:
 
-1. decodes it (an invalid payload is logged with the offending field and
-   terminated: redelivering it could never help);
-2. skips the Telegram calls whose idempotency key is already recorded in
-   the gateway's ``sent`` bucket (a service's redelivery, or the gateway's
-   own after a crash);
+1. decodes every action (an invalid payload, or one whose service or
+   priority does not match its subject, is logged and terminated:
+   redelivering it could never help);
+2. looks up, in one request, which of the batch's Telegram calls are
+   already recorded as sent in the gateway's ``sent`` bucket
+   (:class:`~botbus.gateway.sentkeys.SentKeys`; a service's redelivery, or
+   the gateway's own after a crash) and skips those;
 3. hands each call to the outbound scheduler (the ``submit`` seam of
    :mod:`botbus.gateway.sender`), splitting long texts and retrying as plain
    text when Telegram cannot parse the entities; answering a callback and
@@ -28,16 +31,15 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Literal, get_args
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 from telegram import (
     Bot,
     InlineKeyboardButton,
@@ -53,6 +55,7 @@ from botbus.errors import PayloadError
 from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.scheduler import SchedulerClosedError
 from botbus.gateway.sender import OutboundJob, Outcome, Sender
+from botbus.gateway.sentkeys import SentKeyLookupError, SentKeys
 from botbus.models import (
     MAX_MESSAGE_TEXT,
     AnswerCallback,
@@ -70,7 +73,6 @@ from botbus.models import (
 
 log = logging.getLogger(__name__)
 
-CONSUMER_NAME = subjects.CONSUMER_GATEWAY_OUTBOUND
 DEFAULT_FETCH_BATCH = 128  # messages per pull
 DEFAULT_FETCH_TIMEOUT = 1.0  # seconds a pull waits for messages
 # An idle relay pulls one message at a time (returned the moment it arrives) and
@@ -84,9 +86,15 @@ DEFAULT_ACK_WAIT = 10  # seconds: how soon a restarted gateway retries what a de
 # interactive jobs overtake bulk ones.
 DEFAULT_MAX_ACK_PENDING = 20_000
 NAK_DELAY = 5.0  # seconds before an action the sender gave up on comes back
-PROGRESS_EVERY = 3.0  # seconds between "still working" signals on a slow action
+PROGRESS_EVERY = 5.0  # seconds an action is held before JetStream is told "still working"
+PROGRESS_TICK = 1.0  # seconds between two looks at what is held
+RECENT_KEYS = 50_000  # sent keys remembered in memory (about 5 MB)
 
 SendAction = SendText | EditText | AnswerCallback | SendPhoto | SendChatAction | DeleteMessage
+# Built once: PTB objects are costly to construct, and this one never changes.
+_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+# One Telegram call of an action, and its plain-text fallback when it has entities.
+_Call = tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[object]] | None]
 
 
 def split_text(text: str, limit: int = MAX_MESSAGE_TEXT) -> list[str]:
@@ -154,17 +162,21 @@ class _Withdrawn(Exception):
 
 
 class OutboundRelay:
-    """Consumes BOTBUS_OUT and delivers each action through ``sender``."""
+    """Consumes BOTBUS_OUT and delivers each action through ``sender``.
+
+    Each lane has its own durable consumer (``botbus.out.*.interactive`` and
+    ``botbus.out.*.bulk``) and its own pull loop, so a reply is fetched the
+    moment it is stored, however long the broadcast queued ahead of it.
+    """
 
     def __init__(
         self,
         js: JetStreamContext,
         bot: Bot,
-        sent: KeyValue,
+        sent: SentKeys,
         sender: Sender,
         metrics: GatewayMetrics,
         *,
-        consumer: str = CONSUMER_NAME,
         fetch_batch: int = DEFAULT_FETCH_BATCH,
     ) -> None:
         self._js = js
@@ -172,22 +184,35 @@ class OutboundRelay:
         self._sent = sent
         self._sender = sender
         self._metrics = metrics
-        self._consumer = consumer
         self._fetch_batch = fetch_batch
         self._inflight: set[asyncio.Task[None]] = set()
+        # id(message) -> (message, when JetStream last heard it is being worked on)
+        self._held: dict[int, tuple[Msg, float]] = {}
+        self._active_keys: set[str] = set()  # idempotency keys being delivered right now
+        # Keys this relay recorded lately: a second copy whose batch was looked up
+        # before the first copy's record was written is still caught.
+        self._recorded: OrderedDict[str, None] = OrderedDict()
         self._chat_locks: dict[int, tuple[asyncio.Lock, int]] = {}
         self._replies_waiting: Counter[int] = Counter()  # chat -> interactive actions queued
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         """Pull and deliver until :meth:`drain` is called or cancelled."""
+        keep_alive = asyncio.create_task(self._keep_alive())
+        try:
+            await asyncio.gather(*(self._pull(lane) for lane in get_args(Priority)))
+        finally:
+            keep_alive.cancel()
+
+    async def _pull(self, lane: Priority) -> None:
+        durable = subjects.CONSUMER_GATEWAY_OUTBOUND[lane]
         config = ConsumerConfig(
-            durable_name=self._consumer,
+            durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=DEFAULT_ACK_WAIT,
             max_ack_pending=DEFAULT_MAX_ACK_PENDING,
-            filter_subject=subjects.OUTBOUND_ALL,
+            filter_subject=subjects.outbound_lane(lane),
         )
         psub = None
         backlog = False
@@ -195,8 +220,8 @@ class OutboundRelay:
             try:
                 if psub is None:
                     psub = await self._js.pull_subscribe(
-                        subjects.OUTBOUND_ALL,
-                        durable=self._consumer,
+                        config.filter_subject or "",
+                        durable=durable,
                         stream=subjects.STREAM_OUTBOUND,
                         config=config,
                     )
@@ -208,14 +233,16 @@ class OutboundRelay:
                 backlog = False
                 continue
             except NatsError as exc:
-                log.warning("outbound pull failed (%s); retrying in 1s", exc)
+                log.warning("outbound pull (%s) failed (%s); retrying in 1s", lane, exc)
                 await asyncio.sleep(1.0)
                 continue
             backlog = _more_pending(msgs)
+            now = asyncio.get_running_loop().time()
             for msg in msgs:
-                task = asyncio.create_task(self._handle(msg))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                self._held[id(msg)] = (msg, now)
+            task = asyncio.create_task(self._handle_batch(msgs))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
 
     async def drain(self, timeout: float = 10.0, *, cancel_late: bool = True) -> None:
         """Stop pulling and let the actions in flight finish (or time out).
@@ -225,54 +252,118 @@ class OutboundRelay:
         caller ends them, e.g. by stopping the scheduler they wait on.
         """
         self._stopping.set()
-        if self._inflight:
+        while self._inflight:
+            # A batch spawns its actions' tasks: wait for those too.
             _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
-            if cancel_late:
-                for task in pending:
-                    task.cancel()
+            if pending:
+                if cancel_late:
+                    for task in pending:
+                        task.cancel()
+                return
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _keep_alive(self) -> None:
+        # A chat paused by a long 429, or a long broadcast queue, must not make
+        # JetStream hand an action to us again: one loop tells JetStream "still
+        # working" for the messages held longer than PROGRESS_EVERY.
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(PROGRESS_TICK)
+            due = loop.time() - PROGRESS_EVERY
+            for key, (msg, since) in list(self._held.items()):
+                if since <= due and key in self._held:
+                    self._held[key] = (msg, loop.time())
+                    with contextlib.suppress(NatsError):
+                        await msg.in_progress()
+
+    async def _handle_batch(self, msgs: list[Msg]) -> None:
+        """Decode a fetched batch, look up its sent keys at once, deliver each action."""
+        todo: list[tuple[Msg, SendAction, list[_Call]]] = []
+        for msg in msgs:
+            action = await self._decode(msg)
+            if action is not None:
+                todo.append((msg, action, self._calls(action)))
+        if not todo:
+            return
         try:
-            try:
-                action = decode_action(msg.data, msg.subject)
-            except PayloadError as exc:
-                self._metrics.actions.labels("invalid").inc()
-                log.error("dropping invalid outbound action on %s: %s", msg.subject, exc)
-                await msg.term()
-                return
-            if subjects.outbound(action.service) != msg.subject:
-                self._metrics.actions.labels("invalid").inc()
-                log.error(
-                    "dropping action %s: service %r does not match its subject %s",
-                    action.idempotency_key,
-                    action.service,
-                    msg.subject,
-                )
-                await msg.term()
-                return
-            progress = asyncio.create_task(self._keep_alive(msg))
-            try:
-                async with self._chat_turn(action.chat_id, action.priority):
-                    settled = await self._deliver(action)
-            except (_Withdrawn, SchedulerClosedError):
-                # The gateway is stopping: hand the action back at once, so the next
-                # gateway need not wait for ack_wait to get it (parts of a split text
-                # already sent are recorded and skipped then).
-                log.debug("outbound action on %s left for the next gateway", msg.subject)
-                await msg.nak()
-                return
-            finally:
-                progress.cancel()
-            if settled:
+            sent = await self._sent.find(
+                self._record_key(action, i if len(calls) > 1 else None)
+                for _, action, calls in todo
+                for i in range(len(calls))
+            )
+        except (SentKeyLookupError, NatsError) as exc:
+            log.warning("could not look up sent keys (%s); the batch comes back later", exc)
+            for msg, _, _ in todo:
+                await self._settle(msg, "later")
+            return
+        for msg, action, calls in todo:
+            task = asyncio.create_task(self._handle(msg, action, calls, sent))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _decode(self, msg: Msg) -> SendAction | None:
+        try:
+            action = decode_action(msg.data, msg.subject)
+        except PayloadError as exc:
+            self._metrics.actions.labels("invalid").inc()
+            log.error("dropping invalid outbound action on %s: %s", msg.subject, exc)
+            await self._settle(msg, "term")
+            return None
+        if subjects.outbound(action.service, action.priority) != msg.subject:
+            self._metrics.actions.labels("invalid").inc()
+            log.error(
+                "dropping action %s: service %r, priority %r do not match its subject %s",
+                action.idempotency_key,
+                action.service,
+                action.priority,
+                msg.subject,
+            )
+            await self._settle(msg, "term")
+            return None
+        return action
+
+    async def _settle(self, msg: Msg, how: Literal["ack", "term", "nak", "later"]) -> None:
+        """Ack, term or nak ``msg`` and stop keeping it alive."""
+        self._held.pop(id(msg), None)
+        try:
+            if how == "ack":
                 await msg.ack()
+            elif how == "term":
+                await msg.term()
+            elif how == "nak":
+                await msg.nak()
             else:
                 await msg.nak(delay=NAK_DELAY)
         except NatsError as exc:
-            # The ack or the KV write failed: JetStream redelivers, the sent-key check
-            # stops a second send if the record made it.
+            # JetStream redelivers; the sent-key check stops a second send.
             log.warning("outbound action on %s not settled: %s", msg.subject, exc)
+
+    async def _handle(
+        self, msg: Msg, action: SendAction, calls: list[_Call], sent: set[str]
+    ) -> None:
+        key = f"{action.service}\x00{action.idempotency_key}"
+        if key in self._active_keys:
+            # A second copy while the first is being delivered (a redelivery that
+            # overtook it): it comes back once the first one is recorded.
+            await self._settle(msg, "later")
+            return
+        self._active_keys.add(key)
+        try:
+            async with self._chat_turn(action.chat_id, action.priority):
+                settled = await self._deliver(action, calls, sent)
+        except (_Withdrawn, SchedulerClosedError):
+            # The gateway is stopping: hand the action back at once, so the next
+            # gateway need not wait for ack_wait to get it (parts of a split text
+            # already sent are recorded and skipped then).
+            log.debug("outbound action on %s left for the next gateway", msg.subject)
+            await self._settle(msg, "nak")
+            return
         except Exception:
             log.exception("outbound action on %s failed; it will be redelivered", msg.subject)
+            self._held.pop(id(msg), None)
+            return
+        finally:
+            self._active_keys.discard(key)
+        await self._settle(msg, "ack" if settled else "later")
 
     @contextlib.asynccontextmanager
     async def _chat_turn(self, chat_id: int, priority: Priority) -> AsyncIterator[None]:
@@ -304,22 +395,13 @@ class OutboundRelay:
             else:
                 self._chat_locks[chat_id] = (lock, users - 1)
 
-    @staticmethod
-    async def _keep_alive(msg: Msg) -> None:
-        # A chat paused by a long 429 must not make JetStream hand the action to us again.
-        with contextlib.suppress(NatsError):
-            while True:
-                await asyncio.sleep(PROGRESS_EVERY)
-                await msg.in_progress()
-
     # -- delivering ---------------------------------------------------------
 
-    async def _deliver(self, action: SendAction) -> bool:
-        """Deliver every call of ``action``; True when it may be acked."""
-        calls = self._calls(action)
+    async def _deliver(self, action: SendAction, calls: list[_Call], sent: set[str]) -> bool:
+        """Deliver every call of ``action`` not in ``sent``; True when it may be acked."""
         for index, (call, plain) in enumerate(calls):
             key = self._record_key(action, index if len(calls) > 1 else None)
-            if await self._already_sent(key):
+            if key in sent or key in self._recorded:
                 self._metrics.duplicates_skipped.inc()
                 log.info("skipping %s: already sent", action.idempotency_key)
                 continue
@@ -336,7 +418,8 @@ class OutboundRelay:
                 self._metrics.actions.labels("refused").inc()
                 await self._report_refusal(action, outcome.error)
                 return True
-            await self._sent.put(key, b"1")
+            await self._sent.record(key)
+            self._remember(key)
             self._metrics.actions.labels("sent").inc()
         return True
 
@@ -371,12 +454,10 @@ class OutboundRelay:
         suffix = f".{part}" if part is not None else ""
         return f"{action.service}.{digest.hexdigest()[:40]}{suffix}"
 
-    async def _already_sent(self, key: str) -> bool:
-        try:
-            entry = await self._sent.get(key)
-        except KeyNotFoundError:
-            return False
-        return entry.value is not None
+    def _remember(self, key: str) -> None:
+        self._recorded[key] = None
+        if len(self._recorded) > RECENT_KEYS:
+            self._recorded.popitem(last=False)
 
     async def _report_refusal(self, action: SendAction, error: BaseException | None) -> None:
         description = getattr(error, "message", None) or str(error)
@@ -404,9 +485,7 @@ class OutboundRelay:
 
     # -- Bot API calls --------------------------------------------------------
 
-    def _calls(
-        self, action: SendAction
-    ) -> list[tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[object]] | None]]:
+    def _calls(self, action: SendAction) -> list[_Call]:
         """(call, plain-text fallback) for each Telegram call the action needs."""
         bot = self._bot
         if isinstance(action, SendText):
@@ -452,15 +531,11 @@ class OutboundRelay:
         d = action
         return [(lambda: bot.delete_message(d.chat_id, d.message_id), None)]
 
-    def _text_calls(
-        self, action: SendText
-    ) -> list[tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[object]] | None]]:
+    def _text_calls(self, action: SendText) -> list[_Call]:
         bot = self._bot
         parts = split_text(action.text)
-        calls: list[
-            tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[object]] | None]
-        ] = []
-        preview = LinkPreviewOptions(is_disabled=action.disable_link_preview)
+        calls: list[_Call] = []
+        preview = _NO_PREVIEW if action.disable_link_preview else None
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
             markup = _markup(action.keyboard) if last else None

@@ -143,7 +143,7 @@ class Router:
                 callback_query_id=update.callback_query_id,
                 text=text("button_gone", language),
             )
-            return Route("unknown", [_publish(subjects.outbound(GATEWAY_SERVICE), notice)])
+            return Route("unknown", [_publish_action(notice)])
         base["chat_admin"] = await self._chat_admin(update)
         inbound = InboundCallback(
             **base,
@@ -234,7 +234,11 @@ class Router:
             correlation_id=corr,
             text=body,
         )
-        return _publish(subjects.outbound(GATEWAY_SERVICE), reply)
+        return _publish_action(reply)
+
+
+def _publish_action(action: AnswerCallback | SendText) -> Publication:
+    return _publish(subjects.outbound(action.service, action.priority), action)
 
 
 def _publish(subject: str, model: BusModel, msg_id: str | None = None) -> Publication:

@@ -756,7 +756,7 @@ class ServiceApp:
     async def publish(self, action: Action) -> None:
         """Store an outbound action in JetStream (deduped by its idempotency key)."""
         await self.js.publish(
-            subjects.outbound(self.service.name),
+            subjects.outbound(self.service.name, action.priority),
             encode(action),
             headers={"Nats-Msg-Id": action.idempotency_key},
         )

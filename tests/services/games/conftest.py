@@ -52,7 +52,7 @@ class Telegram:
     async def start(self) -> None:
         """Follow the service's outbound subject from the start of the stream."""
         self._sub = await self.js.subscribe(
-            subjects.outbound("games"),
+            subjects.outbound_of("games"),
             stream=subjects.STREAM_OUTBOUND,
             cb=self._collect,
             ordered_consumer=True,

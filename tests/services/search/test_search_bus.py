@@ -119,7 +119,7 @@ class Bus:
         """The next ``count`` actions search stored (fails if they do not come)."""
         if self._reader is None:
             self._reader = await self.js.pull_subscribe(
-                subjects.outbound("search"),
+                subjects.outbound_of("search"),
                 stream=subjects.STREAM_OUTBOUND,
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
             )
