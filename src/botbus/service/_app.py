@@ -63,7 +63,6 @@ FETCH_WAIT = 1.0  # seconds a fetch long-polls; also the longest a stop waits fo
 PREFETCH_WINDOW = 2  # messages held per feed (running + waiting), as a multiple of concurrency
 FETCH_RETRY = 0.5  # seconds to pause after a fetch failed (broker restarting...)
 DRAIN_TIMEOUT = 60.0  # seconds SIGTERM waits for in-flight handlers
-ACK_TIMEOUT = 5.0  # seconds to wait for the server to confirm an ack
 PUBLISH_TIMEOUT = 5.0  # seconds to wait for JetStream to store an action
 
 FeedKind = Literal["command", "callback", "message", "forget", "delivery"]
@@ -133,11 +132,10 @@ def feeds_of(service: Service) -> list[Feed]:
 
 @dataclass(frozen=True)
 class _Waiting:
-    """A fetched message waiting for a free handler slot, already kept alive."""
+    """A fetched message waiting for a free handler slot (kept alive meanwhile)."""
 
     feed: Feed
     msg: Msg
-    keep_alive: asyncio.Task[None]
 
 
 class _Window:
@@ -206,6 +204,10 @@ class ServiceApp:
         self._registration: Registration | None = None
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        # id(message) -> (message, when the server last heard it is being worked on):
+        # every message held, prefetched or running; one loop keeps them alive.
+        self._held: dict[int, tuple[Msg, float]] = {}
+        self._keeper: asyncio.Task[None] | None = None
         self._subs: list[JetStreamContext.PullSubscription] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._waiting: deque[_Waiting] = deque()
@@ -311,6 +313,7 @@ class ServiceApp:
             asyncio.create_task(self._consume(feed, sub), name=f"consume:{feed.durable}")
             for feed, sub in subs
         ]
+        self._keeper = asyncio.create_task(self._keep_alive(), name="keep-alive")
         self.log.info(
             "service %s %s started (instance %s, consumers %s)",
             name,
@@ -401,6 +404,10 @@ class ServiceApp:
                 )
                 for task in pending:
                     task.cancel()
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
         for hook in self.service.shutdown_hooks:
             try:
                 await hook(self)
@@ -488,11 +495,11 @@ class ServiceApp:
                 # The broker restarting: the client reconnects on its own.
                 self.log.warning("fetch from %s failed (%s); retrying", feed.durable, exc)
                 await asyncio.sleep(FETCH_RETRY)
+            now = time.monotonic()
             for msg in msgs:
                 window.held += 1
-                self._waiting.append(
-                    _Waiting(feed, msg, asyncio.create_task(self._keep_alive(msg)))
-                )
+                self._held[id(msg)] = (msg, now)
+                self._waiting.append(_Waiting(feed, msg))
             if self._stopping.is_set():
                 await self._hand_back()
             else:
@@ -502,7 +509,7 @@ class ServiceApp:
         """Start waiting messages, oldest first, while handler slots are free."""
         while self._waiting and len(self._in_flight) < self.service.concurrency:
             waiting = self._waiting.popleft()
-            task = asyncio.create_task(self._handle(waiting.feed, waiting.msg, waiting.keep_alive))
+            task = asyncio.create_task(self._handle(waiting.feed, waiting.msg))
             self._in_flight.add(task)
             task.add_done_callback(functools.partial(self._finished, waiting.feed))
 
@@ -510,7 +517,7 @@ class ServiceApp:
         """Nak every prefetched, unstarted message so another instance takes it now."""
         while self._waiting:
             waiting = self._waiting.popleft()
-            waiting.keep_alive.cancel()
+            self._held.pop(id(waiting.msg), None)
             try:
                 await waiting.msg.nak()
             except (NatsError, OSError) as exc:
@@ -560,12 +567,12 @@ class ServiceApp:
         command = payload.command if isinstance(payload, InboundCommand) else subject.split(".")[-1]
         return self._counters.get(f"command:{command}")
 
-    async def _handle(self, feed: Feed, msg: Msg, keep_alive: asyncio.Task[None]) -> None:
-        """Handle ``msg``; ``keep_alive`` has kept it alive since it was fetched."""
+    async def _handle(self, feed: Feed, msg: Msg) -> None:
+        """Handle ``msg`` (kept alive since it was fetched, until it is settled)."""
         try:
             await self._process(feed, msg)
         finally:
-            keep_alive.cancel()
+            self._held.pop(id(msg), None)
 
     async def _process(self, feed: Feed, msg: Msg) -> None:
         started = time.monotonic_ns()
@@ -642,19 +649,32 @@ class ServiceApp:
             return None
         raise RuntimeError(f"no handler for {payload.kind}")  # feeds_of() prevents this
 
-    async def _keep_alive(self, msg: Msg) -> None:
-        """Tell the server a slow handler is still working, so it is not redelivered."""
-        interval = self.service.ack_wait / 3
+    async def _keep_alive(self) -> None:
+        """Tell the server which held messages are still being worked on.
+
+        One loop for all of them (a task per message cost a task and a timer
+        each): a message held for a third of ``ack_wait`` gets an in-progress
+        ack, and another every third of ``ack_wait`` after that, so it is
+        never redelivered while this instance has it.
+        """
+        every = self.service.ack_wait / 3
         while True:
-            await asyncio.sleep(interval)
-            try:
-                await msg.in_progress()
-            except (NatsError, OSError) as exc:
-                log.debug("in-progress ack failed: %s", exc)
+            await asyncio.sleep(every / 2)
+            due = time.monotonic() - every
+            for key, (msg, since) in list(self._held.items()):
+                if since > due or key not in self._held:
+                    continue
+                self._held[key] = (msg, time.monotonic())
+                try:
+                    await msg.in_progress()
+                except (NatsError, OSError) as exc:
+                    log.debug("in-progress ack failed: %s", exc)
 
     async def _ack(self, msg: Msg, ctx: Context) -> None:
         try:
-            await msg.ack_sync(timeout=ACK_TIMEOUT)
+            # Not ack_sync: a round trip per message for nothing, as a lost ack only
+            # means a redelivery, whose actions JetStream dedupes by their keys.
+            await msg.ack()
         except (NatsError, TimeoutError) as exc:
             # The work is done and its actions stored; a redelivery repeats them
             # with the same idempotency keys, which JetStream dedupes.
