@@ -53,6 +53,8 @@ from telegram.warnings import PTBDeprecationWarning
 
 from botbus import subjects
 from botbus.connect import connect
+from botbus.gateway.app import API_POOL_SIZE
+from botbus.gateway.http import AiohttpRequest
 from botbus.gateway.scheduler import Budget, OutboundJob, OutboundScheduler, Outcome
 from botbus.models import Priority, SendText, encode
 from botbus.natsserver import NatsServer
@@ -221,7 +223,12 @@ async def run(
     """Broadcast ``n`` messages in ``mode`` ("default" or "paid") over HTTP and measure."""
     budget = Budget(paid_broadcast=mode == "paid")
     async with sandbox(int(budget.overall_per_second), n, inline=inline) as info:
-        bot = Bot(info.token, base_url=info.api_url)
+        # The gateway's own transport, so this measures what the gateway would do.
+        bot = Bot(
+            info.token,
+            base_url=info.api_url,
+            request=AiohttpRequest(connection_pool_size=API_POOL_SIZE, pool_timeout=10.0),
+        )
         client = SandboxClient(info.base_url)
         try:
             await bot.initialize()
