@@ -15,16 +15,22 @@ Prints:
   two) against an embedded nats-server, handling plain messages spread over
   --chats group chats and --users users (realistic traffic; --chats 1 shows a
   single hot group), every message counted in KV before it is acked;
-  the counts are checked afterwards (none lost, none doubled).
+  the counts are checked afterwards over every instance's documents (none
+  lost, none doubled). By default the messages are queued first (the
+  service's consumer is paused meanwhile) and the run is timed from the first
+  message handed out to the last ack, so the figure is the service's own
+  pace; --live-publish publishes during the run instead, and the publisher
+  then takes its share of the same cores.
 
 Two instances can be at most twice one only if the machine has two cores free
 for them. So next to every figure it prints the load average and a
 calibration: how much faster two pure-Python CPU-bound processes run than one
 on this machine at that moment (x2.00 = two free cores). On the bus, the
-broker runs on the same machine and its share of the cores is printed too.
+broker runs on the same machine and its share of the cores is printed too:
+two instances plus the broker need more than two cores to reach x2.
 
 Usage: python bench/sentiment.py [--messages N] [--bus-messages N] [--chats N] [--users N]
-                                 [--quality-only]
+                                 [--quality-only | --bus-only] [--live-publish]
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from services.sentiment.language import Lang
 from services.sentiment.scoring import SentimentAnalyzer
 
 DEFAULT_MESSAGES = 20_000  # per instance, scoring without the bus
-DEFAULT_BUS_MESSAGES = 4_000  # in all, through the bus
+DEFAULT_BUS_MESSAGES = 10_000  # in all, through the bus (a few seconds per run)
 DEFAULT_CHATS = 200  # group chats the bus traffic is spread over
 DEFAULT_USERS = 500  # users writing them
 CALIBRATION_LOOP = 5_000_000  # iterations of the pure-Python reference loop
@@ -147,7 +153,28 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _bus_run(instances: int, messages: int, chats: int, users: int) -> str:
+async def _publish_all(js: Any, payloads: list[bytes]) -> None:
+    from botbus import subjects
+
+    for first in range(0, len(payloads), 500):
+        await asyncio.gather(
+            *(js.publish(subjects.INBOUND_MESSAGES, p) for p in payloads[first : first + 500])
+        )
+
+
+async def _counted(js: Any, kind: str) -> int:
+    """Messages counted in every mood document of ``kind`` (all instances', all entities)."""
+    prefix = "$KV.svc_sentiment."
+    info = await js.stream_info("KV_svc_sentiment", subjects_filter=f"{prefix}{kind}.>")
+    kv = await js.key_value("svc_sentiment")
+    total = 0
+    for subject in info.state.subjects or {}:
+        entry = await kv.get(subject.removeprefix(prefix))
+        total += sum(b.n for b in MoodDoc.from_json(entry.value).days.values())
+    return total
+
+
+async def _bus_run(instances: int, messages: int, chats: int, users: int, live: bool) -> str:
     """Run ``instances`` service processes over ``messages`` messages; one line of figures."""
     import nats
 
@@ -201,21 +228,31 @@ async def _bus_run(instances: int, messages: int, chats: int, users: int) -> str
                 if not await asyncio.to_thread(ready.wait, 120):
                     raise RuntimeError("a sentiment instance did not start within 120 s")
             pids = {
+                "bench": os.getpid(),  # this process: the publisher (--live-publish) and poller
                 "broker": server.pid,
                 **{f"instance{n + 1}": p.pid for n, (p, _) in enumerate(procs)},
             }
+            durable = subjects.consumer_messages("sentiment")
+            if not live:
+                # Queue every message first, then let the instances at them: the
+                # figure is the service's own pace, not shared with a publisher.
+                await js.pause_consumer(subjects.STREAM_INBOUND, durable, "2999-01-01T00:00:00Z")
+                await _publish_all(js, payloads)
             cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items() if pid}
             began = time.perf_counter()
-            for first in range(0, messages, 500):
-                await asyncio.gather(
-                    *(
-                        js.publish(subjects.INBOUND_MESSAGES, p)
-                        for p in payloads[first : first + 500]
-                    )
-                )
-            durable = subjects.consumer_messages("sentiment")
+            if live:
+                await _publish_all(js, payloads)
+            else:
+                await js.resume_consumer(subjects.STREAM_INBOUND, durable)
+            started = False
             while True:
                 info = await js.consumer_info(subjects.STREAM_INBOUND, durable)
+                if not (live or started) and info.delivered.consumer_seq:
+                    # Timed from the first message handed out: a pull request that
+                    # waited through the pause is only answered when it times out.
+                    started = True
+                    cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items() if pid}
+                    began = time.perf_counter()
                 if info.num_pending == 0 and info.num_ack_pending == 0:
                     break
                 await asyncio.sleep(0.01)  # polling the consumer; ends when all are acked
@@ -224,11 +261,8 @@ async def _bus_run(instances: int, messages: int, chats: int, users: int) -> str
                 name: (_cpu_seconds(pids[name]) - before) / took
                 for name, before in cpu_before.items()
             }
-            kv = await js.key_value("svc_sentiment")
-            counted = 0
-            for chat in range(min(chats, messages)):
-                doc = MoodDoc.from_json((await kv.get(f"chat.{-1000 - chat}")).value)
-                counted += sum(b.n for b in doc.days.values())
+            counted = await _counted(js, "chat")
+            users_counted = await _counted(js, "user")
             await nc.close()
         finally:
             stop.set()
@@ -236,17 +270,22 @@ async def _bus_run(instances: int, messages: int, chats: int, users: int) -> str
                 proc.join(timeout=60)
             await server.stop()
     used = ", ".join(f"{name} {share:.2f}" for name, share in cores.items())
-    check = "all counted once" if counted == messages else f"COUNTED {counted} of {messages}"
+    check = (
+        "all counted once"
+        if counted == users_counted == messages
+        else f"COUNTED {counted} in chats, {users_counted} in users, of {messages}"
+    )
     return f"{messages / took:,.0f} messages/s  ({check}; cores used: {used})"
 
 
-def _bus_figures(messages: int, chats: int, users: int) -> None:
-    print(f"-- {messages} messages over {chats} chat(s) and {users} users")
+def _bus_figures(messages: int, chats: int, users: int, live: bool) -> None:
+    how = "published during the run" if live else "queued before the run"
+    print(f"-- {messages} messages over {chats} chat(s) and {users} users, {how}")
     rates = []
     for instances in (1, 2):
         calibration = _calibrate()
         load = _loadavg()
-        line = asyncio.run(_bus_run(instances, messages, chats, users))
+        line = asyncio.run(_bus_run(instances, messages, chats, users, live))
         rates.append(float(line.split()[0].replace(",", "")))
         label = "one instance: " if instances == 1 else "two instances:"
         print(f"{label} {line}  [{load}; machine x{calibration:.2f}]")
@@ -275,7 +314,18 @@ def main() -> None:
     parser.add_argument(
         "--quality-only", action="store_true", help="print the quality figures and stop"
     )
+    parser.add_argument(
+        "--bus-only", action="store_true", help="print only the service-on-the-bus figures"
+    )
+    parser.add_argument(
+        "--live-publish",
+        action="store_true",
+        help="on the bus, publish while the instances work (the publisher shares the cores)",
+    )
     args = parser.parse_args()
+    if args.bus_only:
+        _bus_section(args)
+        return
 
     analyzer = SentimentAnalyzer()
     print("== quality (a method's label: compound >= 0.05 positive, <= -0.05 negative)")
@@ -313,10 +363,14 @@ def main() -> None:
     print(f"two processes: {two:,.0f} messages/s  [{load}; machine x{calibration:.2f}]")
     print(f"two processes = x{two / one:.2f} of one (target >= x1.8)")
 
+    _bus_section(args)
+
+
+def _bus_section(args: argparse.Namespace) -> None:
     print("== the service on the bus (real instances, embedded nats-server on this machine)")
-    _bus_figures(args.bus_messages, args.chats, args.users)
+    _bus_figures(args.bus_messages, args.chats, args.users, args.live_publish)
     if args.chats > 1:
-        _bus_figures(args.bus_messages, 1, args.users)
+        _bus_figures(args.bus_messages, 1, args.users, args.live_publish)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
-"""Rolling mood aggregates: small JSON documents, one per chat and one per user.
+"""Rolling mood aggregates: small JSON documents of counts, never of text.
 
 A :class:`MoodDoc` holds, per UTC hour and per UTC day, how many messages
 were scored, the sum of their compound values and how many were positive,
 neutral and negative. No message text and no word is stored. Hours are kept
 for :data:`KEEP_HOURS` (enough for the week chart and the alert window),
 days for :data:`KEEP_DAYS` (the month chart), so a document stays a few KB.
+It also remembers the correlation ids of the last :data:`RECENT_IDS`
+messages it counted, so a redelivered message is not counted twice.
 
-Wire form (``to_json``)::
+A chat's (or a user's) mood is the sum of several documents, one per
+service instance (see :mod:`.store`): :meth:`MoodDoc.merge` adds them up.
 
-    {"v": 1, "h": {"2025-01-31T13": [n, sum, pos, neu, neg]}, "d": {"2025-01-31": [...]}}
+Wire form (``to_json``; ``m`` may be absent in documents written before it existed)::
+
+    {"v": 1, "h": {"2025-01-31T13": [n, sum, pos, neu, neg]}, "d": {"2025-01-31": [...]},
+     "m": ["1:4711", ...]}
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ PERIODS: tuple[Period, ...] = ("day", "week", "month")
 DOC_VERSION = 1
 KEEP_HOURS = 8 * 24  # hours of hourly buckets kept: a week chart plus a margin
 KEEP_DAYS = 35  # days of daily buckets kept: a month chart plus a margin
+RECENT_IDS = 128  # message ids a document remembers to recognise a redelivery
 _HOUR_FMT = "%Y-%m-%dT%H"
 _DAY_FMT = "%Y-%m-%d"
 
@@ -85,7 +92,10 @@ class Bucket:
         if not (isinstance(raw, list) and len(raw) == 5):
             raise MoodDocError(f"bucket must be [n, sum, pos, neu, neg], got {raw!r}")
         n, total, pos, neu, neg = raw
-        return cls(int(n), float(total), int(pos), int(neu), int(neg))
+        try:
+            return cls(int(n), float(total), int(pos), int(neu), int(neg))
+        except (TypeError, ValueError) as exc:
+            raise MoodDocError(f"bucket must hold numbers, got {raw!r}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +112,41 @@ class MoodDoc:
 
     hours: dict[str, Bucket] = field(default_factory=dict)
     days: dict[str, Bucket] = field(default_factory=dict)
+    recent: list[str] = field(default_factory=list)  # ids of the last messages counted
 
-    def add(self, compound: float, label: Label, at: datetime) -> None:
-        """Count one scored message written at ``at``, and drop expired buckets."""
+    def add(
+        self, compound: float, label: Label, at: datetime, message_id: str | None = None
+    ) -> None:
+        """Count one scored message written at ``at``, and drop expired buckets.
+
+        ``message_id`` (the inbound correlation id) is remembered, so that
+        :meth:`has_counted` recognises the message if it is delivered again.
+        """
         at = at.astimezone(UTC)
-        self.hours.setdefault(at.strftime(_HOUR_FMT), Bucket()).add(compound, label)
+        hour = at.strftime(_HOUR_FMT)
+        fresh = hour not in self.hours
+        if fresh:
+            self.hours[hour] = Bucket()
+        self.hours[hour].add(compound, label)
         self.days.setdefault(at.strftime(_DAY_FMT), Bucket()).add(compound, label)
-        self.prune(at)
+        if fresh:
+            # Buckets expire by the hour: only a new hour can have pushed one out.
+            self.prune(at)
+        if message_id is not None:
+            self.recent.append(message_id)
+            if len(self.recent) > RECENT_IDS:
+                del self.recent[: len(self.recent) - RECENT_IDS]
+
+    def has_counted(self, message_id: str) -> bool:
+        """True if this document counted ``message_id`` among its last :data:`RECENT_IDS`."""
+        return message_id in self.recent
+
+    def merge(self, other: MoodDoc) -> None:
+        """Add ``other``'s counts (and remembered ids) to this document."""
+        for mine, theirs in ((self.hours, other.hours), (self.days, other.days)):
+            for key, bucket in theirs.items():
+                mine.setdefault(key, Bucket()).merge(bucket)
+        self.recent.extend(other.recent)
 
     def prune(self, now: datetime) -> None:
         """Forget buckets older than the retention."""
@@ -168,6 +206,7 @@ class MoodDoc:
                 "v": DOC_VERSION,
                 "h": {k: b.to_list() for k, b in sorted(self.hours.items())},
                 "d": {k: b.to_list() for k, b in sorted(self.days.items())},
+                "m": self.recent,
             },
             separators=(",", ":"),
         ).encode()
@@ -183,12 +222,15 @@ class MoodDoc:
             raise MoodDocError(f"mood document is not JSON: {exc}") from exc
         if not isinstance(raw, dict) or raw.get("v") != DOC_VERSION:
             raise MoodDocError(f"mood document must be an object with v={DOC_VERSION}")
-        hours, days = raw.get("h", {}), raw.get("d", {})
+        hours, days, recent = raw.get("h", {}), raw.get("d", {}), raw.get("m", [])
         if not isinstance(hours, dict) or not isinstance(days, dict):
             raise MoodDocError("mood document fields 'h' and 'd' must be objects")
+        if not isinstance(recent, list):
+            raise MoodDocError("mood document field 'm' must be a list of message ids")
         return cls(
             hours={str(k): Bucket.from_list(v) for k, v in hours.items()},
             days={str(k): Bucket.from_list(v) for k, v in days.items()},
+            recent=[str(i) for i in recent],
         )
 
 
@@ -209,9 +251,12 @@ class AlertPolicy:
 
     def check(self, doc: MoodDoc, now: datetime, last_alert: datetime | None) -> Bucket | None:
         """The low-mood window if an alert is due now, else None."""
+        return self.due(doc.window(now, self.window_hours), now, last_alert)
+
+    def due(self, window: Bucket, now: datetime, last_alert: datetime | None) -> Bucket | None:
+        """``window`` (the last ``window_hours`` hours) if it calls for an alert now, else None."""
         if last_alert is not None and now - last_alert < self.cooldown:
             return None
-        window = doc.window(now, self.window_hours)
         mean = window.mean
         if window.n < self.min_messages or mean is None or mean >= self.threshold:
             return None

@@ -1,20 +1,20 @@
 """Coalesce the mood-document updates of one instance, per KV key (group commit).
 
-Every scored message changes two documents (its chat's and its user's). Done
-one message at a time, the handlers of one busy chat — in one instance or in
-several — race for the same KV key with compare-and-set, and a hot group's
-messages end up retrying each other instead of being counted. A
-:class:`KeyBatcher` keeps at most one write per key in flight: a change that
-arrives while its key is being written waits for that write and goes into
-the next one with every other change that arrived meanwhile (at most
-``max_batch`` per write). A quiet key is written at once, so batching costs
-no latency; a busy key costs one compare-and-set per round trip instead of
-one per message.
+Every scored message changes two documents (its chat's and its user's). An
+instance writes only its own documents (see :mod:`.store`), but its handlers
+run concurrently, and done one message at a time the handlers of one busy
+chat would queue one write each behind one another. A :class:`KeyBatcher`
+keeps at most one write per key in flight: a change that arrives while its
+key is being written waits for that write and goes into the next one with
+every other change that arrived meanwhile (at most ``max_batch`` per write).
+A quiet key is written at once, so batching costs no latency; a busy key
+costs one write per round trip instead of one per message.
 
 Each caller awaits the write that holds its change, so a message is still
 acked only after it is counted, and a drain (which waits for in-flight
 handlers) waits for the pending writes too: nothing is lost. A failed write
-fails every change in it, and their messages are retried whole.
+fails every change in it, and their messages are retried (the service then
+counts each only in the documents that do not hold it yet).
 """
 
 from __future__ import annotations
@@ -64,6 +64,14 @@ class KeyBatcher(Generic[T]):
 
     async def apply(self, key: str, change: Callable[[T], None]) -> T:
         """Apply ``change`` to the document at ``key``; return the document once stored."""
+        return await self.submit(key, change)
+
+    def submit(self, key: str, change: Callable[[T], None]) -> asyncio.Future[T]:
+        """Queue ``change`` for ``key``; the future is the document once stored.
+
+        Awaiting several futures with ``asyncio.gather`` costs no task each,
+        unlike several :meth:`apply` coroutines.
+        """
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         queue = self._queues.get(key)
         if queue is None:
@@ -72,7 +80,7 @@ class KeyBatcher(Generic[T]):
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
         queue.changes.append((change, waiter))
-        return await waiter
+        return waiter
 
     async def _drain(self, key: str, queue: _Queue[T]) -> None:
         """Write ``key``'s queued changes batch by batch until none is left."""

@@ -12,25 +12,44 @@ Who may opt a chat out: in a private chat, its owner; in a group, the
 group's Telegram admins (``chat_admin``, which the gateway reads with
 getChatAdministrators) or the bot's admins (``is_admin``).
 
-KV keys: ``chat.<chat_id>`` / ``user.<user_id>`` (mood documents),
-``optout.<chat_id>`` (present = opted out), ``alert.<chat_id>`` (time of the
-last mood alert). Each instance keeps the opt-out flags in memory, followed
-with a KV watch (:class:`OptOutCache`), so a message costs no flag read.
-Concurrent instances update with compare-and-set; within
-one instance, the updates of one key are coalesced (:mod:`.batching`), so a
-busy chat costs one write per round trip rather than one per message.
+KV keys (bucket ``svc_sentiment``): ``chat.<chat_id>.<slot>`` /
+``user.<user_id>.<slot>`` (mood documents, one per instance slot, written
+only by the instance holding the slot and merged when read: see
+:mod:`.store`), ``chat.<chat_id>`` / ``user.<user_id>`` (documents of the
+earlier single-document layout: still read and merged, never written),
+``slot.<n>`` (slot leases), ``optout.<chat_id>`` (present = opted out),
+``optout.probe.<slot>`` (an instance's probe of its opt-out watch) and
+``alert.<chat_id>`` (time of the last mood alert, claimed with
+compare-and-set so one instance sends it).
+
+A scored message costs two KV writes (its chat's and its user's document of
+this instance) and no read: each instance keeps the opt-out flags in memory,
+followed with a KV watch (:class:`OptOutCache`), keeps the documents it
+writes in memory with their revision, and checks the mood alert against the
+document just written plus the other instances' share read at most every
+``ALERT_REFRESH`` seconds, and only when its own share is low. Within one
+instance the changes of one document arriving together share one write
+(:mod:`.batching`). Each document remembers the ids of the last messages it
+counted, so a message delivered again after a partial failure (chat counted,
+user not) or a lost ack is counted once in each: on a redelivery the service
+reads the documents and counts only where the message is missing. The bound:
+only the last ``RECENT_IDS`` messages of each document are remembered, so a
+redelivery arriving after that many newer messages of the same chat reached
+the same instance's document would be counted again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-import random
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache, partial
+from functools import cache
 from weakref import WeakKeyDictionary
 
 from nats.errors import Error as NatsError
@@ -41,17 +60,17 @@ from botbus import subjects
 from botbus.errors import ServiceError
 from botbus.models import Alert, ForgetUser, InboundCommand, InboundMessage, encode
 from botbus.service import Context, Service, ServiceApp
-from services.sentiment.aggregate import PERIODS, AlertPolicy, MoodDoc, MoodDocError, Period
-from services.sentiment.batching import KeyBatcher
+from services.sentiment.aggregate import PERIODS, AlertPolicy, MoodDoc, Period
 from services.sentiment.chart import render_chart, summary_line
 from services.sentiment.scoring import Score, SentimentAnalyzer
+from services.sentiment.store import Kind, MoodStore, SlotLease
 
 log = logging.getLogger(__name__)
 
-CAS_ATTEMPTS = 60  # compare-and-set retries before giving up on a contended key
-CAS_BACKOFF = 0.002  # seconds: first jittered pause after losing a compare-and-set race
-CAS_BACKOFF_MAX = 0.05  # seconds: longest pause between two attempts
+CONCURRENCY = 64  # messages one instance handles at once (they mostly wait for KV writes)
+ALERT_REFRESH = 5.0  # seconds the other instances' share of a chat's mood is trusted
 OPTOUT_TTL = 1.0  # seconds a cached opt-out flag is trusted if the KV watch falls silent
+PROBE_PREFIX = "optout.probe."  # + slot: the key an instance probes its opt-out watch with
 ALERT_CHANNEL = "mood"  # alerts channel used when no bot admin is configured
 ALERT_POLICY = AlertPolicy()
 
@@ -62,6 +81,7 @@ service = Service(
         "en": "How the conversation feels: message sentiment and mood charts",
         "es": "Cómo se siente la conversación: sentimiento y gráficos de ánimo",
     },
+    concurrency=CONCURRENCY,
 )
 
 
@@ -87,61 +107,43 @@ async def _read(kv: KeyValue, key: str) -> tuple[bytes | None, int | None]:
     return entry.value, entry.revision
 
 
-async def update_doc(kv: KeyValue, key: str, change: Callable[[MoodDoc], None]) -> MoodDoc:
-    """Apply ``change`` to the document at ``key`` with compare-and-set, retrying on races.
+@dataclass
+class Instance:
+    """What one running instance keeps: its slot, its documents, its alert memory."""
 
-    A lost race is retried after a short random pause: two instances writing
-    the same busy key in lock-step would otherwise keep colliding. Giving up
-    is costly (the message is retried whole, and its other document was
-    already counted), so the budget is generous: about a second of losing.
-    """
-    for attempt in range(CAS_ATTEMPTS):
-        raw, revision = await _read(kv, key)
-        try:
-            doc = MoodDoc.from_json(raw)
-        except MoodDocError:
-            log.warning("mood document %s is unreadable; starting it afresh", key)
-            doc = MoodDoc()
-        change(doc)
-        try:
-            if revision is None:
-                await kv.create(key, doc.to_json())
-            else:
-                await kv.update(key, doc.to_json(), last=revision)
-            return doc
-        except KeyWrongLastSequenceError:
-            # Another instance wrote first: re-read and apply again at once; if it
-            # keeps happening, the two writers are in step: pause a random while.
-            if attempt:
-                pause = min(CAS_BACKOFF_MAX, CAS_BACKOFF * 2 ** min(attempt - 1, 5))
-                await asyncio.sleep(random.uniform(0, pause))  # jitter, not a secret
-    raise RuntimeError(
-        f"KV key {key} is too contended: gave up after {CAS_ATTEMPTS} attempts; "
-        "the message will be retried (run fewer instances if this repeats)"
-    )
+    lease: SlotLease
+    store: MoodStore
+    last_alerts: dict[int, datetime] = field(default_factory=dict)  # chat -> last alert known
 
 
-# One batcher per running instance: its handlers' updates of one key share a write.
-_batchers: WeakKeyDictionary[ServiceApp, KeyBatcher[MoodDoc]] = WeakKeyDictionary()
+# One per running instance (several run in one process in the tests).
+_instances: WeakKeyDictionary[ServiceApp, Instance] = WeakKeyDictionary()
 
 
-async def doc_batcher(ctx: Context) -> KeyBatcher[MoodDoc]:
-    """The instance's mood-document writer, coalescing updates of one key (see batching)."""
-    batcher = _batchers.get(ctx.app)
-    if batcher is None:
-        kv = await ctx.kv()
-        batcher = _batchers.setdefault(ctx.app, KeyBatcher(partial(update_doc, kv)))
-    return batcher
+@service.on_startup
+async def _open_store(app: ServiceApp) -> None:
+    kv = await app.kv()
+    lease = SlotLease(kv, app.instance_id)
+    await lease.claim()
+    lease.start()
+    bucket = subjects.service_bucket(service.name)
+    _instances[app] = Instance(lease, MoodStore(app.js, kv, bucket, lease))
+    await optouts(app)  # follow the opt-out flags before the first message
 
 
-async def load_doc(kv: KeyValue, key: str) -> MoodDoc:
-    """The document at ``key`` (empty if absent or unreadable)."""
-    raw, _ = await _read(kv, key)
+@service.on_shutdown
+async def _close_store(app: ServiceApp) -> None:
+    instance = _instances.pop(app, None)
+    if instance is not None:
+        await instance.lease.stop()
+
+
+def instance_of(app: ServiceApp) -> Instance:
+    """The running instance's state (made by the startup hook)."""
     try:
-        return MoodDoc.from_json(raw)
-    except MoodDocError:
-        log.warning("mood document %s is unreadable; showing it as empty", key)
-        return MoodDoc()
+        return _instances[app]
+    except KeyError:
+        raise RuntimeError("the sentiment service is not started on this app") from None
 
 
 class OptOutCache:
@@ -152,15 +154,28 @@ class OptOutCache:
     pushes every change to every instance as soon as the ``/sentiment off``
     write is stored; the reply is sent only after that write, and a later
     message must go round through Telegram and the gateway, so in practice
-    it is filtered on every instance. The guaranteed bound, if the watch
-    falls behind or dies (a broker restart): a flag is re-read from KV once
-    it is older than ``ttl`` seconds, so an opt-out takes effect on every
-    instance at most ``ttl`` after it was stored. The instance that handled
-    the command knows at once.
+    it is filtered on every instance. The instance that handled the command
+    knows at once.
+
+    The guaranteed bound: an opt-out takes effect on every instance at most
+    ``ttl`` seconds after it was stored, even if the watch falls behind or
+    dies (a broker restart). With ``probe_key``, the instance writes a token
+    there every ``ttl / 2`` seconds; when its own watch brings the token
+    back, every flag stored before the token was written has arrived too (a
+    watch delivers in order). While the last token that came back was
+    written less than ``ttl`` ago, the cached flags are the truth, and a chat
+    the watch never mentioned has not opted out: no read at all. Otherwise
+    (no probe, or the tokens stopped coming back) a flag is re-read from KV
+    once it is older than ``ttl``.
     """
 
     def __init__(
-        self, kv: KeyValue, ttl: float | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        kv: KeyValue,
+        ttl: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        probe_key: str | None = None,
     ) -> None:
         self._kv = kv
         self._ttl = OPTOUT_TTL if ttl is None else ttl
@@ -170,21 +185,32 @@ class OptOutCache:
         self._changed: dict[int, int] = {}  # chat -> value of _watched at its last update
         self._watcher: KeyValue.KeyWatcher | None = None
         self._follower: asyncio.Task[None] | None = None
+        self._probe_key = probe_key
+        self._token_base = uuid.uuid4().hex  # tells our tokens from other instances'
+        self._probes: dict[bytes, float] = {}  # token written -> clock when it was written
+        self._complete_at: float | None = None  # the watch held every flag stored before this
+        self._prober: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start following ``optout.>`` (the current flags arrive first)."""
+        """Start following ``optout.>`` (the current flags arrive first), and probing it."""
         self._watcher = await self._kv.watch("optout.>")
         self._follower = asyncio.create_task(self._follow(self._watcher), name="optout-watch")
+        if self._probe_key is not None:
+            self._prober = asyncio.create_task(self._probe(self._probe_key), name="optout-probe")
 
     async def stop(self) -> None:
         """Stop following the flags."""
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
+        for task in (self._prober, self._follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._watcher is not None:
             with contextlib.suppress(NatsError):
                 await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: untyped
+        if self._probe_key is not None:
+            with contextlib.suppress(NatsError, TimeoutError):
+                await self._kv.purge(self._probe_key)
 
     def note(self, chat_id: int, opted_out: bool) -> None:
         """Record a flag known right now (written here, or pushed by the watch)."""
@@ -193,7 +219,10 @@ class OptOutCache:
     async def is_opted_out(self, chat_id: int) -> bool:
         """True if the chat switched passive scoring off."""
         known = self._flags.get(chat_id)
-        if known is not None and self._clock() - known[1] < self._ttl:
+        now = self._clock()
+        if self._complete_at is not None and now - self._complete_at < self._ttl:
+            return known is not None and known[0]
+        if known is not None and now - known[1] < self._ttl:
             return known[0]
         before = self._watched
         raw, _ = await _read(self._kv, f"optout.{chat_id}")
@@ -202,6 +231,18 @@ class OptOutCache:
             return self._flags[chat_id][0]
         self.note(chat_id, raw is not None)
         return raw is not None
+
+    async def _probe(self, key: str) -> None:
+        """Write a fresh token to ``key`` every ttl/2 seconds (see the class docstring)."""
+        for n in itertools.count():
+            token = f"{self._token_base}:{n}".encode()
+            self._probes[token] = self._clock()
+            try:
+                await self._kv.put(key, token)
+            except (NatsError, TimeoutError) as exc:
+                # Not fatal: without fresh tokens the flags are re-read every ttl.
+                log.warning("could not probe the opt-out watch (%s); retrying", exc)
+            await asyncio.sleep(self._ttl / 2)
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
         try:
@@ -214,6 +255,9 @@ class OptOutCache:
         async for entry in watcher:
             if entry is None:
                 continue  # the marker after the initial flags
+            if entry.key.startswith(PROBE_PREFIX):
+                self._probe_returned(entry.value or b"")
+                continue
             try:
                 chat_id = int(entry.key.removeprefix("optout."))
             except ValueError:
@@ -223,6 +267,14 @@ class OptOutCache:
             self._changed[chat_id] = self._watched
             self.note(chat_id, entry.operation is None and bool(entry.value))
         log.warning("the opt-out watch ended; flags are re-read every %ss", self._ttl)
+
+    def _probe_returned(self, token: bytes) -> None:
+        written = self._probes.get(token)
+        if written is None:
+            return  # another instance's token, or one of ours from before a restart
+        self._complete_at = written
+        for older in [t for t, at in self._probes.items() if at <= written]:
+            del self._probes[older]
 
 
 # One flag cache per running instance, started on first use.
@@ -236,7 +288,8 @@ async def optouts(app: ServiceApp) -> OptOutCache:
         kv = await app.kv()
         cache = _optouts.get(app)
         if cache is None:
-            cache = _optouts[app] = OptOutCache(kv)
+            probe = f"{PROBE_PREFIX}{instance_of(app).lease.slot}"
+            cache = _optouts[app] = OptOutCache(kv, probe_key=probe)
             # Handlers arriving meanwhile find no flag and read KV: still correct.
             await cache.start()
     return cache
@@ -351,12 +404,12 @@ async def mood(ctx: Context, cmd: InboundCommand) -> None:
     for candidate in PERIODS:
         if periods and periods[0] == candidate:
             period = candidate
-    kv = await ctx.kv()
+    store = instance_of(ctx.app).store
     if mine:
-        doc = await load_doc(kv, f"user.{cmd.user.id}")
+        doc = await store.load("user", cmd.user.id)
         subject = cmd.user.display_name
     else:
-        doc = await load_doc(kv, f"chat.{cmd.chat.id}")
+        doc = await store.load("chat", cmd.chat.id)
         subject = cmd.chat.title or ctx.t(en="this chat", es="este chat")
     points = doc.series(period, datetime.now(UTC))
     await ctx.chat_action("upload_photo")
@@ -375,30 +428,62 @@ async def score_message(ctx: Context, msg: InboundMessage) -> None:
     if await (await optouts(ctx.app)).is_opted_out(msg.chat.id):
         return
     score = analyzer().score(msg.text, msg.user.language_code)
-    at = msg.date
+    at, message_id = msg.date, msg.correlation_id
+    instance = instance_of(ctx.app)
+    store = instance.store
+    targets: list[tuple[Kind, int]] = [("chat", msg.chat.id), ("user", msg.user.id)]
+    if ctx.deliveries > 1:
+        # Delivered again: an earlier attempt (here or on another instance) may have
+        # counted it in one document or in both before failing. Rare, so read them all.
+        docs = await asyncio.gather(*(store.load(kind, entity) for kind, entity in targets))
+        done = [doc.has_counted(message_id) for doc in docs]
+        targets = [t for t, counted in zip(targets, done, strict=True) if not counted]
+        ctx.log.info("delivery %d: still to count in %s", ctx.deliveries, targets or "nothing")
 
     def count(doc: MoodDoc) -> None:
-        doc.add(score.compound, score.label, at)
+        doc.add(score.compound, score.label, at, message_id)
 
-    # Batched with the other messages of the same chat (and user) handled right now;
-    # the message is acked only after both writes are stored.
-    batcher = await doc_batcher(ctx)
-    chat_doc, _ = await asyncio.gather(
-        batcher.apply(f"chat.{msg.chat.id}", count), batcher.apply(f"user.{msg.user.id}", count)
-    )
-    if msg.chat.is_group:
-        await _maybe_alert(ctx, await ctx.kv(), msg, chat_doc)
+    # Each in this instance's own documents, batched with the other changes of the same
+    # document handled right now; the message is acked only after both writes are stored.
+    counted = await asyncio.gather(*(store.count(kind, entity, count) for kind, entity in targets))
+    if msg.chat.is_group and targets and targets[0][0] == "chat":
+        await _maybe_alert(ctx, instance, msg, counted[0])
 
 
-async def _maybe_alert(ctx: Context, kv: KeyValue, msg: InboundMessage, doc: MoodDoc) -> None:
+async def _maybe_alert(ctx: Context, instance: Instance, msg: InboundMessage, own: MoodDoc) -> None:
+    """Alert the admins if the chat's mood, over every instance's document, is low.
+
+    Costs no KV read in the common case. The chat's mood is the merge of each
+    instance's share; a merged mean below the threshold needs some share
+    below it, so an instance whose own share is fine only looks at the other
+    shares it read recently (at most ``ALERT_REFRESH`` seconds ago), and reads
+    them afresh only when its own share is low. An instance whose share is low
+    thus raises the alert on its next message of the chat.
+    """
     now = datetime.now(UTC)
-    if ALERT_POLICY.check(doc, now, None) is None:
+    chat = msg.chat.id
+    last = instance.last_alerts.get(chat)
+    if last is not None and now - last < ALERT_POLICY.cooldown:
+        return  # alerted recently (known here): no need to look at the mood
+    store = instance.store
+    hours = ALERT_POLICY.window_hours
+    mine = own.window(now, hours)
+    others = store.cached_others(chat, ALERT_REFRESH)
+    if others is None:
+        if mine.mean is None or mine.mean >= ALERT_POLICY.threshold:
+            return
+        others = await store.others(chat, ALERT_REFRESH)
+    window = others.window(now, hours)
+    window.merge(mine)
+    if ALERT_POLICY.due(window, now, None) is None:
         return  # the mood is fine: no need to read when the last alert was sent
-    key = f"alert.{msg.chat.id}"
+    kv = await ctx.kv()
+    key = f"alert.{chat}"
     raw, revision = await _read(kv, key)
     last = datetime.fromisoformat(raw.decode()) if raw else None
-    window = ALERT_POLICY.check(doc, now, last)
-    if window is None or window.mean is None:
+    if last is not None:
+        instance.last_alerts[chat] = last
+    if ALERT_POLICY.due(window, now, last) is None or window.mean is None:
         return
     # Claim the alert with compare-and-set so two instances do not both send it.
     try:
@@ -407,7 +492,8 @@ async def _maybe_alert(ctx: Context, kv: KeyValue, msg: InboundMessage, doc: Moo
         else:
             await kv.update(key, now.isoformat().encode(), last=revision)
     except KeyWrongLastSequenceError:
-        return
+        return  # another instance claimed it: it sends the alert
+    instance.last_alerts[chat] = now
     title = msg.chat.title or str(msg.chat.id)
     text = (
         f"Mood alert: the mood of '{title}' dropped to {window.mean:+.2f} over the last "
@@ -434,7 +520,6 @@ async def _maybe_alert(ctx: Context, kv: KeyValue, msg: InboundMessage, doc: Moo
 
 @service.on_forget
 async def forget(ctx: Context, ev: ForgetUser) -> None:
-    """Delete the user's own mood document (chat documents hold no per-user data)."""
-    kv = await ctx.kv()
-    await kv.purge(f"user.{ev.user_id}")
-    ctx.log.info("forgot the mood aggregates of user %s", ev.user_id)
+    """Delete the user's mood documents, every instance's (chat documents hold no per-user data)."""
+    purged = await instance_of(ctx.app).store.forget("user", ev.user_id)
+    ctx.log.info("forgot the mood aggregates of user %s (%s)", ev.user_id, ", ".join(purged))

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client
-from nats.js.errors import KeyNotFoundError
 
 from botbus import subjects
 from botbus.models import (
@@ -28,8 +27,15 @@ from botbus.settings import Settings
 from botbus.topology import ensure_topology
 from services.sentiment import service as service_module
 from services.sentiment.aggregate import MoodDoc
-from services.sentiment.service import ALERT_CHANNEL, ALERT_POLICY, OptOutCache, optouts, update_doc
+from services.sentiment.service import (
+    ALERT_CHANNEL,
+    ALERT_POLICY,
+    OptOutCache,
+    instance_of,
+    optouts,
+)
 from services.sentiment.service import service as sentiment_service
+from services.sentiment.store import Kind, MoodStore, SlotLease
 from tests.outbox import Outbox as SharedOutbox
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -123,21 +129,24 @@ async def publish(nc: Client, payload: InboundCommand | InboundMessage) -> None:
     )
 
 
-async def wait_count(app: ServiceApp, key: str, expected: int, timeout: float = 10.0) -> MoodDoc:
-    """Wait until the mood document at ``key`` counts ``expected`` messages."""
-    kv = await app.kv()
+async def load(app: ServiceApp, kind: Kind, entity: int) -> MoodDoc:
+    """Every instance's counts of ``kind`` ``entity``, merged as /mood reads them."""
+    return await instance_of(app).store.load(kind, entity)
+
+
+async def wait_count(
+    app: ServiceApp, kind: Kind, entity: int, expected: int, timeout: float = 10.0
+) -> MoodDoc:
+    """Wait until the merged mood documents of ``kind`` ``entity`` count ``expected`` messages."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     doc = MoodDoc()
     while loop.time() < deadline:
-        try:
-            doc = MoodDoc.from_json((await kv.get(key)).value)
-        except KeyNotFoundError:
-            doc = MoodDoc()
-        if sum(b.n for b in doc.days.values()) >= expected:
+        doc = await load(app, kind, entity)
+        if _counted(doc) >= expected:
             return doc
-        await asyncio.sleep(0.05)  # polling a KV key; bounded by the deadline
-    raise AssertionError(f"{key} counted {sum(b.n for b in doc.days.values())}, not {expected}")
+        await asyncio.sleep(0.05)  # polling KV; bounded by the deadline
+    raise AssertionError(f"{kind}.{entity} counted {_counted(doc)}, not {expected}")
 
 
 async def wait_idle(nc: Client, timeout: float = 15.0) -> None:
@@ -179,7 +188,7 @@ async def test_messages_are_scored_and_mood_arrives_as_png_photo(
 ) -> None:
     for text in ("great work team!", "this is awful", "Me encanta este grupo"):
         await publish(bus, message(text))
-    doc = await wait_count(app, f"chat.{GROUP}", 3)
+    doc = await wait_count(app, "chat", GROUP, 3)
     assert b"great" not in doc.to_json()  # no text is stored
     await publish(bus, command("mood", "week"))
     actions = await outbox.next(2)
@@ -205,36 +214,43 @@ async def test_opt_out_needs_a_group_admin_in_groups_and_stops_scoring(
     for text in ("I hate this so much", "what a lovely day", "ok"):
         await publish(bus, message(text, user=8))
     await wait_idle(bus)  # every message above was handled: nothing can still be counted
-    kv = await app.kv()
-    for key in (f"chat.{GROUP}", "user.8"):
-        with pytest.raises(KeyNotFoundError):
-            await kv.get(key)
+    store = instance_of(app).store
+    assert await store.parts("chat", GROUP) == {}
+    assert await store.parts("user", 8) == {}
 
     # A bot admin who does not administer the group may switch it back on.
     await publish(bus, command("sentiment", "on", admin=True))
     [back_on] = await outbox.next()
     assert isinstance(back_on, SendText) and "ON" in back_on.text
     await publish(bus, message("I hate this so much", user=8))
-    await wait_count(app, f"chat.{GROUP}", 1)
+    await wait_count(app, "chat", GROUP, 1)
 
 
-async def test_forget_deletes_the_users_aggregates(app: ServiceApp, bus: Client) -> None:
+async def test_forget_deletes_every_document_of_the_user(app: ServiceApp, bus: Client) -> None:
+    """/forgetme removes the user's counts of every instance, and of the old single document."""
+    kv = await app.kv()
+    older = MoodDoc()
+    older.add(0.5, "positive", datetime.now(UTC))
+    await kv.put("user.11", older.to_json())  # the layout before per-instance documents
+    await kv.put("user.11.97", older.to_json())  # an instance that ran before
+    await kv.put("user.12.97", older.to_json())  # someone else: kept
     await publish(bus, message("what a wonderful day", user=11))
-    await wait_count(app, "user.11", 1)
+    await wait_count(app, "user", 11, 3)
     event = ForgetUser(user_id=11, correlation_id="1:forget-11")
     await bus.jetstream().publish(
         subjects.EVENT_FORGET, encode(event), headers={"Nats-Msg-Id": event.correlation_id}
     )
-    kv = await app.kv()
+    store = instance_of(app).store
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
-    while loop.time() < deadline:
-        try:
-            await kv.get("user.11")
-        except KeyNotFoundError:
-            return
-        await asyncio.sleep(0.05)  # polling a KV key; bounded by the deadline
-    raise AssertionError("user.11 still stored after /forgetme")
+    while await store.parts("user", 11):
+        assert loop.time() < deadline, f"still stored: {sorted(await store.parts('user', 11))}"
+        await asyncio.sleep(0.05)  # polling KV; bounded by the deadline
+    assert _counted(await load(app, "user", 12)) == 1
+    # Counting goes on afresh for a user who writes again.
+    await publish(bus, message("back again", user=11))
+    await wait_count(app, "user", 11, 1)
+    assert _counted(await load(app, "user", 11)) == 1
 
 
 async def _mood_drops(bus: Client, chat: int) -> None:
@@ -302,11 +318,13 @@ async def test_two_instances_count_every_message_of_one_busy_chat(
             )
         )
         await wait_idle(bus, timeout=30)
-        kv = await first.kv()
-        chat = MoodDoc.from_json((await kv.get("chat.-100777")).value)
-        per_user = [MoodDoc.from_json((await kv.get(f"user.{u}")).value) for u in users]
-    assert sum(b.n for b in chat.days.values()) == sent  # none lost, none counted twice
-    assert [sum(b.n for b in d.days.values()) for d in per_user] == [27, 27, 26]
+        chat = await load(first, "chat", -100777)
+        per_user = [await load(first, "user", u) for u in users]
+        keys = sorted(await instance_of(first).store.parts("chat", -100777))
+    assert _counted(chat) == sent  # none lost, none counted twice
+    assert [_counted(d) for d in per_user] == [27, 27, 26]
+    # Each instance wrote only its own document (no key was written by both).
+    assert set(keys) <= {"chat.-100777.0", "chat.-100777.1"}
 
 
 def _counted(doc: MoodDoc) -> int:
@@ -331,7 +349,7 @@ async def test_opt_out_reaches_the_other_instance_through_the_watch(
         for app in (first, second):
             assert not await (await optouts(app)).is_opted_out(chat)
         await publish(bus, message("a lovely start", chat=chat))
-        await wait_count(first, f"chat.{chat}", 1)
+        await wait_count(first, "chat", chat, 1)
 
         await publish(bus, command("sentiment", "off", group_admin=True, chat=chat))
         [done] = await outbox.next()
@@ -341,11 +359,9 @@ async def test_opt_out_reaches_the_other_instance_through_the_watch(
             *(publish(bus, message(f"later {i}", chat=chat, user=40 + i)) for i in range(20))
         )
         await wait_idle(bus)
-        kv = await first.kv()
-        assert _counted(MoodDoc.from_json((await kv.get(f"chat.{chat}")).value)) == 1
+        assert _counted(await load(first, "chat", chat)) == 1
         for user in range(40, 60):
-            with pytest.raises(KeyNotFoundError):
-                await kv.get(f"user.{user}")
+            assert await instance_of(first).store.parts("user", user) == {}
 
 
 async def test_a_cached_opt_out_flag_is_re_read_after_its_ttl(app: ServiceApp) -> None:
@@ -361,14 +377,147 @@ async def test_a_cached_opt_out_flag_is_re_read_after_its_ttl(app: ServiceApp) -
     assert await cache.is_opted_out(-1001)  # the bound has passed: re-read
 
 
-async def test_concurrent_writers_of_one_document_all_land(app: ServiceApp) -> None:
-    """Unbatched writers racing for one key retry until each change is stored once."""
+async def test_writers_sharing_a_slot_still_count_every_change_once(app: ServiceApp) -> None:
+    """Two stores writing as the same slot (a lease taken from a paused instance) lose nothing."""
     kv = await app.kv()
+    lease = SlotLease(kv, "paused-and-resumed")
+    await lease.claim()
+    bucket = subjects.service_bucket("sentiment")
+    first, second = MoodStore(app.js, kv, bucket, lease), MoodStore(app.js, kv, bucket, lease)
     at = datetime.now(UTC)
 
     def count(doc: MoodDoc) -> None:
         doc.add(0.5, "positive", at)
 
+    await first.count("chat", -100999, count)  # both now hold the document in memory...
+    await second.count("chat", -100999, count)  # ...at different revisions
     writers = 20
-    await asyncio.gather(*(update_doc(kv, "chat.-100999", count) for _ in range(writers)))
-    assert _counted(MoodDoc.from_json((await kv.get("chat.-100999")).value)) == writers
+    await asyncio.gather(
+        *(store.count("chat", -100999, count) for store in (first, second) * (writers // 2))
+    )
+    assert _counted(await first.load("chat", -100999)) == writers + 2
+
+
+def _doc(*compounds: float) -> MoodDoc:
+    """A stored document counting one message per compound value, now."""
+    doc = MoodDoc()
+    for compound in compounds:
+        doc.add(compound, "negative" if compound < 0 else "positive", datetime.now(UTC))
+    return doc
+
+
+async def test_mood_merges_every_instances_document_and_the_old_one(
+    app: ServiceApp, bus: Client, outbox: Outbox
+) -> None:
+    kv = await app.kv()
+    await kv.put(f"chat.{GROUP}", _doc(0.5, 0.5).to_json())  # before per-instance documents
+    await kv.put(f"chat.{GROUP}.98", _doc(-0.5).to_json())  # another instance's share
+    await publish(bus, message("great work team!"))
+    await wait_count(app, "chat", GROUP, 4)
+    await publish(bus, command("mood", "day"))
+    actions = await outbox.next(2)
+    [photo] = [a for a in actions if isinstance(a, SendPhoto)]
+    assert photo.caption is not None and "4 messages" in photo.caption
+    assert photo.photo.startswith(PNG_MAGIC)
+
+
+async def test_unreadable_stored_documents_do_not_stop_the_service(
+    app: ServiceApp, bus: Client, outbox: Outbox
+) -> None:
+    kv = await app.kv()
+    own = instance_of(app).store.own_key("chat", GROUP)
+    for key in (f"chat.{GROUP}", f"chat.{GROUP}.98", own, "user.7.98"):
+        await kv.put(key, b"{not a mood document")
+    await kv.put(f"chat.{GROUP}.99", b'{"v": 1, "h": {"2025-01-01T00": [null, 1, 2, 3, 4]}}')
+    for text in ("great work team!", "this is awful"):
+        await publish(bus, message(text))
+    await wait_idle(bus)
+    # The instance's own unreadable document is counted afresh; the others are left out.
+    assert _counted(await load(app, "chat", GROUP)) == 2
+    assert _counted(await load(app, "user", 7)) == 2
+    await publish(bus, command("mood", "week"))
+    actions = await outbox.next(2)
+    [photo] = [a for a in actions if isinstance(a, SendPhoto)]
+    assert photo.caption is not None and "2 messages" in photo.caption
+
+
+async def test_a_redelivered_message_is_counted_once_in_each_document(
+    app: ServiceApp, bus: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt counts the chat, then fails on the user: the retry counts only the user."""
+    store = instance_of(app).store
+    real_count = store.count
+    failed: list[str] = []
+
+    async def count_failing_once(kind: Kind, entity: int, change: Any) -> MoodDoc:
+        if kind == "user" and not failed:
+            failed.append(f"{kind}.{entity}")
+            raise RuntimeError("simulated KV outage while counting the user")
+        return await real_count(kind, entity, change)
+
+    monkeypatch.setattr(store, "count", count_failing_once)
+    await publish(bus, message("what a lovely day", user=13))
+    await wait_count(app, "user", 13, 1, timeout=15)  # after the SDK's retry delay
+    await wait_idle(bus)
+    assert failed == ["user.13"]
+    assert _counted(await load(app, "chat", GROUP)) == 1  # not twice
+    assert _counted(await load(app, "user", 13)) == 1
+
+
+async def test_instances_take_distinct_slots_and_reuse_freed_or_expired_ones(
+    app: ServiceApp,
+) -> None:
+    kv = await app.kv()
+    taken = instance_of(app).lease.slot
+    now = [1000.0]
+    second = SlotLease(kv, "second", clock=lambda: now[0])
+    third = SlotLease(kv, "third", clock=lambda: now[0])
+    assert await second.claim() != taken
+    assert await third.claim() not in (taken, second.slot)
+    freed = second.slot
+    await second.stop()
+    fourth = SlotLease(kv, "fourth", clock=lambda: now[0])
+    assert await fourth.claim() == freed  # the documents of a stopped instance are continued
+    # third stops renewing (crashed): after the lease time its slot is free again.
+    crashed = third.slot
+    now[0] += 31
+    fifth = SlotLease(kv, "fifth", clock=lambda: now[0])
+    assert await fifth.claim() in (crashed, fourth.slot)
+    # The instance whose lease was taken notices on its next renewal and moves on.
+    victim = third if fifth.slot == crashed else fourth
+    await victim.renew()
+    assert victim.slot not in (taken, fifth.slot)
+
+
+async def test_opt_out_is_still_seen_within_the_ttl_when_the_watch_dies(app: ServiceApp) -> None:
+    """While its probe comes back the watch is trusted; once it stops, flags are read again."""
+    kv = await app.kv()
+    cache = OptOutCache(kv, ttl=0.5, probe_key="optout.probe.test")
+    await cache.start()
+    try:
+        assert not await cache.is_opted_out(-1003)
+        watcher = cache._watcher
+        assert watcher is not None
+        await watcher.stop()  # type: ignore[no-untyped-call]  # the watch dies silently
+        await kv.put("optout.-1003", b"2025-01-01T00:00:00+00:00")
+        loop = asyncio.get_running_loop()
+        stored = loop.time()
+        while not await cache.is_opted_out(-1003):
+            assert loop.time() - stored < 3.0, "the opt-out was not seen after the ttl"
+            await asyncio.sleep(0.05)  # polling the cache; bounded above
+    finally:
+        await cache.stop()
+
+
+async def test_two_instances_alert_each_bot_admin_once_for_their_merged_mood(
+    nats_server: NatsServer, settings: Settings, bus: Client, outbox: Outbox
+) -> None:
+    with_admins = settings.model_copy(update={"admin_ids": BOT_ADMINS})
+    async with (
+        ServiceApp(sentiment_service, with_admins, url=nats_server.url),
+        ServiceApp(sentiment_service, with_admins, url=nats_server.url),
+    ):
+        await _mood_drops(bus, GROUP)
+        await _mood_drops(bus, GROUP)
+        alerts = await outbox.next(len(BOT_ADMINS) + 1, timeout=3.0)
+    assert sorted(a.chat_id for a in alerts) == BOT_ADMINS
