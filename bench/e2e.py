@@ -4,7 +4,10 @@ Compared with the monolith a user would otherwise write: one
 python-telegram-bot ``Application`` answering ``/echo`` itself. Both run as
 separate processes against the same sandbox (flood limits off), under the
 same steady offered load; the script prints p50/p99 of each and the
-difference, i.e. what the bus costs.
+difference, i.e. what the bus costs. The gateway sends through its own aiohttp
+transport (``botbus.gateway.http``), which is cheaper than PTB's default httpx,
+so a third variant runs the monolith with that transport too and the script
+prints the difference to it as well: the bus's own cost, transport aside.
 
     python bench/e2e.py [--rate 50] [--seconds 20]
 """
@@ -42,14 +45,21 @@ async def monolith() -> None:
         assert update.effective_message is not None
         await update.effective_message.reply_text(" ".join(context.args or []) or "(nothing)")
 
-    app = (
+    builder = (
         Application.builder()
         .token(os.environ["TELEGRAM_BOT_TOKEN"])
         .base_url(os.environ["TELEGRAM_API_URL"])
         .concurrent_updates(True)
-        .connection_pool_size(128)
-        .build()
     )
+    if os.environ.get("BENCH_TRANSPORT") == "aiohttp":
+        # The same HTTP transport as the gateway, to show what the bus itself costs.
+        from botbus.gateway.http import AiohttpRequest
+
+        builder.request(AiohttpRequest(connection_pool_size=128))
+        builder.get_updates_request(AiohttpRequest(connection_pool_size=2, read_timeout=20.0))
+    else:
+        builder.connection_pool_size(128)
+    app = builder.build()
     app.add_handler(CommandHandler("echo", echo))
     async with app:
         await app.start()
@@ -118,7 +128,12 @@ def summary(name: str, values: list[float]) -> tuple[float, float]:
 
 
 async def run_variant(
-    name: str, workdir: Path, nats_url: str | None, rate: float, seconds: float
+    name: str,
+    workdir: Path,
+    nats_url: str | None,
+    rate: float,
+    seconds: float,
+    transport: str = "httpx",
 ) -> list[float]:
     sandbox = SandboxServer(Limits(enabled=False))
     await sandbox.start()
@@ -137,6 +152,7 @@ async def run_variant(
         BOTBUS_LOG_LEVEL="WARNING",
         BOTBUS_DATA_DIR=str(workdir / "data"),
         PYTHONPATH=str(ROOT),
+        BENCH_TRANSPORT=transport,
     )
     procs: list[asyncio.subprocess.Process] = []
     try:
@@ -177,13 +193,18 @@ async def main(rate: float, seconds: float) -> None:
                 f"offered load: {rate:g} /echo per second for {seconds:g}s (+{WARMUP:g}s warm-up)"
             )
             mono = await run_variant("monolith", workdir, None, rate, seconds)
+            lean = await run_variant("lean", workdir, None, rate, seconds, "aiohttp")
             bus = await run_variant("bus", workdir, server.url, rate, seconds)
         p50_m, p99_m = summary("monolith (PTB only)", mono)
+        p50_l, p99_l = summary("monolith, aiohttp", lean)
         p50_b, p99_b = summary("botbus (gateway+NATS)", bus)
         print(
             f"bus adds:              p50 {p50_b - p50_m:+.2f} ms (target <= 3)   "
             f"p99 {p99_b - p99_m:+.2f} ms (target <= 10)"
         )
+        # The gateway talks to Telegram through its own aiohttp transport; against a
+        # monolith given the same transport, what remains is the bus's own cost.
+        print(f"vs the same transport: p50 {p50_b - p50_l:+.2f} ms   p99 {p99_b - p99_l:+.2f} ms")
 
 
 if __name__ == "__main__":

@@ -129,10 +129,6 @@ DEFAULT_STOP_GRACE = 10.0  # seconds stop(drain=False) waits for calls already i
 GROUP_WINDOW = 60.0  # seconds: Telegram's group limit is per minute
 GLOBAL_WINDOW = 1.0  # seconds: the global budget is per second
 PACING_CATCH_UP = 0.02  # seconds of lateness the global pacing makes up for
-# A slot due this soon is taken now rather than slept for: at 1000/s a wake-up per
-# 1 ms slot costs a timer and a loop turn per message. The flight window still
-# caps every second at the budget.
-PACING_EARLY = 0.004  # seconds
 RATE_WINDOW = 5.0  # seconds of history behind SchedulerStats.sends_per_second
 IDLE_FORGET_AFTER = 120.0  # seconds: an idle chat's limiter history no longer matters
 
