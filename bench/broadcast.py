@@ -48,7 +48,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import uvloop
-from _procs import spawn, stop
+from _procs import cpu_seconds, spawn, stop
 from nats.aio.client import Client
 from telegram import Bot
 from telegram.warnings import PTBDeprecationWarning
@@ -84,6 +84,7 @@ class Result:
     latencies: list[float]
     failed: int
     busiest_second: int | None = None  # most sends in any 1 s window (dry run)
+    cores: str = ""  # CPU used by each process during the run (through the gateway)
 
     def report(self) -> str:
         """The lines printed for this run."""
@@ -105,6 +106,7 @@ class Result:
                 f"   interactive replies  {len(lat):8d}: p50 {p50:.3f} s, p99 {p99:.3f} s, "
                 f"max {worst:.3f} s (target p99 <= 1.5 s)",
                 f"   not sent             {self.failed:8d}",
+                *([f"   cores used           {self.cores}"] if self.cores else []),
             ]
         )
 
@@ -126,6 +128,7 @@ class SandboxInfo:
     api_url: str
     token: str
     bot_id: int
+    pid: int  # the process serving the sandbox
 
 
 def _chat_ids(n: int) -> list[int]:
@@ -143,7 +146,9 @@ async def _open_sandbox(server: SandboxServer, n: int) -> SandboxInfo:
     state = server.state(registered.id)
     for uid in _chat_ids(n):
         state.private_chat(state.user({"id": uid}))
-    return SandboxInfo(server.base_url, server.api_url, registered.token, registered.id)
+    return SandboxInfo(
+        server.base_url, server.api_url, registered.token, registered.id, os.getpid()
+    )
 
 
 def _sandbox_process(conn: Connection, global_limit: int, n: int) -> None:
@@ -352,8 +357,15 @@ async def run_gateway(mode: str, n: int, interactive_rate: float) -> Result:
             try:
                 await _wait_ready(client, info.bot_id, workdir)
                 before = int((await client.stats(info.bot_id))["methods"].get("sendMessage", 0))
+                pids = {
+                    "gateway": gw.pid,
+                    "echo": echo.pid,
+                    "nats": server.pid or 0,
+                    "sandbox": info.pid,
+                    "bench": os.getpid(),
+                }
                 return await _broadcast_through(
-                    client, alerts, info.bot_id, mode, n, interactive_rate, budget, before
+                    client, alerts, info.bot_id, mode, n, interactive_rate, budget, before, pids
                 )
             finally:
                 await client.close()
@@ -371,6 +383,7 @@ async def _broadcast_through(
     interactive_rate: float,
     budget: Budget,
     before: int,
+    pids: dict[str, int],
 ) -> Result:
     js = alerts.jetstream()
 
@@ -388,6 +401,7 @@ async def _broadcast_through(
             headers={"Nats-Msg-Id": action.idempotency_key},
         )
 
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.monotonic()
     chats = list(range(FIRST_SUBSCRIBER, FIRST_SUBSCRIBER + n))
     for i in range(0, n, PUBLISH_CHUNK):
@@ -416,6 +430,7 @@ async def _broadcast_through(
             break
         await asyncio.sleep(SENT_POLL)
     elapsed = time.monotonic() - started
+    used = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
     writing.cancel()
     await asyncio.gather(*replies)
     stats = await client.stats(bot_id)
@@ -429,6 +444,8 @@ async def _broadcast_through(
         too_many_requests=int(stats["too_many_requests"]),
         latencies=latencies,
         failed=max(n + len(replies) - total, 0),
+        cores=", ".join(f"{name} {share:.2f}" for name, share in used.items())
+        + f" (of {os.cpu_count()}; load {' '.join(f'{x:.2f}' for x in os.getloadavg())})",
     )
 
 

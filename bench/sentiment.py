@@ -50,6 +50,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _procs import cpu_seconds
+
 from services.sentiment.aggregate import MoodDoc
 from services.sentiment.evaluation import Metrics, eval_sets, evaluate_set, load_eval_set
 from services.sentiment.language import Lang
@@ -148,11 +150,6 @@ def _service_instance(settings: Any, url: str, ready: Event, stop: Event) -> Non
     asyncio.run(run())
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _publish_all(js: Any, payloads: list[bytes]) -> None:
     from botbus import subjects
 
@@ -238,7 +235,7 @@ async def _bus_run(instances: int, messages: int, chats: int, users: int, live: 
                 # figure is the service's own pace, not shared with a publisher.
                 await js.pause_consumer(subjects.STREAM_INBOUND, durable, "2999-01-01T00:00:00Z")
                 await _publish_all(js, payloads)
-            cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items() if pid}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
             began = time.perf_counter()
             if live:
                 await _publish_all(js, payloads)
@@ -251,14 +248,14 @@ async def _bus_run(instances: int, messages: int, chats: int, users: int, live: 
                     # Timed from the first message handed out: a pull request that
                     # waited through the pause is only answered when it times out.
                     started = True
-                    cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items() if pid}
+                    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
                     began = time.perf_counter()
                 if info.num_pending == 0 and info.num_ack_pending == 0:
                     break
                 await asyncio.sleep(0.01)  # polling the consumer; ends when all are acked
             took = time.perf_counter() - began
             cores = {
-                name: (_cpu_seconds(pids[name]) - before) / took
+                name: (cpu_seconds(pids[name]) - before) / took
                 for name, before in cpu_before.items()
             }
             counted = await _counted(js, "chat")
