@@ -8,7 +8,7 @@ rounds alternate the transports so that a drifting machine load hits both.
 
     python bench/http_client.py [--n 300] [--callers 64] [--rounds 2]
 
-Run it alone: ``flock /tmp/bench.lock python bench/http_client.py``.
+Run it on an otherwise idle machine: CPU time is what it compares.
 """
 
 from __future__ import annotations
