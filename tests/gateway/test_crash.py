@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from botbus import subjects, topology
+from botbus.gateway.scheduler import DEFAULT_MAX_IN_FLIGHT
 from botbus.models import decode_inbound
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxBot, SandboxClient, SandboxServer
@@ -33,7 +34,8 @@ from .conftest import MiniService
 UPDATES = 500
 USERS = 50
 SEND_RATE = 30.0  # updates per second offered by the users
-MAX_IN_FLIGHT_PER_KILL = 64  # DirectSender's concurrency bounds sends caught by a kill
+# The scheduler's cap on calls in flight bounds the sends a kill can catch.
+MAX_IN_FLIGHT_PER_KILL = DEFAULT_MAX_IN_FLIGHT
 
 
 class GatewayProcess:

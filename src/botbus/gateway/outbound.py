@@ -184,6 +184,7 @@ class OutboundRelay:
         self._sent = sent
         self._sender = sender
         self._metrics = metrics
+        self._sent_actions = metrics.actions.labels("sent")  # once per message: looked up once
         self._fetch_batch = fetch_batch
         self._inflight: set[asyncio.Task[None]] = set()
         # id(message) -> (message, when JetStream last heard it is being worked on)
@@ -420,7 +421,7 @@ class OutboundRelay:
                 return True
             await self._sent.record(key)
             self._remember(key)
-            self._metrics.actions.labels("sent").inc()
+            self._sent_actions.inc()
         return True
 
     async def _outcome(self, action: SendAction, call: Callable[[], Awaitable[object]]) -> Outcome:

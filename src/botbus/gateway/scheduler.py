@@ -385,9 +385,12 @@ class _Metrics:
         self.paused_chats = Gauge(
             "botbus_outbound_paused_chats", "Chats paused by a 429 right now.", registry=registry
         )
-        for lane in LANES:
-            self.queue_depth.labels(lane=lane).set(0)
-            self.sends.labels(lane=lane)
+        # The children of each lane, looked up once: labels() takes a lock and
+        # builds a key on every call, and these change with every message.
+        self.queue_depth_of = {lane: self.queue_depth.labels(lane=lane) for lane in LANES}
+        self.sends_of = {lane: self.sends.labels(lane=lane) for lane in LANES}
+        for gauge in self.queue_depth_of.values():
+            gauge.set(0)
 
 
 class OutboundScheduler:
@@ -779,7 +782,7 @@ class OutboundScheduler:
             self._finish(chat, entry, Outcome("refused", error=exc))
         else:
             self._sent_total += 1
-            self._metrics.sends.labels(lane=job.priority).inc()
+            self._metrics.sends_of[job.priority].inc()
             self._count_rate(self._now())
             self._finish(chat, entry, Outcome("sent", result=result))
         if retry_at is not None:
@@ -968,7 +971,7 @@ class OutboundScheduler:
 
     def _change_queued(self, lane: Priority, delta: int) -> None:
         self._queued[lane] += delta
-        self._metrics.queue_depth.labels(lane=lane).set(self._queued[lane])
+        self._metrics.queue_depth_of[lane].set(self._queued[lane])
 
     def _count_rate(self, now: float) -> None:
         second = int(now)
