@@ -61,6 +61,7 @@ from botbus.errors import ServiceError
 from botbus.models import Alert, ForgetUser, InboundCommand, InboundMessage, encode
 from botbus.service import Context, Service, ServiceApp
 from services.sentiment.aggregate import PERIODS, AlertPolicy, MoodDoc, Period
+from services.sentiment.background import end_task, stop_requested
 from services.sentiment.chart import render_chart, summary_line
 from services.sentiment.scoring import Score, SentimentAnalyzer
 from services.sentiment.store import Kind, MoodStore, SlotLease
@@ -190,6 +191,7 @@ class OptOutCache:
         self._probes: dict[bytes, float] = {}  # token written -> clock when it was written
         self._complete_at: float | None = None  # the watch held every flag stored before this
         self._prober: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()  # ends the probe even if it lost a cancel
 
     async def start(self) -> None:
         """Start following ``optout.>`` (the current flags arrive first), and probing it."""
@@ -200,11 +202,10 @@ class OptOutCache:
 
     async def stop(self) -> None:
         """Stop following the flags."""
+        self._stopping.set()
         for task in (self._prober, self._follower):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await end_task(task)
         if self._watcher is not None:
             with contextlib.suppress(NatsError):
                 await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: untyped
@@ -242,7 +243,8 @@ class OptOutCache:
             except (NatsError, TimeoutError) as exc:
                 # Not fatal: without fresh tokens the flags are re-read every ttl.
                 log.warning("could not probe the opt-out watch (%s); retrying", exc)
-            await asyncio.sleep(self._ttl / 2)
+            if await stop_requested(self._stopping, self._ttl / 2):
+                return
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
         try:

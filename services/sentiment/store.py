@@ -34,7 +34,6 @@ never counts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -49,6 +48,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.sentiment.aggregate import MoodDoc, MoodDocError
+from services.sentiment.background import end_task, stop_requested
 from services.sentiment.batching import KeyBatcher
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class SlotLease:
         self.fresh = False
         """True if the slot was never used before: none of its documents exists yet."""
         self._renewer: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()  # ends the renewer even if it lost a cancel
 
     @property
     def slot(self) -> int:
@@ -176,8 +177,7 @@ class SlotLease:
         self._renewer = asyncio.create_task(self._renew_forever(), name="sentiment-slot-lease")
 
     async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._renew_every)
+        while not await stop_requested(self._stopping, self._renew_every):
             try:
                 await self.renew()
             except (NatsError, TimeoutError, SlotError) as exc:
@@ -186,10 +186,9 @@ class SlotLease:
 
     async def stop(self) -> None:
         """Stop renewing and free the slot for the next instance."""
+        self._stopping.set()
         if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+            await end_task(self._renewer)
         if self._slot is None:
             return
         try:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from botbus import subjects
 from botbus.models import (
@@ -507,6 +510,76 @@ async def test_opt_out_is_still_seen_within_the_ttl_when_the_watch_dies(app: Ser
             await asyncio.sleep(0.05)  # polling the cache; bounded above
     finally:
         await cache.stop()
+
+
+async def _fresh_kv(app: ServiceApp) -> KeyValue:
+    """A handle on the service's bucket of its own (its methods may be patched)."""
+    return await app.js.key_value(subjects.service_bucket("sentiment"))
+
+
+def _lose_a_cancel(kv: KeyValue, method: str) -> asyncio.Event:
+    """Make the next ``method`` call of ``kv`` lose the cancellation that ends it.
+
+    nats-py waits for every KV reply with ``asyncio.wait_for``, which on Python 3.11
+    returns the reply instead of raising when a cancellation lands just after the
+    reply arrived: the caller goes on as if it had never been cancelled. Here the
+    first write is stored for real, then waits (standing for the reply) until a
+    cancellation comes, and drops it. The event is set once that write is stored.
+    """
+    real = getattr(kv, method)
+    written = asyncio.Event()
+
+    async def write_then_lose_a_cancel(*args: Any, **kwargs: Any) -> int:
+        revision: int = await real(*args, **kwargs)
+        if not written.is_set():
+            written.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()  # only a cancellation ends this wait
+        return revision
+
+    setattr(kv, method, write_then_lose_a_cancel)
+    return written
+
+
+async def _stops_within(stop: Coroutine[Any, Any, None], seconds: float) -> bool:
+    """True if ``stop`` finished within ``seconds`` (else it is cancelled)."""
+    task = asyncio.create_task(stop)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        return False
+    task.result()  # its errors fail the test
+    return True
+
+
+async def test_the_opt_out_cache_stops_even_when_a_probe_write_loses_the_cancel(
+    app: ServiceApp,
+) -> None:
+    kv = await _fresh_kv(app)
+    written = _lose_a_cancel(kv, "put")
+    cache = OptOutCache(kv, ttl=0.5, probe_key="optout.probe.lost-cancel")
+    await cache.start()
+    async with asyncio.timeout(5.0):
+        await written.wait()  # the probe is inside its write now
+    # A probe that went on writing would hang the service's shutdown.
+    assert await _stops_within(cache.stop(), 5.0), "stop() waits for a probe that never ends"
+    with pytest.raises(KeyNotFoundError):
+        await kv.get("optout.probe.lost-cancel")  # removed, and not written again
+
+
+async def test_a_slot_lease_stops_and_frees_its_slot_even_when_a_renewal_loses_the_cancel(
+    app: ServiceApp,
+) -> None:
+    kv = await _fresh_kv(app)
+    lease = SlotLease(kv, "renewing-when-stopped", renew_every=0.01)
+    slot = await lease.claim()
+    written = _lose_a_cancel(kv, "update")  # renewals are updates
+    lease.start()
+    async with asyncio.timeout(5.0):
+        await written.wait()  # the renewer is inside its write now
+    assert await _stops_within(lease.stop(), 5.0), "stop() waits for a renewer that never ends"
+    with pytest.raises(KeyNotFoundError):
+        await kv.get(f"slot.{slot}")  # freed for the next instance
 
 
 async def test_two_instances_alert_each_bot_admin_once_for_their_merged_mood(
