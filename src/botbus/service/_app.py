@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 FETCH_WAIT = 1.0  # seconds a fetch long-polls; also the longest a stop waits for a fetch
 PREFETCH_WINDOW = 2  # messages held per feed (running + waiting), as a multiple of concurrency
+KEEPER_STOP_WAIT = 2.0  # seconds stop() waits for the keep-alive loop to end
 FETCH_RETRY = 0.5  # seconds to pause after a fetch failed (broker restarting...)
 DRAIN_TIMEOUT = 60.0  # seconds SIGTERM waits for in-flight handlers
 PUBLISH_TIMEOUT = 5.0  # seconds to wait for JetStream to store an action
@@ -406,8 +407,9 @@ class ServiceApp:
                     task.cancel()
         if self._keeper is not None:
             self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+            # Bounded: a cancel lost inside nats-py must not hang the stop, and
+            # asyncio.wait never swallows a cancel aimed at the caller.
+            await asyncio.wait({self._keeper}, timeout=KEEPER_STOP_WAIT)
         for hook in self.service.shutdown_hooks:
             try:
                 await hook(self)
