@@ -9,7 +9,6 @@ so the gateway is tested without depending on the SDK.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -101,6 +100,7 @@ class MiniService:
     micro: MicroService | None = None
     task: asyncio.Task[None] | None = None
     handled: int = 0
+    stopping: bool = False
 
     async def start(self) -> None:
         """Register with micro discovery and start consuming commands."""
@@ -133,38 +133,51 @@ class MiniService:
             stream=subjects.STREAM_INBOUND,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=10),
         )
+        self.stopping = False
         self.task = asyncio.create_task(self._consume(psub))
 
     async def _consume(self, psub: Any) -> None:
         js = self.nc.jetstream()
-        while True:
+        # Checked each round: on Python 3.11 a cancel landing as fetch() completes is
+        # lost inside asyncio.wait_for, and the loop would run on (it hung teardowns).
+        while not self.stopping:
             try:
                 msgs = await psub.fetch(64, timeout=0.5)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
-            for msg in msgs:
-                cmd = decode_inbound(msg.data)
-                reply = SendText(
-                    service=self.name,
-                    chat_id=cmd.chat.id,
-                    idempotency_key=f"{cmd.correlation_id}:0",
-                    correlation_id=cmd.correlation_id,
-                    text=getattr(cmd, "args", "") or "(nothing)",
-                )
-                await js.publish(
-                    subjects.outbound(self.name, reply.priority),
-                    encode(reply),
-                    headers={"Nats-Msg-Id": reply.idempotency_key},
-                )
-                await msg.ack()
-                self.handled += 1
+            except nats.errors.Error:
+                await asyncio.sleep(0.2)  # NATS restarting (a fault test): try again
+                continue
+            try:
+                await self._answer(js, msgs)
+            except (TimeoutError, nats.errors.Error):
+                # Unacked, so JetStream redelivers; like a real service riding out a restart.
+                await asyncio.sleep(0.2)
+
+    async def _answer(self, js: Any, msgs: list[Any]) -> None:
+        for msg in msgs:
+            cmd = decode_inbound(msg.data)
+            reply = SendText(
+                service=self.name,
+                chat_id=cmd.chat.id,
+                idempotency_key=f"{cmd.correlation_id}:0",
+                correlation_id=cmd.correlation_id,
+                text=getattr(cmd, "args", "") or "(nothing)",
+            )
+            await js.publish(
+                subjects.outbound(self.name, reply.priority),
+                encode(reply),
+                headers={"Nats-Msg-Id": reply.idempotency_key},
+            )
+            await msg.ack()
+            self.handled += 1
 
     async def stop(self) -> None:
         """Stop answering and leave discovery (the durable consumer stays)."""
         if self.task is not None:
+            self.stopping = True
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await asyncio.wait({self.task})
             self.task = None
         if self.micro is not None:
             await self.micro.stop()

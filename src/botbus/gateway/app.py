@@ -61,6 +61,7 @@ MENU_DESCRIPTION_MAX = 256  # characters Telegram allows per menu entry
 DRAIN_GRACE = 5.0  # seconds
 IN_FLIGHT_GRACE = 2.0  # seconds
 NATS_CLOSE_TIMEOUT = 5.0  # seconds
+TASK_STOP_WAIT = 5.0  # seconds the gateway's loops get to end once cancelled
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -124,6 +125,7 @@ class Gateway:
         self.poller: Poller | None = None
         self.relay: OutboundRelay | None = None
         self._sent_keys: SentKeys | None = None
+        self._poll_request: AiohttpRequest | None = None
         self.http_port: int | None = None  # health/metrics, once started
         self.webhook_port: int | None = None
         self.bot_id = 0
@@ -177,6 +179,9 @@ class Gateway:
                 break
             except TelegramError as exc:
                 if "token" in str(exc).lower() or "unauthorized" in str(exc).lower():
+                    # initialize() opened the HTTP session; a failed one is not shut
+                    # down by Bot.shutdown(), so close it here.
+                    await self.bot.request.shutdown()
                     raise ConfigError(
                         f"Telegram rejected the bot token ({exc}); check TELEGRAM_BOT_TOKEN"
                     ) from exc
@@ -199,9 +204,12 @@ class Gateway:
             await self._start_webhook()
         else:
             await self.bot.delete_webhook(drop_pending_updates=False)
+            self._poll_request = AiohttpRequest(
+                connection_pool_size=2, read_timeout=self._poll_timeout + 10.0
+            )
             self.poller = Poller(
                 self.ingest,
-                AiohttpRequest(connection_pool_size=2, read_timeout=self._poll_timeout + 10.0),
+                self._poll_request,
                 self.bot.base_url,
                 timeout=self._poll_timeout,
             )
@@ -291,16 +299,22 @@ class Gateway:
             await self.relay.drain(IN_FLIGHT_GRACE)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
+        if self._tasks:
             # Failures were already logged by _task_done; only their end matters here.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # Bounded: on Python 3.11 a cancel landing as a nats-py request completes
+            # can be lost (asyncio.wait_for), and a loop that lost it runs on.
+            _, stuck = await asyncio.wait(self._tasks, timeout=TASK_STOP_WAIT)
+            for task in stuck:
+                log.warning("gateway task %s did not stop; leaving it", task.get_name())
         self._tasks.clear()
         if self._sent_keys is not None:
             with contextlib.suppress(NatsError):
                 await self._sent_keys.stop()
         with contextlib.suppress(TelegramError):
             await self.bot.shutdown()
+        if self._poll_request is not None:
+            await self._poll_request.shutdown()
+            self._poll_request = None
         if self._nc is not None and not self._nc.is_closed:
             # Every publish was awaited and every ack sent, so nothing is left to drain;
             # close() avoids waiting on pull messages that no one will process now.
