@@ -93,18 +93,20 @@ OUTBOUND_ALL = f"{PREFIX}.out.>"
 OUTBOUND_PRIORITIES = ("interactive", "bulk")
 
 
-def outbound(service: str, priority: str) -> str:
-    """Subject a service publishes its outbound actions of ``priority`` on."""
+def _priority(priority: str) -> str:
     if priority not in OUTBOUND_PRIORITIES:
         raise ValueError(f"priority must be one of {OUTBOUND_PRIORITIES}, got {priority!r}")
-    return f"{PREFIX}.out.{_token(service, 'service')}.{priority}"
+    return priority
+
+
+def outbound(service: str, priority: str) -> str:
+    """Subject a service publishes its outbound actions of ``priority`` on."""
+    return f"{PREFIX}.out.{_token(service, 'service')}.{_priority(priority)}"
 
 
 def outbound_lane(priority: str) -> str:
     """Filter subject of every service's outbound actions of ``priority``."""
-    if priority not in OUTBOUND_PRIORITIES:
-        raise ValueError(f"priority must be one of {OUTBOUND_PRIORITIES}, got {priority!r}")
-    return f"{PREFIX}.out.*.{priority}"
+    return f"{PREFIX}.out.*.{_priority(priority)}"
 
 
 def outbound_of(service: str) -> str:

@@ -56,6 +56,7 @@ from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.scheduler import SchedulerClosedError
 from botbus.gateway.sender import OutboundJob, Outcome, Sender
 from botbus.gateway.sentkeys import SentKeyLookupError, SentKeys
+from botbus.keepalive import KeepAlive
 from botbus.models import (
     MAX_MESSAGE_TEXT,
     AnswerCallback,
@@ -187,8 +188,9 @@ class OutboundRelay:
         self._sent_actions = metrics.actions.labels("sent")  # once per message: looked up once
         self._fetch_batch = fetch_batch
         self._inflight: set[asyncio.Task[None]] = set()
-        # id(message) -> (message, when JetStream last heard it is being worked on)
-        self._held: dict[int, tuple[Msg, float]] = {}
+        # A chat paused by a long 429, or a long broadcast queue, must not make
+        # JetStream hand an action to us again while we hold it.
+        self._keep_alive = KeepAlive(PROGRESS_EVERY, tick=PROGRESS_TICK)
         self._active_keys: set[str] = set()  # idempotency keys being delivered right now
         # Keys this relay recorded lately: a second copy whose batch was looked up
         # before the first copy's record was written is still caught.
@@ -199,11 +201,11 @@ class OutboundRelay:
 
     async def run(self) -> None:
         """Pull and deliver until :meth:`drain` is called or cancelled."""
-        keep_alive = asyncio.create_task(self._keep_alive())
+        self._keep_alive.start()
         try:
             await asyncio.gather(*(self._pull(lane) for lane in get_args(Priority)))
         finally:
-            keep_alive.cancel()
+            await self._keep_alive.stop()
 
     async def _pull(self, lane: Priority) -> None:
         durable = subjects.CONSUMER_GATEWAY_OUTBOUND[lane]
@@ -238,9 +240,8 @@ class OutboundRelay:
                 await asyncio.sleep(1.0)
                 continue
             backlog = _more_pending(msgs)
-            now = asyncio.get_running_loop().time()
             for msg in msgs:
-                self._held[id(msg)] = (msg, now)
+                self._keep_alive.hold(msg)
             task = asyncio.create_task(self._handle_batch(msgs))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
@@ -261,20 +262,6 @@ class OutboundRelay:
                     for task in pending:
                         task.cancel()
                 return
-
-    async def _keep_alive(self) -> None:
-        # A chat paused by a long 429, or a long broadcast queue, must not make
-        # JetStream hand an action to us again: one loop tells JetStream "still
-        # working" for the messages held longer than PROGRESS_EVERY.
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(PROGRESS_TICK)
-            due = loop.time() - PROGRESS_EVERY
-            for key, (msg, since) in list(self._held.items()):
-                if since <= due and key in self._held:
-                    self._held[key] = (msg, loop.time())
-                    with contextlib.suppress(NatsError):
-                        await msg.in_progress()
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
         """Decode a fetched batch, look up its sent keys at once, deliver each action."""
@@ -324,7 +311,7 @@ class OutboundRelay:
 
     async def _settle(self, msg: Msg, how: Literal["ack", "term", "nak", "later"]) -> None:
         """Ack, term or nak ``msg`` and stop keeping it alive."""
-        self._held.pop(id(msg), None)
+        self._keep_alive.release(msg)
         try:
             if how == "ack":
                 await msg.ack()
@@ -360,7 +347,7 @@ class OutboundRelay:
             return
         except Exception:
             log.exception("outbound action on %s failed; it will be redelivered", msg.subject)
-            self._held.pop(id(msg), None)
+            self._keep_alive.release(msg)
             return
         finally:
             self._active_keys.discard(key)

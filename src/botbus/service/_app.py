@@ -39,6 +39,7 @@ from nats.nuid import NUID
 from botbus import subjects, topology
 from botbus.connect import connect, resolve_url
 from botbus.errors import ConfigError, PayloadError, ServiceError, StartupError
+from botbus.keepalive import KeepAlive
 from botbus.models import (
     Action,
     DeadLetter,
@@ -61,7 +62,6 @@ log = logging.getLogger(__name__)
 
 FETCH_WAIT = 1.0  # seconds a fetch long-polls; also the longest a stop waits for a fetch
 PREFETCH_WINDOW = 2  # messages held per feed (running + waiting), as a multiple of concurrency
-KEEPER_STOP_WAIT = 2.0  # seconds stop() waits for the keep-alive loop to end
 FETCH_RETRY = 0.5  # seconds to pause after a fetch failed (broker restarting...)
 DRAIN_TIMEOUT = 60.0  # seconds SIGTERM waits for in-flight handlers
 PUBLISH_TIMEOUT = 5.0  # seconds to wait for JetStream to store an action
@@ -205,10 +205,10 @@ class ServiceApp:
         self._registration: Registration | None = None
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
-        # id(message) -> (message, when the server last heard it is being worked on):
-        # every message held, prefetched or running; one loop keeps them alive.
-        self._held: dict[int, tuple[Msg, float]] = {}
-        self._keeper: asyncio.Task[None] | None = None
+        # Every message held, prefetched or running, gets an in-progress ack each
+        # third of ack_wait, so it is never redelivered while this instance has it.
+        every = service.ack_wait / 3
+        self._keep_alive = KeepAlive(every, tick=every / 2)
         self._subs: list[JetStreamContext.PullSubscription] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._waiting: deque[_Waiting] = deque()
@@ -314,7 +314,7 @@ class ServiceApp:
             asyncio.create_task(self._consume(feed, sub), name=f"consume:{feed.durable}")
             for feed, sub in subs
         ]
-        self._keeper = asyncio.create_task(self._keep_alive(), name="keep-alive")
+        self._keep_alive.start()
         self.log.info(
             "service %s %s started (instance %s, consumers %s)",
             name,
@@ -405,11 +405,7 @@ class ServiceApp:
                 )
                 for task in pending:
                     task.cancel()
-        if self._keeper is not None:
-            self._keeper.cancel()
-            # Bounded: a cancel lost inside nats-py must not hang the stop, and
-            # asyncio.wait never swallows a cancel aimed at the caller.
-            await asyncio.wait({self._keeper}, timeout=KEEPER_STOP_WAIT)
+        await self._keep_alive.stop()
         for hook in self.service.shutdown_hooks:
             try:
                 await hook(self)
@@ -497,10 +493,9 @@ class ServiceApp:
                 # The broker restarting: the client reconnects on its own.
                 self.log.warning("fetch from %s failed (%s); retrying", feed.durable, exc)
                 await asyncio.sleep(FETCH_RETRY)
-            now = time.monotonic()
             for msg in msgs:
                 window.held += 1
-                self._held[id(msg)] = (msg, now)
+                self._keep_alive.hold(msg)
                 self._waiting.append(_Waiting(feed, msg))
             if self._stopping.is_set():
                 await self._hand_back()
@@ -519,7 +514,7 @@ class ServiceApp:
         """Nak every prefetched, unstarted message so another instance takes it now."""
         while self._waiting:
             waiting = self._waiting.popleft()
-            self._held.pop(id(waiting.msg), None)
+            self._keep_alive.release(waiting.msg)
             try:
                 await waiting.msg.nak()
             except (NatsError, OSError) as exc:
@@ -574,7 +569,7 @@ class ServiceApp:
         try:
             await self._process(feed, msg)
         finally:
-            self._held.pop(id(msg), None)
+            self._keep_alive.release(msg)
 
     async def _process(self, feed: Feed, msg: Msg) -> None:
         started = time.monotonic_ns()
@@ -650,27 +645,6 @@ class ServiceApp:
             await service.delivery_handler(ctx, payload)
             return None
         raise RuntimeError(f"no handler for {payload.kind}")  # feeds_of() prevents this
-
-    async def _keep_alive(self) -> None:
-        """Tell the server which held messages are still being worked on.
-
-        One loop for all of them (a task per message cost a task and a timer
-        each): a message held for a third of ``ack_wait`` gets an in-progress
-        ack, and another every third of ``ack_wait`` after that, so it is
-        never redelivered while this instance has it.
-        """
-        every = self.service.ack_wait / 3
-        while True:
-            await asyncio.sleep(every / 2)
-            due = time.monotonic() - every
-            for key, (msg, since) in list(self._held.items()):
-                if since > due or key not in self._held:
-                    continue
-                self._held[key] = (msg, time.monotonic())
-                try:
-                    await msg.in_progress()
-                except (NatsError, OSError) as exc:
-                    log.debug("in-progress ack failed: %s", exc)
 
     async def _ack(self, msg: Msg, ctx: Context) -> None:
         try:
