@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := $(wildcard src services tests bench)
 
-.PHONY: run test lint fmt bench clean venv
+.PHONY: run test test-fast lint fmt bench clean venv
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ test: $(STAMP) lint
 	@$(BIN)/python -m pytest -n 2 --dist loadfile -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test set-up is broken" >&2; exit 1; fi; \
 	exit $$rc
+
+# The fast loop for development: everything but the fault, cluster and browser tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(CODE)
