@@ -125,6 +125,7 @@ class Gateway:
         self.poller: Poller | None = None
         self.relay: OutboundRelay | None = None
         self._sent_keys: SentKeys | None = None
+        self._opened = contextlib.AsyncExitStack()  # what initialize() opened
         self._poll_request: AiohttpRequest | None = None
         self.http_port: int | None = None  # health/metrics, once started
         self.webhook_port: int | None = None
@@ -141,35 +142,67 @@ class Gateway:
     # -- lifecycle ---------------------------------------------------------
 
     async def initialize(self) -> None:
-        """Connect to NATS and Telegram and load the registry."""
-        self._nc = await connect(self.settings, "gateway", name="botbus-gateway")
-        js = self._nc.jetstream()
-        await topology.ensure_topology(js)
-        registry_kv = await _bucket(js, subjects.KV_GATEWAY_REGISTRY)
-        users_kv = await _bucket(js, subjects.KV_GATEWAY_USERS)
-        await _bucket(js, subjects.KV_GATEWAY_SENT, ttl=SENT_KEYS_TTL)
-        await self._init_bot()
-        self.registry = Registry(self._nc, registry_kv)
-        if self._discovery_interval is not None:
-            self.registry.poll_interval = self._discovery_interval
-        await self.registry.load()
-        try:
-            await self.registry.refresh()
-        except (NatsError, TimeoutError) as exc:
-            # Routing works from the persisted registry; the discovery loop retries.
-            log.warning("first service discovery failed (%s); using the stored registry", exc)
-        self.router = Router(
-            self.registry,
-            LanguageStore(users_kv),
-            FloodControl(self.settings.flood_rate, self.settings.flood_burst),
-            bot_id=self.bot_id,
-            admin_ids=frozenset(self.settings.admin_ids),
-            chat_admins=ChatAdmins(self.bot),
-        )
-        self.ingest = Ingest(js, self.router, self.bot_username, self.metrics)
-        self._sent_keys = SentKeys(self._nc, subjects.KV_GATEWAY_SENT)
-        await self._sent_keys.start()
-        self.relay = OutboundRelay(js, self.bot, self._sent_keys, self.sender, self.metrics)
+        """Connect to NATS and Telegram and load the registry.
+
+        What it opens is registered on an exit stack as it opens: if a later
+        step fails, everything opened so far is closed again, in reverse, and
+        the error propagates. :meth:`stop` closes the same stack at its end.
+        """
+        async with contextlib.AsyncExitStack() as opened:
+            self._nc = await connect(self.settings, "gateway", name="botbus-gateway")
+            opened.push_async_callback(self._close_nats)
+            js = self._nc.jetstream()
+            await topology.ensure_topology(js)
+            registry_kv = await _bucket(js, subjects.KV_GATEWAY_REGISTRY)
+            users_kv = await _bucket(js, subjects.KV_GATEWAY_USERS)
+            await _bucket(js, subjects.KV_GATEWAY_SENT, ttl=SENT_KEYS_TTL)
+            await self._init_bot()
+            opened.push_async_callback(self._shutdown_bot)
+            self.registry = Registry(self._nc, registry_kv)
+            if self._discovery_interval is not None:
+                self.registry.poll_interval = self._discovery_interval
+            await self.registry.load()
+            try:
+                await self.registry.refresh()
+            except (NatsError, TimeoutError) as exc:
+                # Routing works from the persisted registry; the discovery loop retries.
+                log.warning("first service discovery failed (%s); using the stored registry", exc)
+            self.router = Router(
+                self.registry,
+                LanguageStore(users_kv),
+                FloodControl(self.settings.flood_rate, self.settings.flood_burst),
+                bot_id=self.bot_id,
+                admin_ids=frozenset(self.settings.admin_ids),
+                chat_admins=ChatAdmins(self.bot),
+            )
+            self.ingest = Ingest(js, self.router, self.bot_username, self.metrics)
+            self._sent_keys = SentKeys(self._nc, subjects.KV_GATEWAY_SENT)
+            await self._sent_keys.start()
+            opened.push_async_callback(self._stop_sent_keys)
+            self.relay = OutboundRelay(js, self.bot, self._sent_keys, self.sender, self.metrics)
+            # Initialised: the resources now live until stop() closes them.
+            self._opened = opened.pop_all()
+
+    async def _close_nats(self) -> None:
+        if self._nc is None or self._nc.is_closed:
+            return
+        # Every publish was awaited and every ack sent, so nothing is left to drain;
+        # close() avoids waiting on pull messages that no one will process now.
+        with contextlib.suppress(NatsError):
+            await self._nc.flush(timeout=2)
+        # close() may find the broker already gone; a broker that stopped
+        # reading must not hang shutdown, hence the bound.
+        with contextlib.suppress(NatsError, OSError):
+            await close_within(self._nc, NATS_CLOSE_TIMEOUT)
+
+    async def _shutdown_bot(self) -> None:
+        with contextlib.suppress(TelegramError):
+            await self.bot.shutdown()
+
+    async def _stop_sent_keys(self) -> None:
+        if self._sent_keys is not None:
+            with contextlib.suppress(NatsError):
+                await self._sent_keys.stop()
 
     async def _init_bot(self) -> None:
         delay = 0.5
@@ -307,23 +340,11 @@ class Gateway:
             for task in stuck:
                 log.warning("gateway task %s did not stop; leaving it", task.get_name())
         self._tasks.clear()
-        if self._sent_keys is not None:
-            with contextlib.suppress(NatsError):
-                await self._sent_keys.stop()
-        with contextlib.suppress(TelegramError):
-            await self.bot.shutdown()
         if self._poll_request is not None:
             await self._poll_request.shutdown()
             self._poll_request = None
-        if self._nc is not None and not self._nc.is_closed:
-            # Every publish was awaited and every ack sent, so nothing is left to drain;
-            # close() avoids waiting on pull messages that no one will process now.
-            with contextlib.suppress(NatsError):
-                await self._nc.flush(timeout=2)
-            # close() may find the broker already gone; a broker that stopped
-            # reading must not hang shutdown, hence the bound.
-            with contextlib.suppress(NatsError, OSError):
-                await close_within(self._nc, NATS_CLOSE_TIMEOUT)
+        # What initialize() opened, closed in reverse: sent keys, the bot, NATS.
+        await self._opened.aclose()
         self._stopped.set()
 
     async def run_until_stopped(self) -> None:
@@ -332,8 +353,8 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopped.set)
         await self.initialize()
-        await self.start()
         try:
+            await self.start()
             await self._stopped.wait()
         finally:
             log.info("gateway stopping")
@@ -341,7 +362,11 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         await self.initialize()
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # a half-started gateway closes what it opened
+            raise
         return self
 
     async def __aexit__(
