@@ -6,9 +6,11 @@ Model for Sentiment Analysis of Social Media Text", ICWSM), from the
 
 Spanish: the SentiLeak polarity lexicon (2,852 Snowball stems, LGPL-3.0, see
 ``data/README.md``) applied with VADER's rules transposed to Spanish:
-negators within three words flip and dampen a word (VADER's ``N_SCALAR``),
+negators within three words of the same clause flip and dampen a word
+(VADER's ``N_SCALAR``; a full stop, comma or "pero" ends their reach),
 intensifiers and dampeners shift it (``B_INCR``/``B_DECR``, decaying with
-distance), an all-caps word among lower-case ones is emphasised, text after
+distance), a few two-word expressions ("menos mal") count as one, an
+all-caps word among lower-case ones is emphasised, text after
 "pero"/"sin embargo" weighs more than before it, and the final score —
 including "!" and "?" emphasis and the normalisation to [-1, 1] — is VADER's
 own ``score_valence``. Emoji are scored with VADER's emoji and word lexicons.
@@ -49,6 +51,7 @@ NEGATIVE_THRESHOLD = -0.05
 MAX_DRIVERS = 5
 
 SPANISH_LEXICON_FILE = "es_sentiment_words.txt"
+SPANISH_OVERRIDES_FILE = "es_lexicon_overrides.txt"
 
 # Spanish function words playing the roles VADER's NEGATE and BOOSTER_DICT
 # play in English. Written unaccented: tokens are compared after accent folding.
@@ -105,14 +108,28 @@ _ES_INTENSIFIERS = frozenset(
         "especialmente",
     }
 )
-# Articles, prepositions and pronouns never carry sentiment, but a few of them
-# collide with lexicon stems (e.g. "del", from "delito"/"deleznable").
+# Articles, prepositions, pronouns, determiners and auxiliaries never carry
+# sentiment, but many collide with lexicon stems once stemmed ("del" with
+# "delito", "mis" with "miserable", "van" with "vanidad").
 _ES_FUNCTION_WORDS = frozenset(
     {"a", "al", "de", "del", "el", "la", "lo", "los", "las", "le", "les", "en", "con", "por"}
-    | {"para", "que", "se", "me", "te", "un", "una", "y", "o", "su", "mi", "tu"}
+    | {"para", "que", "se", "me", "te", "un", "una", "y", "o", "su", "mi", "tu", "sus", "mis"}
+    | {"tus", "nos", "os", "unos", "unas", "este", "esta", "estos", "estas", "esto", "ese"}
+    | {"esa", "esos", "esas", "eso", "aquel", "aquella", "como", "cuando", "donde", "porque"}
+    | {"si", "ya", "hay", "ha", "han", "he", "has", "hemos", "es", "son", "era", "fue", "ser"}
+    | {"estar", "estoy", "estas", "estan", "va", "van", "voy", "vamos", "ir", "dos", "tres"}
+    | {"uno", "cada", "todo", "toda", "todos", "todas", "otro", "otra", "desde", "hasta"}
+    | {"entre", "sobre", "tras", "hoy", "ayer", "manana", "aqui", "alli", "ahi"}
 )
 _ES_DAMPENERS = frozenset({"algo", "apenas", "casi", "ligeramente", "medio", "menos"})
-_ES_CONTRAST = frozenset({"pero", "sino"})
+_ES_CONTRAST = frozenset({"pero", "sino", "aunque"})
+# Two-word expressions whose meaning is not that of their words: "menos mal"
+# is relief ("thank goodness"), "por favor" is politeness.
+_ES_PHRASES: dict[tuple[str, str], float] = {("menos", "mal"): 1.5, ("por", "favor"): 0.0}
+# A negator or an intensifier reaches only the words of its own clause: the
+# sentence ends ("no me gusta nada. Es horrible") and so does a comma
+# ("no me gusta nada, es horrible").
+_CLAUSE_END = re.compile(r"[.,!?;:…]+[\"'»”)]*$")
 _SUPERLATIVE = re.compile(r"^(\w+?)(?:isim|errim)(?:o|a|os|as)$")
 _LAUGHTER = re.compile(r"^(?:j[aeiou]){2,}j?$|^(?:h[ae]){2,}h?$")
 _ELONGATION = re.compile(r"(\w)\1{2,}")
@@ -242,19 +259,30 @@ class EnglishScorer:
         )
 
 
-def load_spanish_lexicon() -> dict[str, float]:
-    """The SentiLeak stem -> polarity table shipped in ``data/`` (zeros dropped)."""
-    data = resources.files("services.sentiment").joinpath("data", SPANISH_LEXICON_FILE)
-    lexicon: dict[str, float] = {}
+def _read_stem_table(name: str) -> dict[str, float]:
+    """``stem,valence`` lines of a data file (``#`` comments), stems accent-folded."""
+    data = resources.files("services.sentiment").joinpath("data", name)
+    table: dict[str, float] = {}
     for line_no, line in enumerate(data.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
+        if not line.strip() or line.startswith("#"):
             continue
         stem, sep, value = line.partition(",")
         if not sep:
-            raise ValueError(f"{SPANISH_LEXICON_FILE}:{line_no}: expected 'stem,valence'")
-        if float(value):
-            lexicon[stem.strip()] = float(value)
-    return lexicon
+            raise ValueError(f"{name}:{line_no}: expected 'stem,valence'")
+        # The scorer stems accent-folded words, so an accented stem would never match.
+        table[fold_accents(stem.strip())] = float(value)
+    return table
+
+
+def load_spanish_lexicon() -> dict[str, float]:
+    """The SentiLeak stem -> polarity table with our corrections applied (zeros dropped).
+
+    ``es_sentiment_words.txt`` is SentiLeak's table as shipped; ``es_lexicon_overrides.txt``
+    removes stem collisions and everyday words, and adds complaint vocabulary.
+    """
+    lexicon = _read_stem_table(SPANISH_LEXICON_FILE)
+    lexicon.update(_read_stem_table(SPANISH_OVERRIDES_FILE))
+    return {stem: value for stem, value in lexicon.items() if value}
 
 
 @dataclass(slots=True)
@@ -263,6 +291,7 @@ class _EsToken:
     folded: str  # lower-case, accents folded, elongation collapsed
     valence: float
     emphasised: bool  # elongated ("geniaaal") or all caps among lower case
+    sentence: int  # index of the clause the token belongs to (see _CLAUSE_END)
 
 
 class SpanishScorer:
@@ -298,12 +327,13 @@ class SpanishScorer:
         raw = text.split()
         has_lower = any(t.islower() for t in raw)
         tokens: list[_EsToken] = []
+        sentence = 0
         for word in raw:
             # Emoticons such as ":)" are in VADER's lexicon; emoji are scored
             # through their descriptions.
             emoticon = self._vader.lexicon.get(word.lower())
             if emoticon is not None and not any(c.isalpha() for c in word):
-                tokens.append(_EsToken(word, word, float(emoticon), False))
+                tokens.append(_EsToken(word, word, float(emoticon), False, sentence))
                 continue
             emoji = [c for c in word if c in self._vader.emojis]
             stripped = "".join(c for c in word if c not in self._vader.emojis).strip(_STRIP)
@@ -319,9 +349,20 @@ class SpanishScorer:
                     valence, superlative = self._word_valence(collapsed)
                 shouted = has_lower and stripped.isupper() and len(stripped) > 1
                 emphasised = superlative or collapsed != folded or shouted
-                tokens.append(_EsToken(stripped, collapsed, valence, emphasised))
+                surface = stripped
+                previous = tokens[-1] if tokens else None
+                phrase = _ES_PHRASES.get((previous.folded, collapsed)) if previous else None
+                if previous is not None and phrase is not None and previous.sentence == sentence:
+                    # The expression replaces its words: its first word no longer
+                    # modifies ("menos" is not a dampener in "menos mal").
+                    surface = f"{previous.surface} {stripped}"
+                    previous.valence, previous.folded = 0.0, ""
+                    valence = phrase
+                tokens.append(_EsToken(surface, collapsed, valence, emphasised, sentence))
             for ch in emoji:
-                tokens.append(_EsToken(ch, ch, self._vader.emoji_valence(ch), False))
+                tokens.append(_EsToken(ch, ch, self._vader.emoji_valence(ch), False, sentence))
+            if _CLAUSE_END.search(word):
+                sentence += 1
         return tokens
 
     def _valences(self, tokens: list[_EsToken]) -> list[float]:
@@ -333,12 +374,18 @@ class SpanishScorer:
                 continue
             if token.emphasised:
                 valence += C_INCR if valence > 0 else -C_INCR
+            if not any(c.isalpha() for c in token.folded):
+                # An emoticon or emoji means what it shows: "no :(" is not happy.
+                valences.append(valence)
+                continue
             negated = False
             for distance in (1, 2, 3):
                 j = i - distance
-                if j < 0:
+                if j < 0 or tokens[j].sentence != token.sentence:
                     break
                 previous = tokens[j].folded
+                if previous in _ES_CONTRAST:
+                    break
                 if previous in _ES_NEGATORS:
                     if previous.startswith("poc") and j > 0 and tokens[j - 1].folded == "un":
                         valence += _scaled(B_DECR, valence, distance)

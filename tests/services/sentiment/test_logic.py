@@ -92,10 +92,63 @@ def test_english_negation_flips_the_driver(analyzer: SentimentAnalyzer) -> None:
     assert score.negative_drivers == ["good"]
 
 
-def test_spanish_lexicon_is_the_shipped_sentileak_table() -> None:
+def test_spanish_lexicon_is_sentileak_with_our_corrections() -> None:
     lexicon = load_spanish_lexicon()
-    assert len(lexicon) > 2700
+    assert len(lexicon) > 2600
     assert lexicon["encant"] > 0 > lexicon["horribl"]
+    # Everyday words that collided with polar stems are gone; complaints are in.
+    for stem in ("mis", "dos", "van", "moment", "reserv", "vol", "vuel", "accident", "men"):
+        assert stem not in lexicon
+    for stem in ("retras", "cancel", "verguenz"):
+        assert lexicon[stem] < 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Son las dos de la tarde",
+        "Mis amigos van a la reserva en un momento",
+        "Mañana vuelo a Madrid",
+    ],
+)
+def test_everyday_spanish_is_neutral(analyzer: SentimentAnalyzer, text: str) -> None:
+    assert analyzer.score_as(text, "es").label == "neutral"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ME HAN RETRASADO EL VUELO",
+        "Me han cancelado el vuelo, qué vergüenza",
+        "Otra vez retraso de dos horas",
+    ],
+)
+def test_spanish_complaints_are_negative(analyzer: SentimentAnalyzer, text: str) -> None:
+    assert analyzer.score_as(text, "es").label == "negative"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no me gusta nada. Es horrible",
+        "no me gusta nada, es horrible",
+        "No me gusta nada; es horrible!",
+    ],
+)
+def test_spanish_negation_stops_at_the_end_of_its_clause(
+    analyzer: SentimentAnalyzer, text: str
+) -> None:
+    score = analyzer.score_as(text, "es")
+    assert score.label == "negative"
+    assert "horrible" in score.negative_drivers
+
+
+def test_spanish_emoticons_and_expressions_are_not_taken_word_by_word(
+    analyzer: SentimentAnalyzer,
+) -> None:
+    assert analyzer.score_as("no :(", "es").label == "negative"
+    relief = analyzer.score_as("Menos mal que llegó", "es")
+    assert relief.label == "positive" and relief.positive_drivers == ["menos mal"]
 
 
 def test_spanish_scores_with_drivers(analyzer: SentimentAnalyzer) -> None:
