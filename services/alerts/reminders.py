@@ -44,8 +44,11 @@ USAGE = Localized(
     ),
 )
 
-_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_CLOCK_RE = re.compile(r"^([01]?\d|2[0-3])[:.h]([0-5]\d)$")
+# ASCII digits, at most 8 a unit: timedelta() overflows on more, "²" is no digit for int().
+_DURATION_RE = re.compile(
+    r"^(?:([0-9]{1,8})d)?(?:([0-9]{1,8})h)?(?:([0-9]{1,8})m)?(?:([0-9]{1,8})s)?$"
+)
+_CLOCK_RE = re.compile(r"^([01]?[0-9]|2[0-3])[:.h]([0-5][0-9])$")
 _IN_WORDS = ("in", "en")
 _AT_WORDS = (("at",), ("a", "las"), ("a", "la"), ("a",))
 _EVERY_DAY_WORDS = (("every", "day"), ("daily",), ("cada", "día"), ("cada", "dia"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -11,6 +12,10 @@ from services.games.texts import Localized
 
 Language = Literal["en", "es"]
 DATA_DIR = Path(__file__).parent / "data"  # question bank and word lists shipped with us
+
+# A whole number as people type it: ASCII digits only (str.isdigit() also accepts
+# "²", which int() refuses) and few enough of them that int() stays cheap.
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,9}")
 
 # (label, callback data without the service prefix); the service turns these
 # into InlineButtons through the SDK, which adds and checks the prefix.
@@ -59,3 +64,9 @@ class Pressed(NamedTuple):
     state: GameBase
     notice: Localized | None = None
     points: tuple[Player, ...] = ()
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as an integer if it is one written plainly ("42", "-3"), else None."""
+    value = text.strip()
+    return int(value) if _WHOLE_NUMBER.fullmatch(value) else None

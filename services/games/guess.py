@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from services.games.base import GameBase, Language, Player, Pressed, View
+from services.games.base import GameBase, Language, Player, Pressed, View, whole_number
 from services.games.texts import Localized, Refused
 
 LOW = 1
@@ -35,10 +35,9 @@ class Guess(GameBase):
 
     def guess(self, user: Player, text: str) -> Pressed:
         """Apply ``user``'s guess ``text``; :class:`Refused` for anything but a number in range."""
-        value = text.strip()
-        if not value.lstrip("-").isdigit() or not LOW <= int(value) <= HIGH:
+        number = whole_number(text)
+        if number is None or not LOW <= number <= HIGH:
             raise Refused(NOT_A_NUMBER)
-        number = int(value)
         move = self.move + 1
         if number == self.secret:
             state = self.model_copy(

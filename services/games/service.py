@@ -14,7 +14,7 @@ from botbus.errors import ServiceError
 from botbus.models import ForgetUser, InboundBase, InboundCallback, InboundCommand, InlineButton
 from botbus.service import Context, Service
 from services.games import engine
-from services.games.base import Player, Rows
+from services.games.base import Player, Rows, whole_number
 from services.games.engine import ChatRecord, Outcome
 from services.games.guess import Guess
 from services.games.hangman import Hangman
@@ -75,16 +75,14 @@ async def _start(
 )
 async def trivia(ctx: Context, cmd: InboundCommand) -> None:
     """Start a round of multiple-choice questions in the user's language."""
-    count = DEFAULT_ROUND
-    if cmd.argv:
-        if not cmd.argv[0].isdigit() or not 1 <= int(cmd.argv[0]) <= MAX_ROUND:
-            raise ServiceError(
-                ctx.t(
-                    en=f"Usage: /trivia [1-{MAX_ROUND}] (how many questions)",
-                    es=f"Uso: /trivia [1-{MAX_ROUND}] (cuántas preguntas)",
-                )
+    count = whole_number(cmd.args) if cmd.args.strip() else DEFAULT_ROUND
+    if count is None or not 1 <= count <= MAX_ROUND:
+        raise ServiceError(
+            ctx.t(
+                en=f"Usage: /trivia [1-{MAX_ROUND}] (how many questions)",
+                es=f"Uso: /trivia [1-{MAX_ROUND}] (cuántas preguntas)",
             )
-        count = int(cmd.argv[0])
+        )
     game = Trivia.start(new_game_id(), cmd.language, group=cmd.chat.is_group, count=count)
     await _start(ctx, cmd, game)
 
