@@ -170,8 +170,8 @@ async def mysubs(ctx: Context, cmd: InboundCommand) -> None:
 
 @service.command(
     "newchannel",
-    en="Create channel NAME description (admins)",
-    es="Crea el canal NOMBRE descripción (admins)",
+    en="Create channel NAME description",
+    es="Crea el canal NOMBRE descripción",
     admin_only=True,
 )
 async def newchannel(ctx: Context, cmd: InboundCommand) -> None:
@@ -217,8 +217,8 @@ async def newchannel(ctx: Context, cmd: InboundCommand) -> None:
 
 @service.command(
     "delchannel",
-    en="Delete channel NAME (admins)",
-    es="Borra el canal NOMBRE (admins)",
+    en="Delete channel NAME",
+    es="Borra el canal NOMBRE",
     admin_only=True,
 )
 async def delchannel(ctx: Context, cmd: InboundCommand) -> None:
@@ -238,8 +238,8 @@ async def delchannel(ctx: Context, cmd: InboundCommand) -> None:
 
 @service.command(
     "alert",
-    en="Post TEXT to channel NAME (admins)",
-    es="Publica TEXTO en el canal NOMBRE (admins)",
+    en="Post TEXT to channel NAME",
+    es="Publica TEXTO en el canal NOMBRE",
     admin_only=True,
 )
 async def alert(ctx: Context, cmd: InboundCommand) -> None:

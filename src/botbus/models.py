@@ -111,7 +111,8 @@ class InboundBase(BusModel):
     chat; in a group, Telegram's owner/administrator status as the gateway read
     it with getChatAdministrators (cached for about a minute). The gateway
     resolves it for commands and callbacks only: on a plain group message it is
-    False, so do not rely on it there.
+    False, so do not rely on it there. An admin writing anonymously (as the
+    group) is a chat admin.
     """
 
     correlation_id: str = Field(min_length=1, max_length=64)
@@ -123,6 +124,7 @@ class InboundBase(BusModel):
     date: datetime = Field(default_factory=_now)
     is_admin: bool = False  # user id is in the gateway's admin list
     chat_admin: bool = False  # the user administers this chat (see the class docstring)
+    message_thread_id: int | None = None  # the forum topic it came from; replies go there
 
 
 class InboundMessage(InboundBase):
@@ -212,6 +214,7 @@ class SendText(ActionBase):
     parse_mode: ParseMode | None = None
     keyboard: InlineKeyboard | None = None
     reply_to_message_id: int | None = None
+    message_thread_id: int | None = None  # a forum topic; set only in forum supergroups
     disable_link_preview: bool = True
 
 
@@ -242,6 +245,7 @@ class SendPhoto(ActionBase):
     filename: str = "image.png"
     caption: str | None = Field(default=None, max_length=MAX_CAPTION)
     parse_mode: ParseMode | None = None
+    message_thread_id: int | None = None
 
 
 class SendChatAction(ActionBase):
@@ -249,6 +253,7 @@ class SendChatAction(ActionBase):
 
     kind: Literal["chat_action"] = "chat_action"
     action: Literal["typing", "upload_photo", "upload_document", "find_location"] = "typing"
+    message_thread_id: int | None = None
 
 
 class DeleteMessage(ActionBase):

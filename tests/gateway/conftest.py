@@ -18,6 +18,7 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.micro import add_service
 from nats.micro.service import Service as MicroService
@@ -25,7 +26,14 @@ from nats.micro.service import Service as MicroService
 from botbus import subjects
 from botbus.connect import close_within
 from botbus.gateway import Gateway
-from botbus.models import SendText, decode_inbound, encode
+from botbus.models import (
+    InboundCallback,
+    InboundCommand,
+    InboundMessage,
+    SendText,
+    decode_inbound,
+    encode,
+)
 from botbus.natsserver import NatsServer
 from botbus.sandbox import Limits, SandboxBot, SandboxClient, SandboxServer
 from botbus.settings import Settings, load_settings
@@ -211,3 +219,37 @@ async def wait_until_live(gateway: Gateway, service: str, live: bool = True) -> 
     async with asyncio.timeout(10):
         while gateway.registry.is_live(service) != live:
             await gateway.registry.next_round()
+
+
+Inbound = InboundCommand | InboundMessage | InboundCallback
+
+
+class Inbox:
+    """Every inbound the gateway publishes, read with a plain core subscription."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Inbound] = asyncio.Queue()
+
+    async def on_msg(self, msg: Msg) -> None:
+        """Collect one inbound."""
+        await self.queue.put(decode_inbound(msg.data))
+
+    async def next(self) -> Inbound:
+        """The next inbound, within 10 seconds."""
+        async with asyncio.timeout(10):
+            return await self.queue.get()
+
+
+@pytest.fixture
+async def inbox(nats_server: NatsServer, gw_settings: Settings) -> AsyncIterator[Inbox]:
+    """Inbound commands, presses to echo and plain messages, as the services receive them."""
+    nc: Client = await connect_admin(nats_server, gw_settings)
+    box = Inbox()
+    await nc.subscribe(subjects.inbound_commands_of("echo"), cb=box.on_msg)
+    await nc.subscribe(subjects.INBOUND_MESSAGES, cb=box.on_msg)
+    await nc.subscribe(subjects.inbound_callback("echo"), cb=box.on_msg)
+    await nc.flush()
+    try:
+        yield box
+    finally:
+        await nc.close()

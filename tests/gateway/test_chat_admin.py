@@ -16,10 +16,7 @@ from pathlib import Path
 
 import pytest
 import telegram
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from botbus import subjects
 from botbus.gateway import Gateway
 from botbus.gateway.chatadmins import ChatAdmins
 from botbus.models import (
@@ -27,7 +24,6 @@ from botbus.models import (
     InboundCallback,
     InboundCommand,
     InboundMessage,
-    decode_inbound,
 )
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxBot, SandboxClient, SandboxServer
@@ -35,7 +31,7 @@ from botbus.service import ServiceApp
 from botbus.settings import Settings, dev_password, load_settings
 from services.alerts.service import service as alerts_service
 
-from .conftest import MiniService, connect_admin, wait_until_live
+from .conftest import Inbox, MiniService, wait_until_live
 from .factories import message_texts
 
 GROUP = -100200
@@ -171,37 +167,6 @@ async def test_a_slow_telegram_times_out_as_not_admin(
 
 
 # -- through the gateway ------------------------------------------------------------------
-
-
-class Inbox:
-    """Every inbound the gateway publishes, read with a plain core subscription."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Inbound] = asyncio.Queue()
-
-    async def on_msg(self, msg: Msg) -> None:
-        """Collect one inbound."""
-        await self.queue.put(decode_inbound(msg.data))
-
-    async def next(self) -> Inbound:
-        """The next inbound, within 10 seconds."""
-        async with asyncio.timeout(10):
-            return await self.queue.get()
-
-
-@pytest.fixture
-async def inbox(nats_server: NatsServer, gw_settings: Settings) -> AsyncIterator[Inbox]:
-    """Inbound commands to echo and plain messages, as the services receive them."""
-    nc: Client = await connect_admin(nats_server, gw_settings)
-    box = Inbox()
-    await nc.subscribe(subjects.inbound_commands_of("echo"), cb=box.on_msg)
-    await nc.subscribe(subjects.INBOUND_MESSAGES, cb=box.on_msg)
-    await nc.subscribe(subjects.inbound_callback("echo"), cb=box.on_msg)
-    await nc.flush()
-    try:
-        yield box
-    finally:
-        await nc.close()
 
 
 async def test_commands_carry_group_admin_status_and_messages_cost_no_lookup(

@@ -10,7 +10,7 @@ services happens later, in :mod:`botbus.gateway.router`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -21,6 +21,11 @@ from botbus.models import MAX_INBOUND_TEXT, Chat, User
 _COMMAND_RE = re.compile(
     r"^/([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]{1,64}))?(?:\s+(.*))?$", re.DOTALL
 )
+
+
+# Telegram's stand-in sender of a group admin who writes as the group ("Remain
+# anonymous"); such a message carries ``sender_chat`` = the group itself.
+ANONYMOUS_ADMIN_ID = 1087968824
 
 
 class MalformedUpdate(ValueError):
@@ -41,6 +46,10 @@ class ParsedUpdate:
 
     ``kind`` is "command" (``command`` lower-cased, ``args``), "message"
     (``text``, ``edited``) or "callback" (``callback_query_id``, ``data``).
+    ``thread_id`` is the forum topic the message or pressed board is in (None
+    outside forum topics); ``addressed`` means a command named this bot
+    (``/cmd@thisbot``) or replied to one of its messages; ``as_chat_admin``
+    means an anonymous admin of the chat wrote it (as the group).
     """
 
     update_id: int
@@ -55,6 +64,9 @@ class ParsedUpdate:
     args: str = ""
     callback_query_id: str = ""
     data: str = ""
+    thread_id: int | None = None
+    addressed: bool = False
+    as_chat_admin: bool = False
 
 
 def update_id_of(update: object) -> int | None:
@@ -154,25 +166,7 @@ def _parse_message(
     reply = message.get("reply_to_message")
     reply_to = reply.get("message_id") if isinstance(reply, dict) else None
     reply_to = reply_to if isinstance(reply_to, int) else None
-    command = None if edited else parse_command(text, bot_username)
-    if command is None and text.startswith("/") and not edited:
-        match = _COMMAND_RE.match(text.strip())
-        if match is not None:
-            return Ignored(update_id, "command addressed to another bot")
-    if command is not None:
-        name, args = command
-        return ParsedUpdate(
-            update_id,
-            "command",
-            chat,
-            user,
-            message_id=message_id,
-            text=text,
-            command=name,
-            args=args,
-            reply_to_message_id=reply_to,
-        )
-    return ParsedUpdate(
+    parsed = ParsedUpdate(
         update_id,
         "message",
         chat,
@@ -181,7 +175,47 @@ def _parse_message(
         text=text,
         edited=edited,
         reply_to_message_id=reply_to,
+        thread_id=_thread_of(message),
+        as_chat_admin=_from_anonymous_admin(message, chat),
     )
+    command = None if edited else parse_command(text, bot_username)
+    if command is None and text.startswith("/") and not edited:
+        match = _COMMAND_RE.match(text.strip())
+        if match is not None:
+            return Ignored(update_id, "command addressed to another bot")
+    if command is None:
+        return parsed
+    name, args = command
+    named_us = "@" in text.strip().split(maxsplit=1)[0]
+    addressed = named_us or _replies_to_bot(reply, bot_username)
+    return replace(parsed, kind="command", command=name, args=args, addressed=addressed)
+
+
+def _thread_of(message: dict[str, Any]) -> int | None:
+    """The forum topic of ``message``; None outside forums (where Telegram refuses one)."""
+    thread = message.get("message_thread_id")
+    if message.get("is_topic_message") is True and isinstance(thread, int):
+        return thread
+    return None
+
+
+def _from_anonymous_admin(message: dict[str, Any], chat: Chat) -> bool:
+    """Whether an admin wrote as the group itself ("Remain anonymous")."""
+    sender_chat = message.get("sender_chat")
+    return (
+        chat.is_group
+        and isinstance(sender_chat, dict)
+        and sender_chat.get("id") == chat.id
+        and isinstance(message.get("from"), dict)
+        and message["from"].get("id") == ANONYMOUS_ADMIN_ID
+    )
+
+
+def _replies_to_bot(reply: object, bot_username: str) -> bool:
+    if not isinstance(reply, dict) or not isinstance(reply.get("from"), dict):
+        return False
+    username = reply["from"].get("username")
+    return isinstance(username, str) and username.lower() == bot_username.lower()
 
 
 def _parse_callback(update_id: int, query: dict[str, Any]) -> ParsedUpdate | Ignored:
@@ -190,10 +224,12 @@ def _parse_callback(update_id: int, query: dict[str, Any]) -> ParsedUpdate | Ign
         raise MalformedUpdate("callback_query.id is missing")
     user = _user(query.get("from"))
     message = query.get("message")
+    thread_id = None
     if isinstance(message, dict):
         chat = _chat(message.get("chat"))
         message_id = message.get("message_id")
         message_id = message_id if isinstance(message_id, int) else None
+        thread_id = _thread_of(message)
     else:
         # Buttons under inline-mode messages have no chat; answer in private.
         chat = Chat(id=user.id, type="private")
@@ -209,4 +245,5 @@ def _parse_callback(update_id: int, query: dict[str, Any]) -> ParsedUpdate | Ign
         message_id=message_id,
         callback_query_id=query_id,
         data=data,
+        thread_id=thread_id,
     )

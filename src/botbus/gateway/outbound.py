@@ -510,12 +510,20 @@ class OutboundRelay:
                     InputFile(p.photo, filename=p.filename),
                     caption=p.caption,
                     parse_mode=mode,
+                    message_thread_id=p.message_thread_id,
                 )
 
             return [(photo(p.parse_mode), photo(None) if p.parse_mode else None)]
         if isinstance(action, SendChatAction):
             c = action
-            return [(lambda: bot.send_chat_action(c.chat_id, c.action), None)]
+            return [
+                (
+                    lambda: bot.send_chat_action(
+                        c.chat_id, c.action, message_thread_id=c.message_thread_id
+                    ),
+                    None,
+                )
+            ]
         d = action
         return [(lambda: bot.delete_message(d.chat_id, d.message_id), None)]
 
@@ -546,6 +554,7 @@ class OutboundRelay:
                     reply_markup=markup,
                     link_preview_options=preview,
                     reply_parameters=reply_to,
+                    message_thread_id=action.message_thread_id,
                 )
 
             calls.append((call(action.parse_mode), call(None) if action.parse_mode else None))

@@ -107,7 +107,8 @@ class Router:
             "language": language,
             "is_admin": update.user.id in self.admin_ids,
             # Private chats need no lookup; groups are resolved below, only where it matters.
-            "chat_admin": update.chat.type == "private",
+            "chat_admin": update.chat.type == "private" or update.as_chat_admin,
+            "message_thread_id": update.thread_id,
         }
         if update.kind == "message":
             inbound = InboundMessage(
@@ -123,8 +124,8 @@ class Router:
         return await self._command(update, corr, language, base)
 
     async def _chat_admin(self, update: ParsedUpdate) -> bool:
-        if update.chat.type == "private":
-            return True
+        if update.chat.type == "private" or update.as_chat_admin:
+            return True  # an anonymous admin writes as the group: Telegram vouches for it
         if self.chat_admins is None:
             return False
         return await self.chat_admins.is_admin(update.chat, update.user.id)
@@ -162,13 +163,14 @@ class Router:
             return await self._builtin(update, corr, language)
         owner = self.registry.owner(name) if subjects.is_valid_name(name) else None
         if owner is None:
+            if update.chat.is_group and not update.addressed:
+                # A bare /cmd in a group is often meant for another bot there.
+                return Route("unknown")
             reply = text("unknown_command", language, command=name)
             return Route("unknown", [self._say(update, corr, reply)])
         service, spec = owner
         if spec.admin_only and update.user.id not in self.admin_ids:
-            return Route(
-                "unknown", [self._say(update, corr, text("admin_only", language, command=name))]
-            )
+            return Route("unknown", [self._say(update, corr, self._not_admin(update, language))])
         base["chat_admin"] = await self._chat_admin(update)
         inbound = InboundCommand(
             **base,
@@ -226,13 +228,22 @@ class Router:
         lines.append(text("help_builtin", language))
         return "\n".join(lines)
 
+    def _not_admin(self, update: ParsedUpdate, language: Language) -> str:
+        """The refusal of a bot-admin command, saying how to become a bot admin."""
+        if update.as_chat_admin:
+            return text("admin_only_anonymous", language, command=update.command)
+        return text("admin_only", language, command=update.command, user_id=update.user.id)
+
     def _say(self, update: ParsedUpdate, corr: str, body: str) -> Publication:
+        # In a group, answer the message itself (in its forum topic, if any).
         reply = SendText(
             service=GATEWAY_SERVICE,
             chat_id=update.chat.id,
             idempotency_key=f"gw:{corr}",
             correlation_id=corr,
             text=body,
+            reply_to_message_id=update.message_id if update.chat.is_group else None,
+            message_thread_id=update.thread_id,
         )
         return _publish_action(reply)
 

@@ -45,8 +45,26 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "es": "{service} no está disponible ahora mismo; te responderé cuando vuelva.",
     },
     "admin_only": {
-        "en": "/{command} is for the bot's admins only.",
-        "es": "/{command} es solo para los administradores del bot.",
+        "en": (
+            "/{command} is for the bot's admins only. To become one, the bot's operator "
+            "adds your user id {user_id} to BOTBUS_ADMIN_IDS and restarts the bot."
+        ),
+        "es": (
+            "/{command} es solo para los administradores del bot. Para serlo, quien opera "
+            "el bot añade tu id de usuario {user_id} a BOTBUS_ADMIN_IDS y lo reinicia."
+        ),
+    },
+    "admin_only_anonymous": {
+        "en": (
+            "/{command} is for the bot's admins only, and you are writing anonymously as "
+            'the group, so I cannot tell who you are. Turn off "Remain anonymous" in your '
+            "admin rights and send it again (your user id must be in BOTBUS_ADMIN_IDS)."
+        ),
+        "es": (
+            "/{command} es solo para los administradores del bot, y escribes de forma anónima "
+            'como el grupo, así que no sé quién eres. Desactiva "Permanecer anónimo" en tus '
+            "permisos de administrador y envíalo de nuevo (tu id debe estar en BOTBUS_ADMIN_IDS)."
+        ),
     },
     "language_set": {
         "en": "From now on I will speak English.",

@@ -234,6 +234,16 @@ class BotApi:
             raise bad_request("message to be replied not found")
         return message
 
+    @staticmethod
+    def _thread(params: Params, chat: Chat, reply_to: StoredMessage | None) -> int | None:
+        """The forum topic to post in: ``message_thread_id``, else the replied message's."""
+        thread = params.int_("message_thread_id")
+        if thread is None:
+            return reply_to.thread_id if reply_to is not None else None
+        if not chat.is_forum or thread not in chat.topics:
+            raise bad_request("message thread not found")
+        return thread
+
     def _target_message(self, state: BotState, params: Params) -> StoredMessage:
         if params.has("inline_message_id"):
             raise bad_request("MESSAGE_ID_INVALID")
@@ -396,6 +406,7 @@ class BotApi:
             raise bad_request("message is too long")
         markup = self._markup(params)
         reply_to = self._reply_to(state, params, chat)
+        thread = self._thread(params, chat, reply_to)
         self._rate_limit(state, chat)
         message = state.new_message(
             chat,
@@ -404,6 +415,7 @@ class BotApi:
             entities=entities,
             reply_markup=markup,
             reply_to=reply_to,
+            thread_id=thread,
         )
         body = message.to_json()
         state.add_event(chat.id, "message", message=body)
@@ -459,10 +471,11 @@ class BotApi:
             raise bad_request("MESSAGE_TOO_LONG")
         query.answered = True
         state.add_event(
-            query.message.chat.id,
+            # An inline-mode message belongs to no chat the bot is in: show it privately.
+            query.message.chat.id if query.message else query.user.id,
             "callback_answer",
             callback_query_id=query.id,
-            message_id=query.message.message_id,
+            message_id=query.message.message_id if query.message else None,
             user_id=query.user.id,
             text=text or "",
             show_alert=params.bool_("show_alert"),
@@ -487,6 +500,7 @@ class BotApi:
                 raise bad_request("message caption is too long")
         markup = self._markup(params)
         reply_to = self._reply_to(state, params, chat)
+        thread = self._thread(params, chat, reply_to)
         self._rate_limit(state, chat)
         message = state.new_message(
             chat,
@@ -496,6 +510,7 @@ class BotApi:
             caption_entities=caption_entities,
             reply_markup=markup,
             reply_to=reply_to,
+            thread_id=thread,
         )
         body = message.to_json()
         state.add_event(chat.id, "message", message=body)
@@ -555,7 +570,8 @@ class BotApi:
         action = params.str_("action", missing="wrong parameter action in request")
         if action not in CHAT_ACTIONS:
             raise bad_request("wrong parameter action in request")
-        state.add_event(chat.id, "chat_action", action=action)
+        thread = self._thread(params, chat, None)
+        state.add_event(chat.id, "chat_action", action=action, message_thread_id=thread)
         return True
 
     async def delete_message(self, state: BotState, params: Params) -> bool:

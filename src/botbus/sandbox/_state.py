@@ -126,6 +126,8 @@ class Chat:
     members: set[int] = field(default_factory=set)
     admins: set[int] = field(default_factory=set)
     creator: int | None = None  # the group's owner; also in ``admins``
+    is_forum: bool = False  # a supergroup with topics
+    topics: set[int] = field(default_factory=set)  # message_thread_ids users wrote in
     message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def to_json(self) -> Json:
@@ -139,6 +141,8 @@ class Chat:
                 data["username"] = self.user.username
         else:
             data["title"] = self.title or ""
+        if self.is_forum:
+            data["is_forum"] = True
         return data
 
 
@@ -171,6 +175,8 @@ class StoredMessage:
     reply_to: StoredMessage | None = None
     edit_date: int | None = None
     new_chat_members: list[Json] | None = None
+    thread_id: int | None = None  # the forum topic (message_thread_id)
+    sender_chat: Json | None = None  # the group itself, for an anonymous admin
 
     @property
     def from_bot(self) -> bool:
@@ -187,6 +193,11 @@ class StoredMessage:
         }
         if self.edit_date is not None:
             data["edit_date"] = self.edit_date
+        if self.thread_id is not None:
+            data["message_thread_id"] = self.thread_id
+            data["is_topic_message"] = True
+        if self.sender_chat is not None:
+            data["sender_chat"] = self.sender_chat
         if self.reply_to is not None and not nested:
             data["reply_to_message"] = self.reply_to.to_json(nested=True)
         if self.text is not None:
@@ -212,7 +223,7 @@ class CallbackQuery:
 
     id: str
     user: User
-    message: StoredMessage
+    message: StoredMessage | None  # None under an inline-mode message (inline_message_id)
     data: str | None
     answered: bool = False
 

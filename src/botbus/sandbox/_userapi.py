@@ -17,9 +17,25 @@ from aiohttp import web
 from botbus.sandbox._entities import finish_entities
 from botbus.sandbox._errors import UserApiError
 from botbus.sandbox._limits import Limits
-from botbus.sandbox._state import BotState, CallbackQuery, Chat, Json, SandboxBot, User, now
+from botbus.sandbox._state import (
+    BotState,
+    CallbackQuery,
+    Chat,
+    Json,
+    SandboxBot,
+    StoredMessage,
+    User,
+    now,
+)
 
 MAX_EVENTS_TIMEOUT = 60.0  # seconds a reader may long-poll for bot events
+# Telegram's sender of messages an admin writes anonymously, as the group.
+ANONYMOUS_ADMIN: Json = {
+    "id": 1087968824,
+    "is_bot": True,
+    "first_name": "Group",
+    "username": "GroupAnonymousBot",
+}
 MAX_USER_TEXT = 4096
 
 
@@ -193,12 +209,26 @@ class UserApi:
             reply_to = state.messages.get((chat.id, _int(body, "reply_to")))
             if reply_to is None:
                 raise UserApiError(404, f"no message {body['reply_to']} in chat {chat.id}")
+        thread = reply_to.thread_id if reply_to is not None else None
+        if body.get("thread_id") is not None:
+            if not chat.is_forum:
+                raise UserApiError(400, f"chat {chat.id} is not a forum; it has no topics")
+            thread = _int(body, "thread_id")
+            chat.topics.add(thread)
+        sender, sender_chat = user.to_json(), None
+        if body.get("as_group"):
+            # "Remain anonymous": an admin writes as the group, from GroupAnonymousBot.
+            if user.id not in chat.admins:
+                raise UserApiError(403, f"user {user.id} is not an admin of group {chat.id}")
+            sender, sender_chat = dict(ANONYMOUS_ADMIN), chat.to_json()
         message = state.new_message(
             chat,
-            user.to_json(),
+            sender,
             text=text,
             entities=finish_entities(text, []),
             reply_to=reply_to,
+            thread_id=thread,
+            sender_chat=sender_chat,
         )
         update_id = state.add_update("message", message.to_json())
         return _json_response(
@@ -222,6 +252,10 @@ class UserApi:
             chat_type = "supergroup" if str(chat_id).startswith("-100") else "group"
             chat = Chat(id=chat_id, type=chat_type, title=title)
             state.chats[chat_id] = chat
+        if body.get("forum"):
+            if chat.type != "supergroup":
+                raise UserApiError(400, "only supergroups (ids starting -100) can be forums")
+            chat.is_forum = True
         chat.title = title
         if chat.creator is None and admins:
             chat.creator = admins[0].id  # Telegram groups have one owner: the first admin
@@ -270,9 +304,15 @@ class UserApi:
         return _json_response(_chat_json(chat))
 
     async def press(self, request: web.Request) -> web.Response:
-        """POST .../callbacks: press a button (by ``label`` or ``data``) of a bot message."""
+        """POST .../callbacks: press a button (by ``label`` or ``data``) of a bot message.
+
+        With ``inline: true`` and ``data``, the button is under an inline-mode
+        message: the query has an ``inline_message_id`` and no ``message``.
+        """
         state = self._state(request)
         body = await _body(request)
+        if body.get("inline"):
+            return self._press_inline(state, body)
         chat_id = _int(body, "chat_id")
         message_id = _int(body, "message_id")
         lang = str(body.get("lang") or "en")
@@ -288,19 +328,23 @@ class UserApi:
             data = _button_data(message.reply_markup, label)
         elif not isinstance(data, str):
             raise UserApiError(400, "'data' must be a string")
-        query = CallbackQuery(
-            id=str(secrets.randbelow(10**18) + 10**17), user=user, message=message, data=data
-        )
-        state.callbacks[query.id] = query
-        payload: Json = {
-            "id": query.id,
-            "from": user.to_json(),
+        where = {
             "message": message.to_json(),
             "chat_instance": _chat_instance(state.bot.id, chat_id),
-            "data": data,
         }
-        update_id = state.add_update("callback_query", payload)
-        return _json_response({"update_id": update_id, "callback_query_id": query.id})
+        return _queue_press(state, user, message, data, where)
+
+    @staticmethod
+    def _press_inline(state: BotState, body: Json) -> web.Response:
+        data = body.get("data")
+        if not isinstance(data, str) or not data:
+            raise UserApiError(400, "an inline button press needs its 'data'")
+        user = state.user(_user_spec(body.get("user", 1001), str(body.get("lang") or "en")))
+        where = {
+            "inline_message_id": secrets.token_urlsafe(18),
+            "chat_instance": _chat_instance(state.bot.id, user.id),
+        }
+        return _queue_press(state, user, None, data, where)
 
     async def block(self, request: web.Request) -> web.Response:
         """POST .../blocks {user_id}: the user blocks the bot (my_chat_member 'kicked')."""
@@ -444,6 +488,19 @@ class UserApi:
                         {"scope": scope, "language_code": language, "commands": found}
                     )
         return _json_response({"scope": None, "language_code": "", "commands": []})
+
+
+def _queue_press(
+    state: BotState, user: User, message: StoredMessage | None, data: str, where: Json
+) -> web.Response:
+    """Queue a callback_query update; ``where`` names the pressed message."""
+    query = CallbackQuery(
+        id=str(secrets.randbelow(10**18) + 10**17), user=user, message=message, data=data
+    )
+    state.callbacks[query.id] = query
+    payload: Json = {"id": query.id, "from": user.to_json(), **where, "data": data}
+    update_id = state.add_update("callback_query", payload)
+    return _json_response({"update_id": update_id, "callback_query_id": query.id})
 
 
 def _button_data(markup: Json | None, label: object) -> str:

@@ -121,13 +121,23 @@ class SandboxClient:
         chat_id: int | None = None,
         lang: str = "en",
         reply_to: int | None = None,
+        thread_id: int | None = None,
+        as_group: bool = False,
     ) -> dict[str, Any]:
-        """A user writes ``text`` (private chat unless ``chat_id`` names a group)."""
+        """A user writes ``text`` (private chat unless ``chat_id`` names a group).
+
+        ``thread_id``: in that forum topic of a forum group. ``as_group``: an
+        admin writes anonymously, as the group (from GroupAnonymousBot).
+        """
         body: dict[str, Any] = {"text": text, "user": user, "lang": lang}
         if chat_id is not None:
             body["chat_id"] = chat_id
         if reply_to is not None:
             body["reply_to"] = reply_to
+        if thread_id is not None:
+            body["thread_id"] = thread_id
+        if as_group:
+            body["as_group"] = True
         result: dict[str, Any] = await self._request("POST", f"/bots/{bot_id}/messages", json=body)
         return result
 
@@ -139,9 +149,19 @@ class SandboxClient:
         *,
         admins: list[int] | list[dict[str, Any]],
         members: list[int] | list[dict[str, Any]] | tuple[int, ...] = (),
+        forum: bool = False,
     ) -> dict[str, Any]:
-        """Create a group (negative id) containing the bot, ``admins`` and ``members``."""
-        body = {"chat_id": chat_id, "title": title, "admins": admins, "members": list(members)}
+        """Create a group (negative id) containing the bot, ``admins`` and ``members``.
+
+        ``forum``: a supergroup with topics (users write in one with ``thread_id``).
+        """
+        body = {
+            "chat_id": chat_id,
+            "title": title,
+            "admins": admins,
+            "members": list(members),
+            "forum": forum,
+        }
         result: dict[str, Any] = await self._request("POST", f"/bots/{bot_id}/groups", json=body)
         return result
 
@@ -190,6 +210,19 @@ class SandboxClient:
             body["data"] = data
         if label is not None:
             body["label"] = label
+        result: dict[str, Any] = await self._request("POST", f"/bots/{bot_id}/callbacks", json=body)
+        return result
+
+    async def press_inline(
+        self,
+        bot_id: int,
+        data: str,
+        *,
+        user: int | dict[str, Any] = DEFAULT_USER_ID,
+        lang: str = "en",
+    ) -> dict[str, Any]:
+        """Press a button under an inline-mode message: the query has no chat or message."""
+        body = {"inline": True, "data": data, "user": user, "lang": lang}
         result: dict[str, Any] = await self._request("POST", f"/bots/{bot_id}/callbacks", json=body)
         return result
 

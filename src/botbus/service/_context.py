@@ -159,6 +159,13 @@ class Context:
         self._seq += 1
         return f"{self._key_base}:{self._seq}"
 
+    def _thread(self, chat_id: int) -> int | None:
+        """The forum topic the inbound came from, for an answer to that same chat."""
+        inbound = self.inbound
+        if not isinstance(inbound, InboundMessage | InboundCommand | InboundCallback):
+            return None
+        return inbound.message_thread_id if inbound.chat.id == chat_id else None
+
     def _common(self, chat_id: int, priority: Priority, key: str | None = None) -> dict[str, Any]:
         return {
             "service": self.service,
@@ -187,6 +194,7 @@ class Context:
             parse_mode=parse_mode,
             keyboard=_keyboard(keyboard),
             reply_to_message_id=reply_to,
+            message_thread_id=self._thread(self.chat_id),
         )
         await self._app.publish(action)
         return action
@@ -207,6 +215,7 @@ class Context:
             text=text,
             parse_mode=parse_mode,
             keyboard=_keyboard(keyboard),
+            message_thread_id=self._thread(chat_id),
         )
         await self._app.publish(action)
         return action
@@ -263,6 +272,7 @@ class Context:
                 "photo": base64.b64encode(png),
                 "caption": caption,
                 "filename": filename,
+                "message_thread_id": self._thread(chat_id if chat_id is not None else self.chat_id),
             }
         )
         await self._app.publish(action)
@@ -270,7 +280,11 @@ class Context:
 
     async def chat_action(self, action: ChatActionName = "typing") -> SendChatAction:
         """Show "typing..." (or another activity) in the inbound's chat."""
-        model = SendChatAction(**self._common(self.chat_id, "interactive"), action=action)
+        model = SendChatAction(
+            **self._common(self.chat_id, "interactive"),
+            action=action,
+            message_thread_id=self._thread(self.chat_id),
+        )
         await self._app.publish(model)
         return model
 

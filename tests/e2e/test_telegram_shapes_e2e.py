@@ -1,0 +1,72 @@
+"""Forum topics, anonymous admins and the admin marks of /help with the real services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.alerts.service import service as alerts_service
+from services.echo.service import service as echo_service
+from services.games.service import service as games_service
+
+from .conftest import ADMIN, Chat, StartStack
+
+pytestmark = pytest.mark.timeout(60)
+
+FORUM = -100610
+OWNER: dict[str, Any] = {"id": 6101, "first_name": "Olga"}
+MEMBER: dict[str, Any] = {"id": 6102, "first_name": "Max"}
+
+
+async def in_topic(chat: Chat, text: str, user: dict[str, Any], topic: int) -> dict[str, Any]:
+    """``user`` writes ``text`` in forum topic ``topic``; the bot's next message there."""
+    await chat.stack.client.send_text(
+        chat.stack.bot.id, text, user=user, chat_id=chat.chat_id, thread_id=topic
+    )
+    message: dict[str, Any] = (await chat.next())["message"]
+    return message
+
+
+async def test_service_answers_and_game_boards_stay_in_their_topic(
+    start_stack: StartStack,
+) -> None:
+    stack = await start_stack(echo_service, games_service)
+    await stack.client.create_group(
+        stack.bot.id, FORUM, "Forum", admins=[OWNER], members=[MEMBER], forum=True
+    )
+    forum = Chat(stack, FORUM)
+    echoed = await in_topic(forum, "/echo hello topic", MEMBER, 31)
+    assert echoed["text"] == "hello topic" and echoed["message_thread_id"] == 31
+    board = await in_topic(forum, "/tictactoe bot", MEMBER, 32)
+    assert board["message_thread_id"] == 32 and board["reply_markup"]["inline_keyboard"]
+    await stack.client.press(
+        stack.bot.id, chat_id=FORUM, message_id=board["message_id"], user=MEMBER["id"], label="1"
+    )
+    edited = (await forum.next("edit"))["message"]
+    assert edited["message_id"] == board["message_id"] and edited["message_thread_id"] == 32
+
+
+async def test_an_anonymous_admin_manages_the_groups_subscriptions(
+    start_stack: StartStack,
+) -> None:
+    stack = await start_stack(alerts_service)
+    admin = Chat(stack, ADMIN["id"])
+    created = await admin.reply_text("/newchannel storms Storm warnings", ADMIN)
+    assert "Channel storms created" in created
+    await stack.client.create_group(stack.bot.id, FORUM, "Team", admins=[OWNER], members=[MEMBER])
+    team = Chat(stack, FORUM)
+    refused = await team.reply_text("/subscribe storms", MEMBER)
+    assert refused.startswith("In a group, only the group's admins")
+    await stack.client.send_text(
+        stack.bot.id, "/subscribe storms", user=OWNER, chat_id=FORUM, as_group=True
+    )
+    answer = (await team.next())["message"]["text"]
+    assert answer.startswith("Subscribed to storms")
+
+
+async def test_help_marks_admin_commands_once(start_stack: StartStack) -> None:
+    stack = await start_stack(alerts_service)
+    help_text = await Chat(stack, ADMIN["id"]).reply_text("/help", ADMIN)
+    assert "/newchannel - Create channel NAME description (admin)" in help_text.splitlines()
+    assert "(admins)" not in help_text
