@@ -9,7 +9,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from botbus.natsserver import NatsServer
+from botbus.natsserver import NatsCluster, NatsServer
 from botbus.sandbox import SandboxClient, SandboxServer
 from botbus.settings import Settings, load_settings
 
@@ -29,6 +29,17 @@ async def nats_server(tmp_path: Path, settings: Settings) -> AsyncIterator[NatsS
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def nats_cluster(tmp_path: Path, settings: Settings) -> AsyncIterator[NatsCluster]:
+    """Three real nats-servers forming one JetStream cluster (same nats.conf)."""
+    cluster = NatsCluster(tmp_path / "cluster", settings, size=3)
+    await cluster.start()
+    try:
+        yield cluster
+    finally:
+        await cluster.stop()
 
 
 async def connect_as(server: NatsServer, settings: Settings, component: str) -> Client:

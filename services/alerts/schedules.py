@@ -25,6 +25,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict
 
+from botbus import topology
 from botbus.subjects import (
     REMINDER_FIRED,
     REMINDERS_ALL,
@@ -53,7 +54,7 @@ class ReminderRef(BaseModel):
     id: str
 
 
-def stream_config() -> StreamConfig:
+def stream_config(replicas: int = 1) -> StreamConfig:
     """The reminders stream: schedules never expire, fired messages carry a TTL."""
     return StreamConfig(
         name=STREAM_REMINDERS,
@@ -66,7 +67,7 @@ def stream_config() -> StreamConfig:
         storage=StorageType.FILE,
         allow_msg_schedules=True,
         allow_msg_ttl=True,
-        num_replicas=1,
+        num_replicas=replicas,
     )
 
 
@@ -75,7 +76,7 @@ async def ensure_stream(js: JetStreamContext) -> None:
     try:
         await js.stream_info(STREAM_REMINDERS)
     except NotFoundError:
-        await js.add_stream(stream_config())
+        await topology.add_stream(js, stream_config(topology.replicas_for(js)))
         log.info("created stream %s", STREAM_REMINDERS)
 
 

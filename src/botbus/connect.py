@@ -4,6 +4,10 @@ Every process connects as its own nats.conf user (``Settings.credentials_for``)
 and uses a private inbox prefix ``_INBOX.<user>``: nats.conf lets a service
 subscribe only to its own inboxes, so it can never read replies (or JetStream
 deliveries) meant for another component.
+
+``NATS_URL`` may list several servers, comma-separated (every node of a
+cluster): the client starts from any that answers and, when its node dies,
+reconnects to another one, forever.
 """
 
 from __future__ import annotations
@@ -33,6 +37,14 @@ def inbox_prefix(user: str) -> str:
     return f"_INBOX.{user}"
 
 
+def server_list(url: str) -> list[str]:
+    """The servers of a ``NATS_URL``: one URL, or several separated by commas."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ConfigError(f"setting NATS_URL has no server in it: {url!r}")
+    return servers
+
+
 def resolve_url(settings: Settings, url: str | None = None) -> str:
     """The broker URL: ``url`` (e.g. the embedded server's) or ``NATS_URL``."""
     resolved = url or settings.nats_url
@@ -59,6 +71,7 @@ async def connect(
     for it instead of crashing.
     """
     server = resolve_url(settings, url)
+    servers = server_list(server)
     user, password = settings.credentials_for(component)
 
     client: list[Client] = []  # filled once connected; callbacks read it
@@ -69,7 +82,8 @@ async def connect(
         log.warning("disconnected from NATS at %s; reconnecting", server)
 
     async def reconnected() -> None:
-        log.info("reconnected to NATS at %s", server)
+        now = client[0].connected_url if client else None
+        log.info("reconnected to NATS at %s", now.netloc if now else server)
 
     refusals: asyncio.Queue[Exception] = asyncio.Queue()
 
@@ -86,7 +100,7 @@ async def connect(
         try:
             nc = await _first_of(
                 nats.connect(
-                    server,
+                    servers,
                     user=user,
                     password=password,
                     name=name or component,

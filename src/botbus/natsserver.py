@@ -5,6 +5,11 @@ fixture: the server listens on a free loopback port (``-p -1``), with
 JetStream on a data directory and the repository's ``nats.conf``; we read
 its stderr for ``Listening for client connections on HOST:PORT`` and
 ``Server is ready`` and stop it with SIGTERM (SIGKILL after a grace period).
+
+:class:`NatsCluster` runs several of them as one JetStream cluster (``botbus
+up --cluster 3``, the cluster tests and bench): each node has its own store
+directory and a small config that includes the single-node one (so auth and
+limits are whatever a single server uses) and adds its name and routes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +38,8 @@ DEFAULT_STOP_TIMEOUT = 10.0  # seconds
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _MQTT_RE = re.compile(r"Listening for MQTT clients on \S*://(\S+):(\d+)")
 _READY = "Server is ready"
+_META_LEADER = "metadata leader"  # "new metadata leader" / "Self is new ... metadata leader"
+CLUSTER_NAME = "botbus"
 
 
 def repo_nats_conf() -> Path:
@@ -60,6 +69,56 @@ def server_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class ClusterNode:
+    """What makes a server one node of a JetStream cluster."""
+
+    server_name: str  # unique in the cluster; JetStream places replicas by it
+    route_port: int  # where this node listens for its peers
+    routes: tuple[str, ...]  # nats-route:// URLs of every node (its own is ignored)
+    cluster_name: str = CLUSTER_NAME
+
+
+def cluster_config(base: Path, node: ClusterNode, host: str, directory: Path) -> str:
+    """A node's config: ``include`` the single-node config, then name and routes.
+
+    nats-server resolves an include relative to the including file, so the
+    path is made relative to ``directory`` (where the result is written).
+    Keys set after the include win, which is how each node gets its own
+    ``server_name`` while sharing everything else (auth, JetStream limits).
+    """
+    included = os.path.relpath(base.resolve(), directory.resolve())
+    routes = ", ".join(node.routes)
+    return (
+        f'include "{included}"\n'
+        f"server_name: {node.server_name}\n"
+        "cluster {\n"
+        f"  name: {node.cluster_name}\n"
+        f"  listen: {host}:{node.route_port}\n"
+        f"  routes: [{routes}]\n"
+        "}\n"
+    )
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free right now on ``host``.
+
+    A cluster's nodes must know each other's route ports before any of them
+    starts, and a node restarted after a crash must come back on the same
+    client port, so these cannot be left to ``-1``.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 class NatsServer:
     """One nats-server child process.
 
@@ -78,6 +137,7 @@ class NatsServer:
         host: str = "127.0.0.1",
         port: int = -1,
         ready_timeout: float = DEFAULT_READY_TIMEOUT,
+        cluster: ClusterNode | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.settings = settings
@@ -85,6 +145,8 @@ class NatsServer:
         self.host = host
         self.port = port
         self.ready_timeout = ready_timeout
+        self.cluster = cluster
+        self.meta_leader = asyncio.Event()  # set once a clustered node knows its leader
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self.url = ""
@@ -101,10 +163,15 @@ class NatsServer:
         if self._proc is not None:
             raise NatsServerError("nats-server already started")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        if self.cluster is not None:
+            config = self.data_dir / "cluster.conf"
+            config.write_text(cluster_config(self.config, self.cluster, self.host, self.data_dir))
+        self.meta_leader.clear()
         args = [
             str(find_nats_server()),
             "-c",
-            str(self.config),
+            str(config),
             "-a",
             self.host,
             "-p",
@@ -128,7 +195,7 @@ class NatsServer:
             await self.stop()
             tail = "\n".join(self._log_lines[-20:])
             raise NatsServerError(f"nats-server did not become ready: {exc}\n{tail}") from exc
-        self._stderr_task = asyncio.create_task(self._drain_stderr(self._proc))
+        self._stderr_task = asyncio.create_task(self._drain_stderr(self._proc, self.meta_leader))
         log.info("nats-server ready at %s (pid %s)", self.url, self._proc.pid)
         return self.url
 
@@ -146,17 +213,21 @@ class NatsServer:
                 self.url = f"nats://{host}:{port}"
             elif m := _MQTT_RE.search(line):
                 self.mqtt_port = int(m.group(2))
+            elif _META_LEADER in line:
+                self.meta_leader.set()
             elif _READY in line:
                 if not self.url:
                     raise NatsServerError("ready but no client port was logged")
                 return
 
     @staticmethod
-    async def _drain_stderr(proc: asyncio.subprocess.Process) -> None:
+    async def _drain_stderr(proc: asyncio.subprocess.Process, meta_leader: asyncio.Event) -> None:
         # Keep reading so the pipe never fills and blocks the server.
         assert proc.stderr is not None
         while line := await proc.stderr.readline():
             text = line.decode(errors="replace").rstrip()
+            if _META_LEADER in text:
+                meta_leader.set()
             if "[ERR]" in text or "[WRN]" in text:
                 log.debug("nats-server: %s", text)
 
@@ -187,6 +258,116 @@ class NatsServer:
             self._proc.kill()
 
     async def __aenter__(self) -> NatsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class NatsCluster:
+    """``size`` local nats-servers forming one JetStream cluster.
+
+    Every node gets its own store directory under ``root`` and its own
+    client and route ports, chosen free up front (or ``client_ports``), so
+    a node killed with :meth:`kill` comes back with :meth:`restart` at the
+    same address. ``url`` lists every node, comma-separated, which is what
+    ``NATS_URL`` takes for a cluster.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        settings: Settings,
+        *,
+        size: int = 3,
+        config: Path | None = None,
+        host: str = "127.0.0.1",
+        client_ports: list[int] | None = None,
+        ready_timeout: float = DEFAULT_READY_TIMEOUT,
+    ) -> None:
+        if size < 1:
+            raise NatsServerError(f"a cluster needs at least one node, not {size}")
+        ports = free_ports(size if client_ports else 2 * size, host)
+        clients = client_ports or ports[size:]
+        routes = tuple(f"nats-route://{host}:{p}" for p in ports[:size])
+        self.ready_timeout = ready_timeout
+        self.nodes = [
+            NatsServer(
+                root / f"n{i + 1}",
+                settings,
+                config=config,
+                host=host,
+                port=clients[i],
+                ready_timeout=ready_timeout,
+                cluster=ClusterNode(f"n{i + 1}", ports[i], routes) if size > 1 else None,
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        """Client URL of every node."""
+        return [f"nats://{n.host}:{n.port}" for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated (the form ``NATS_URL`` takes)."""
+        return ",".join(self.urls)
+
+    async def start(self) -> str:
+        """Start every node and wait until JetStream has a metadata leader."""
+        try:
+            await asyncio.gather(*(n.start() for n in self.nodes))
+            if len(self.nodes) > 1:
+                await self._await_leader()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("nats cluster of %d ready at %s", len(self.nodes), self.url)
+        return self.url
+
+    async def _await_leader(self) -> None:
+        # Every node, not just one: a node that has not heard of the leader yet
+        # drops JetStream API requests instead of answering them.
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(n.meta_leader.wait() for n in self.nodes)), self.ready_timeout
+            )
+        except TimeoutError:
+            raise NatsServerError(
+                f"the {len(self.nodes)} nats-servers did not agree on a JetStream leader "
+                f"in {self.ready_timeout:.0f}s: are their route ports reachable?"
+            ) from None
+
+    def kill(self, index: int) -> None:
+        """SIGKILL node ``index`` (fault tests)."""
+        self.nodes[index].kill()
+
+    async def restart(self, index: int) -> None:
+        """Start node ``index`` again on its ports and store (after :meth:`kill`)."""
+        node = self.nodes[index]
+        await node.stop()
+        await node.start()
+        if node.cluster is not None:
+            try:
+                await asyncio.wait_for(node.meta_leader.wait(), self.ready_timeout)
+            except TimeoutError:
+                raise NatsServerError(
+                    f"nats-server {node.cluster.server_name} rejoined no JetStream leader "
+                    f"in {self.ready_timeout:.0f}s"
+                ) from None
+
+    async def stop(self) -> None:
+        """Stop every node."""
+        await asyncio.gather(*(n.stop() for n in self.nodes))
+
+    async def __aenter__(self) -> NatsCluster:
         await self.start()
         return self
 

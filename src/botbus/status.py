@@ -20,6 +20,7 @@ import nats
 from nats.aio.client import Client
 
 from botbus import subjects
+from botbus.connect import server_list
 from botbus.errors import BotbusError, ConfigError, PayloadError
 from botbus.models import OutboundStatus, decode_as
 from botbus.settings import Settings, load_settings
@@ -107,7 +108,7 @@ async def collect(settings: Settings) -> SystemStatus:
     url = broker_url(settings)
     try:
         nc = await nats.connect(
-            url,
+            server_list(url),
             user=user,
             password=password,
             connect_timeout=CONNECT_TIMEOUT,

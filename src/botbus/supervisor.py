@@ -30,7 +30,7 @@ import click
 
 from botbus._proc import die_with_parent_hook
 from botbus.errors import BotbusError
-from botbus.natsserver import NatsServer
+from botbus.natsserver import NatsCluster, NatsServer, free_ports
 from botbus.settings import NATS_COMPONENTS, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -153,10 +153,13 @@ def child_env(
 class Supervisor:
     """Runs the system until told to stop."""
 
-    def __init__(self, settings: Settings, services: list[str], sandbox_port: int) -> None:
+    def __init__(
+        self, settings: Settings, services: list[str], sandbox_port: int, cluster: int = 1
+    ) -> None:
         self.settings = settings
         self.services = services
         self.sandbox_port = sandbox_port
+        self.cluster = cluster
         self.children: list[Child] = []
         self._stop = asyncio.Event()
 
@@ -197,11 +200,29 @@ class Supervisor:
         if self.settings.nats_url:
             say(f"[up] using NATS at {self.settings.nats_url}")
             return self.settings.nats_url
+        if self.cluster > 1:
+            return await self._cluster(stack)
         port = DEFAULT_NATS_PORT if _port_free(DEFAULT_NATS_PORT) else -1
         server = NatsServer(self.settings.data_dir / "nats", self.settings, port=port)
         await stack.enter_async_context(server)
         say(f"[up] embedded nats-server at {server.url} (data in {server.data_dir})")
         return server.url
+
+    async def _cluster(self, stack: contextlib.AsyncExitStack) -> str:
+        wanted = [DEFAULT_NATS_PORT + i for i in range(self.cluster)]
+        ports = wanted if all(_port_free(p) for p in wanted) else free_ports(self.cluster)
+        cluster = NatsCluster(
+            self.settings.data_dir / "nats-cluster",
+            self.settings,
+            size=self.cluster,
+            client_ports=ports,
+        )
+        await stack.enter_async_context(cluster)
+        say(
+            f"[up] JetStream cluster of {self.cluster} nats-servers at {cluster.url} "
+            f"(data in {self.settings.data_dir / 'nats-cluster'})"
+        )
+        return cluster.url
 
     async def _telegram(self, stack: contextlib.AsyncExitStack) -> dict[str, str]:
         if self.settings.telegram_bot_token is not None:
@@ -271,7 +292,14 @@ class Supervisor:
     show_default=True,
     help="Port of the local sandbox (used when TELEGRAM_BOT_TOKEN is not set).",
 )
-def up(names: str, sandbox_port: int) -> None:
+@click.option(
+    "--cluster",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 5),
+    help="Run the embedded NATS as a JetStream cluster of this many local nodes (e.g. 3).",
+)
+def up(names: str, sandbox_port: int, cluster: int) -> None:
     """Start NATS, the sandbox (without a token), the gateway and the services."""
     try:
         settings = load_settings()
@@ -286,6 +314,6 @@ def up(names: str, sandbox_port: int) -> None:
             f"unknown service(s) {', '.join(unknown)}; available: {', '.join(available)}"
         )
     try:
-        asyncio.run(Supervisor(settings, chosen, sandbox_port).run())
+        asyncio.run(Supervisor(settings, chosen, sandbox_port, cluster).run())
     except BotbusError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -6,7 +6,8 @@ start-up. Services do not: nats.conf gives them no right to create or
 change a shared stream (a service could otherwise shrink a limit every
 other part relies on); they wait for the streams with :func:`wait_for_streams`.
 
-Limits (all explicit, file storage, one replica on the embedded server):
+Limits (all explicit, file storage; one replica on a single server, three on
+a JetStream cluster, see :func:`replicas_for`):
 
 =============  ================  =========  ========  =========  ========  ==========
 stream         subjects          retention  max_age   max_bytes  discard   dedupe
@@ -33,6 +34,10 @@ Why:
   actions (same idempotency key) a no-op.
 - BOTBUS_EVENTS and BOTBUS_DLQ are small audit trails; BOTBUS_ALERTS buffers
   alerts for the alerts service.
+- Replicas: on a cluster every stream and bucket keeps three copies, so the
+  death of one node loses nothing and stops nothing (two of three still
+  form a quorum). botbus scales a stream up to that, never down: a cluster
+  seen with a node missing must not shed copies.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from dataclasses import dataclass, replace
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from botbus import subjects
@@ -58,6 +63,7 @@ DAY = 24 * HOUR
 MiB = 1024 * 1024
 
 DEDUPE_WINDOW = 2 * MINUTE
+CLUSTER_REPLICAS = 3  # copies of each stream and bucket on a JetStream cluster
 STREAM_WAIT_LOG_EVERY = 5.0  # seconds between two "waiting for stream" log lines
 STREAM_WAIT_POLL = 0.5  # seconds between two checks for a missing stream
 
@@ -80,8 +86,8 @@ class StreamSpec:
     max_msg_size: int
     description: str
 
-    def config(self) -> StreamConfig:
-        """The nats-py configuration of this stream."""
+    def config(self, replicas: int = 1) -> StreamConfig:
+        """The nats-py configuration of this stream with ``replicas`` copies."""
         return StreamConfig(
             name=self.name,
             description=self.description,
@@ -93,7 +99,7 @@ class StreamSpec:
             discard=self.discard,
             duplicate_window=self.duplicate_window,
             storage=StorageType.FILE,
-            num_replicas=1,
+            num_replicas=replicas,
         )
 
 
@@ -161,16 +167,53 @@ def _differs(current: StreamConfig, wanted: StreamConfig) -> list[str]:
     return [f for f in fields if getattr(current, f) != getattr(wanted, f)]
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
-    """Create ``spec``'s stream, or update its limits if they drifted."""
-    wanted = spec.config()
+def replicas_for(js: JetStreamContext) -> int:
+    """How many copies botbus keeps of a stream on the server behind ``js``.
+
+    Three when the server is a node of a cluster (its INFO names one), one
+    otherwise. nats-py keeps that INFO only on a private attribute; without
+    it this answers 1, the safe choice on any server.
+    """
+    info = getattr(getattr(js, "_nc", None), "_server_info", None)
+    return CLUSTER_REPLICAS if isinstance(info, dict) and info.get("cluster") else 1
+
+
+async def add_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create a stream; with one replica if the cluster is too small for more.
+
+    A cluster reporting fewer nodes than replicas (e.g. two of three still
+    up at first start) refuses the stream; botbus then starts with one copy
+    and scales it up at a later start (:func:`ensure_stream`).
+    """
+    try:
+        await js.add_stream(config)
+    except APIError as exc:
+        if (config.num_replicas or 1) <= 1:
+            raise
+        log.warning(
+            "stream %s: the cluster refused %s replicas (%s); created with 1, "
+            "restart the gateway once every node is up to replicate it",
+            config.name,
+            config.num_replicas,
+            exc.description,
+        )
+        await js.add_stream(replace(config, num_replicas=1))
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> None:
+    """Create ``spec``'s stream, or update its limits (and scale it up) if they drifted."""
+    wanted = spec.config(replicas)
     try:
         info = await js.stream_info(spec.name)
     except NotFoundError:
-        await js.add_stream(wanted)
-        log.info("created stream %s (%s)", spec.name, spec.subject)
+        await add_stream(js, wanted)
+        log.info("created stream %s (%s, %d replicas)", spec.name, spec.subject, replicas)
         return
+    current_replicas = info.config.num_replicas or 1
+    wanted.num_replicas = max(current_replicas, replicas)  # never shed copies
     changed = _differs(info.config, wanted)
+    if wanted.num_replicas != current_replicas:
+        changed.append(f"replicas {current_replicas} -> {wanted.num_replicas}")
     if info.config.retention != wanted.retention:
         # JetStream cannot change retention in place; deleting would lose data.
         log.warning(
@@ -182,14 +225,27 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
             spec.name,
         )
     if changed:
-        await js.update_stream(wanted)
+        try:
+            await js.update_stream(wanted)
+        except APIError as exc:
+            if wanted.num_replicas == current_replicas:
+                raise
+            log.warning("stream %s not scaled up: %s", spec.name, exc.description)
+            wanted.num_replicas = current_replicas
+            await js.update_stream(wanted)
         log.info("updated stream %s: %s", spec.name, ", ".join(changed))
 
 
-async def ensure_topology(js: JetStreamContext, streams: Iterable[StreamSpec] = STREAMS) -> None:
-    """Create or update every shared stream; safe to call from many processes."""
+async def ensure_topology(
+    js: JetStreamContext, streams: Iterable[StreamSpec] = STREAMS, *, replicas: int | None = None
+) -> None:
+    """Create or update every shared stream; safe to call from many processes.
+
+    ``replicas`` defaults to what the server calls for (:func:`replicas_for`).
+    """
+    copies = replicas_for(js) if replicas is None else replicas
     for spec in streams:
-        await ensure_stream(js, spec)
+        await ensure_stream(js, spec, copies)
 
 
 async def wait_for_streams(js: JetStreamContext, names: Iterable[str]) -> None:
@@ -242,22 +298,31 @@ async def open_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
     Buckets allow direct gets: a read is answered by the stream itself
     instead of a JSON API round trip through the JetStream API handler
     (about 0.1 ms less per read, and reads do not queue behind other API
-    calls). A bucket created before that is switched over in place.
+    calls). On a cluster they keep three copies, like the streams. A bucket
+    created before either is switched over in place.
     """
+    replicas = max(config.replicas, replicas_for(js))
     try:
         kv = await js.key_value(config.bucket)
     except (BucketNotFoundError, NotFoundError):
-        kv = await js.create_key_value(replace(config, direct=True))
+        try:
+            kv = await js.create_key_value(replace(config, direct=True, replicas=replicas))
+        except APIError as exc:
+            if replicas <= 1:
+                raise
+            log.warning("KV bucket %s: %s; created with 1 replica", config.bucket, exc.description)
+            kv = await js.create_key_value(replace(config, direct=True, replicas=1))
         log.info("created KV bucket %s", config.bucket)
         return kv
     stream = f"KV_{config.bucket}"
     try:
         current = (await js.stream_info(stream)).config
-        if current.allow_direct:
+        copies = max(current.num_replicas or 1, replicas)
+        if current.allow_direct and copies == (current.num_replicas or 1):
             return kv
-        await js.update_stream(replace(current, allow_direct=True))
+        await js.update_stream(replace(current, allow_direct=True, num_replicas=copies))
     except NatsError as exc:
-        log.info("KV bucket %s keeps plain gets (could not enable direct gets: %s)", stream, exc)
+        log.info("KV bucket %s left as it is (could not update it: %s)", stream, exc)
         return kv
-    log.info("enabled direct gets on KV bucket %s", config.bucket)
+    log.info("KV bucket %s: direct gets on, %d replicas", config.bucket, copies)
     return await js.key_value(config.bucket)

@@ -26,6 +26,21 @@ async def read_output(
             running.set()
 
 
+async def spawn_up(env: dict[str, str], cwd: Path, *args: str) -> asyncio.subprocess.Process:
+    """``botbus up ARGS`` as a child whose output (stdout and stderr) can be read."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from botbus.cli import main; main()",
+        "up",
+        *args,
+        env=env,
+        cwd=str(cwd),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
 async def test_up_runs_echo_end_to_end_and_stops_cleanly(
     tmp_path: Path, nats_server: NatsServer
 ) -> None:
@@ -37,20 +52,7 @@ async def test_up_runs_echo_end_to_end_and_stops_cleanly(
         BOTBUS_DATA_DIR=str(tmp_path / "data"),
         BOTBUS_GATEWAY_HTTP="127.0.0.1:0",
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "from botbus.cli import main; main()",
-        "up",
-        "--services",
-        "echo",
-        "--sandbox-port",
-        "0",
-        env=env,
-        cwd=str(tmp_path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await spawn_up(env, tmp_path, "--services", "echo", "--sandbox-port", "0")
     lines: list[str] = []
     running = asyncio.Event()
     assert proc.stdout is not None
