@@ -4,8 +4,15 @@ Every ``DEFAULT_POLL_INTERVAL`` the gateway asks ``$SRV.INFO`` and gathers
 every reply that arrives within a short window. A service's entry (version,
 commands, whether it listens to plain messages) is persisted in the
 gateway's KV bucket, so after a restart — or while every instance of a
-service is down — its commands are still routed and wait in JetStream. A
-service counts as *live* while one of its instances answered recently.
+service is down — its commands are still routed and wait in JetStream.
+
+A service is declared *down* (users told it is unavailable, its commands
+left out of the menu) only once it has been absent for a grace period
+during which the bus itself was reachable. A round that fails, or during
+which the gateway's connection dropped, proves nothing about the services;
+after the bus comes back they get the whole grace to reconnect before
+their absence counts. A broker restart therefore never makes live services
+look down.
 """
 
 from __future__ import annotations
@@ -28,7 +35,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 1.5  # seconds between discovery rounds
 DEFAULT_GATHER_WINDOW = 0.25  # seconds to collect $SRV.INFO replies
-LIVE_ROUNDS = 2  # a service missing from this many rounds in a row is down
+LIVE_ROUNDS = 2  # rounds an instance counts as present after it last answered
+# A service is down once absent this many rounds' worth of time with the bus reachable
+# (about 5 s with the default interval): long enough for every service to reconnect
+# after a broker restart or a cluster node's death.
+ABSENT_ROUNDS = 3
 
 META_COMMANDS = "botbus.commands"
 META_LISTENS = "botbus.listens"
@@ -103,11 +114,16 @@ class Registry:
         *,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         gather_window: float = DEFAULT_GATHER_WINDOW,
+        absent_grace: float | None = None,
     ) -> None:
         self._nc = nc
         self._kv = kv
         self.poll_interval = poll_interval
         self.gather_window = gather_window
+        self._absent_grace = absent_grace
+        # Since when (monotonic) every discovery round has seen the bus reachable;
+        # None while it is not (or before the first good round).
+        self._bus_since: float | None = None
         self._entries: dict[str, ServiceEntry] = {}
         self._instances: dict[str, dict[str, float]] = {}  # service -> instance -> last seen
         self._owners: dict[str, tuple[str, CommandSpec]] = {}
@@ -124,10 +140,33 @@ class Registry:
         """True if ``service`` was ever seen (its requests can wait for it)."""
         return service in self._entries
 
+    @property
+    def absent_grace(self) -> float:
+        """Seconds a service may be missing, with the bus reachable, before it is down."""
+        if self._absent_grace is not None:
+            return self._absent_grace
+        return ABSENT_ROUNDS * (self.poll_interval + self.gather_window)
+
+    @property
+    def bus_reachable(self) -> bool:
+        """True when the last discovery round ran on a connection that stayed up."""
+        return self._bus_since is not None and self._nc.is_connected
+
     def is_live(self, service: str) -> bool:
-        """True while an instance of ``service`` answered discovery recently."""
-        horizon = time.monotonic() - LIVE_ROUNDS * (self.poll_interval + self.gather_window)
-        return any(seen >= horizon for seen in self._instances.get(service, {}).values())
+        """False only once ``service`` has been absent for the grace with the bus up.
+
+        While the bus is unreachable nothing is declared down: absence then
+        says nothing about the service (and nothing could be published anyway).
+        A service never seen at all is not live.
+        """
+        if service not in self._entries:
+            return False
+        if not self.bus_reachable:
+            return True
+        assert self._bus_since is not None
+        last_seen = max(self._instances.get(service, {}).values(), default=self._bus_since)
+        absent_for = time.monotonic() - max(last_seen, self._bus_since)
+        return absent_for <= self.absent_grace
 
     def live_services(self) -> list[ServiceEntry]:
         """Entries of the live services, by name."""
@@ -191,7 +230,25 @@ class Registry:
     async def refresh(self) -> bool:
         """Run one discovery round; True if the live command set changed."""
         now = time.monotonic()
-        for info in await self.discover():
+        reconnects = self._nc.stats["reconnects"]
+        connected = self._nc.is_connected
+        try:
+            infos = await self.discover()
+        except BaseException:
+            self._bus_since = None
+            raise
+        if not connected or not self._nc.is_connected or self._nc.stats["reconnects"] != reconnects:
+            # Replies may have been lost with the connection: this round proves nothing.
+            self._bus_since = None
+            self._finish_round()
+            return False
+        if self._bus_since is None:
+            self._bus_since = now
+            log.info(
+                "discovery: the bus is reachable; a service still missing in %.1fs is down",
+                self.absent_grace,
+            )
+        for info in infos:
             if not subjects.is_valid_name(info.name):
                 log.warning("ignoring service with invalid name %r", info.name)
                 continue
@@ -213,9 +270,12 @@ class Registry:
         signature += tuple(e.name for e in self.live_services())
         changed = signature != self._live_signature
         self._live_signature = signature
+        self._finish_round()
+        return changed
+
+    def _finish_round(self) -> None:
         finished, self._round = self._round, asyncio.Event()
         finished.set()
-        return changed
 
     def _forget_stale_instances(self, now: float) -> None:
         horizon = now - 10 * LIVE_ROUNDS * (self.poll_interval + self.gather_window)
