@@ -20,7 +20,7 @@ from botbus.models import Alert, DeliveryEvent, ForgetUser, InboundCommand
 from botbus.service import Context, Service, ServiceApp
 from botbus.subjects import alert_channel, is_valid_name
 from services.alerts.channels import check_channel_name, new_channel
-from services.alerts.reminders import parse_reminder, resolve_timezone
+from services.alerts.reminders import next_local_time, parse_reminder, resolve_timezone
 from services.alerts.runtime import AlertsRuntime
 from services.alerts.store import Reminder
 from services.alerts.texts import UserInputError
@@ -268,11 +268,25 @@ async def alert(ctx: Context, cmd: InboundCommand) -> None:
 # -- reminders --------------------------------------------------------------------------
 
 
-def _when(reminder: Reminder) -> str:
-    local = reminder.due.astimezone(zoneinfo.ZoneInfo(reminder.timezone))
+def _when(reminder: Reminder, zone: str | None = None) -> str:
+    """When ``reminder`` fires, in ``zone`` (the user's current one; default: its own)."""
+    zone = zone or reminder.timezone
     if reminder.kind == "daily":
-        return f"{reminder.hour:02d}:{reminder.minute:02d} ({reminder.timezone})"
-    return f"{local:%Y-%m-%d %H:%M} ({reminder.timezone})"
+        # It fires at that wall-clock time of the zone it was set in, whatever the user's now.
+        own = f"{reminder.hour:02d}:{reminder.minute:02d} ({reminder.timezone})"
+        if zone == reminder.timezone:
+            return own
+        local = _next_due(reminder, datetime.now(UTC)).astimezone(zoneinfo.ZoneInfo(zone))
+        return f"{own} = {local:%H:%M} ({zone})"
+    local = reminder.due.astimezone(zoneinfo.ZoneInfo(zone))
+    return f"{local:%Y-%m-%d %H:%M} ({zone})"
+
+
+def _next_due(reminder: Reminder, now: datetime) -> datetime:
+    """The next instant ``reminder`` fires (a past one-off: when it was due)."""
+    if reminder.kind == "daily":
+        return next_local_time(now, reminder.timezone, reminder.hour, reminder.minute)
+    return reminder.due
 
 
 @service.command(
@@ -335,28 +349,39 @@ async def remind(ctx: Context, cmd: InboundCommand) -> None:
 
 @service.command("reminders", en="Your reminders", es="Tus recordatorios")
 async def reminders(ctx: Context, cmd: InboundCommand) -> None:
-    """List the user's reminders."""
-    mine = await runtime(ctx).store.user_reminders(cmd.user.id)
+    """List the user's reminders, soonest first, in the user's time zone."""
+    store = runtime(ctx).store
+    mine = await store.user_reminders(cmd.user.id)
     if not mine:
         await ctx.reply(ctx.t(en="You have no reminders.", es="No tienes recordatorios."))
         return
+    zone = await store.get_timezone(cmd.user.id)
+    now = datetime.now(UTC)
     lines = [ctx.t(en="Your reminders:", es="Tus recordatorios:")]
-    for r in mine:
+    for r in sorted(mine, key=lambda r: (_next_due(r, now), r.id)):
         every = ctx.t(en="every day ", es="cada día ") if r.kind == "daily" else ""
-        lines.append(f"{r.id}: {every}{_when(r)} — {r.text}")
+        lines.append(f"{r.id}: {every}{_when(r, zone)} — {r.text}")
     await ctx.reply("\n".join(lines))
 
 
 @service.command("cancel", en="Cancel reminder ID", es="Cancela el recordatorio ID")
 async def cancel(ctx: Context, cmd: InboundCommand) -> None:
     """Cancel one of the user's reminders."""
-    rid = cmd.argv[0].lower() if cmd.argv else ""
-    rt = runtime(ctx)
-    if not is_valid_name(rid) or await rt.store.get_reminder(cmd.user.id, rid) is None:
+    if not cmd.argv:
         raise ServiceError(
             ctx.t(
                 en="Usage: /cancel ID — see your reminder ids with /reminders",
                 es="Uso: /cancel ID — mira los ids de tus recordatorios con /reminders",
+            )
+        )
+    rid = cmd.argv[0].lower()
+    rt = runtime(ctx)
+    if not is_valid_name(rid) or await rt.store.get_reminder(cmd.user.id, rid) is None:
+        shown = cmd.argv[0][:32]
+        raise ServiceError(
+            ctx.t(
+                en=f"You have no reminder {shown!r}; /reminders lists yours.",
+                es=f"No tienes ningún recordatorio {shown!r}; /reminders muestra los tuyos.",
             )
         )
     await rt.scheduler.cancel(cmd.user.id, rid)

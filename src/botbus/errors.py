@@ -43,8 +43,9 @@ class PayloadError(BotbusError):
 class ServiceError(BotbusError):
     """Raised by a service handler to refuse a request with a clear text.
 
-    The SDK turns it into a reply to the user (``user_message``) and counts it
-    as an error in the service's stats; it is not retried.
+    The SDK turns it into a reply to the user (``user_message``); it is not
+    retried, and the service's stats count it as a request served, not as an
+    error (a user's mistake is no fault of the service).
     """
 
     def __init__(self, user_message: str, *, code: str = "refused") -> None:

@@ -150,7 +150,8 @@ async def test_service_error_is_a_reply_not_a_retry(
         "/secret is for the bot's admins only.",
         "Ni hablar.",
     ]
-    assert counters["refuse"].num_errors == 1 and counters["refuse"].num_requests == 1
+    # Refusals are answers, not errors: `botbus status` counts only failures.
+    assert counters["refuse"].num_errors == 0 and counters["refuse"].num_requests == 1
 
 
 async def test_consume_loop_survives_a_nats_restart(tmp_path: Path, settings: Settings) -> None:

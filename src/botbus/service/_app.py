@@ -601,9 +601,9 @@ class ServiceApp:
                 if isinstance(result, str) and result:
                     await ctx.reply(result)
             except ServiceError as exc:
-                # A refusal the user should read; retrying would refuse again.
-                error = f"{exc.code}: {exc.user_message}"
-                ctx.log.info("refused: %s", exc.user_message)
+                # A refusal the user should read; retrying would refuse again. It is a
+                # request served (the user's mistake), not an error of the service.
+                ctx.log.info("refused (%s): %s", exc.code, exc.user_message)
                 await ctx.reply(exc.user_message)
             await self._ack(msg, ctx)
         except Exception as exc:

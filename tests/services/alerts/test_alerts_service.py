@@ -271,7 +271,8 @@ async def test_timezone_daily_reminders_listing_and_cancel(bot: tuple[Bot, Servi
     assert "not a delay" in await b.ask("/remind in 5 minutes tea", chat_id=40)
     listing = await b.ask("/reminders", chat_id=40)
     assert f"{rid.group(1)}: every day 08:00 (Europe/Madrid) — stretch" in listing
-    assert "Usage: /cancel ID" in await b.ask("/cancel rzzzz", chat_id=40)
+    assert "You have no reminder 'rzzzz'" in await b.ask("/cancel rzzzz", chat_id=40)
+    assert "Usage: /cancel ID" in await b.ask("/cancel", chat_id=40)
     assert "cancelled" in await b.ask(f"/cancel {rid.group(1)}", chat_id=40)
     assert "no reminders" in await b.ask("/reminders", chat_id=40)
 
