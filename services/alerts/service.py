@@ -15,9 +15,8 @@ import string
 import zoneinfo
 from datetime import UTC, datetime
 
-from botbus.errors import ServiceError
 from botbus.models import Alert, DeliveryEvent, ForgetUser, InboundCommand
-from botbus.service import Context, Service, ServiceApp
+from botbus.service import App, Context, Refuse, Service
 from botbus.subjects import alert_channel, is_valid_name
 from services.alerts.channels import check_channel_name, new_channel
 from services.alerts.reminders import next_local_time, parse_reminder, resolve_timezone
@@ -41,7 +40,7 @@ service = Service(
 _runtimes: dict[str, AlertsRuntime] = {}
 
 
-def runtime_of(app: ServiceApp) -> AlertsRuntime:
+def runtime_of(app: App) -> AlertsRuntime:
     """The runtime of a started instance (created by its startup hook)."""
     return _runtimes[app.instance_id]
 
@@ -52,26 +51,26 @@ def runtime(ctx: Context) -> AlertsRuntime:
 
 
 @service.on_startup
-async def start(app: ServiceApp) -> None:
+async def start(app: App) -> None:
     """Open state, the reminders stream, the HTTP endpoint and the alert consumers."""
     _runtimes[app.instance_id] = await AlertsRuntime.start(app.js, app.settings)
 
 
 @service.on_shutdown
-async def stop(app: ServiceApp) -> None:
+async def stop(app: App) -> None:
     """Stop the HTTP endpoint and the alert consumers."""
     rt = _runtimes.pop(app.instance_id, None)
     if rt is not None:
         await rt.stop()
 
 
-def _refuse(ctx: Context, error: UserInputError) -> ServiceError:
-    return ServiceError(error.text.pick(ctx.language))
+def _refuse(ctx: Context, error: UserInputError) -> Refuse:
+    return Refuse(error.text.pick(ctx.language))
 
 
 def _channel_arg(ctx: Context, cmd: InboundCommand, usage_en: str, usage_es: str) -> str:
     if not cmd.argv:
-        raise ServiceError(ctx.t(en=f"Usage: {usage_en}", es=f"Uso: {usage_es}"))
+        raise Refuse(ctx.t(en=f"Usage: {usage_en}", es=f"Uso: {usage_es}"))
     try:
         return check_channel_name(cmd.argv[0])
     except UserInputError as exc:
@@ -82,13 +81,12 @@ def _may_manage_chat(ctx: Context, cmd: InboundCommand) -> None:
     # A group's subscriptions reach every member, so they are the group admins'
     # decision; bot admins may step in (e.g. for a group whose admins left).
     if cmd.chat.is_group and not (cmd.chat_admin or cmd.is_admin):
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en="In a group, only the group's admins can subscribe or unsubscribe the group.",
                 es="En un grupo, solo los administradores del grupo pueden suscribirlo o "
                 "desuscribirlo.",
-            ),
-            code="forbidden",
+            )
         )
 
 
@@ -119,7 +117,7 @@ async def subscribe(ctx: Context, cmd: InboundCommand) -> None:
     _may_manage_chat(ctx, cmd)
     store = runtime(ctx).store
     if await store.get_channel(name) is None:
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en=f"There is no channel {name!r}. See /channels.",
                 es=f"No existe el canal {name!r}. Mira /channels.",
@@ -177,7 +175,7 @@ async def mysubs(ctx: Context, cmd: InboundCommand) -> None:
 async def newchannel(ctx: Context, cmd: InboundCommand) -> None:
     """Create a channel and show its publishing token once."""
     if cmd.chat.is_group:
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en="Create channels in a private chat with me: the reply contains a secret token.",
                 es="Crea canales en un chat privado conmigo: la respuesta lleva un token secreto.",
@@ -191,9 +189,7 @@ async def newchannel(ctx: Context, cmd: InboundCommand) -> None:
         raise _refuse(ctx, exc) from exc
     rt = runtime(ctx)
     if not await rt.store.create_channel(record):
-        raise ServiceError(
-            ctx.t(en=f"Channel {name} already exists.", es=f"El canal {name} ya existe.")
-        )
+        raise Refuse(ctx.t(en=f"Channel {name} already exists.", es=f"El canal {name} ya existe."))
     url = f"{rt.http.url}/alerts/{name}" if rt.http.url else f"/alerts/{name}"
     await ctx.reply(
         ctx.t(
@@ -225,9 +221,7 @@ async def delchannel(ctx: Context, cmd: InboundCommand) -> None:
     """Delete a channel and its subscriptions."""
     name = _channel_arg(ctx, cmd, "/delchannel NAME", "/delchannel NOMBRE")
     if not await runtime(ctx).store.delete_channel(name):
-        raise ServiceError(
-            ctx.t(en=f"There is no channel {name!r}.", es=f"No existe el canal {name!r}.")
-        )
+        raise Refuse(ctx.t(en=f"There is no channel {name!r}.", es=f"No existe el canal {name!r}."))
     await ctx.reply(
         ctx.t(
             en=f"Channel {name} and its subscriptions were deleted.",
@@ -247,12 +241,10 @@ async def alert(ctx: Context, cmd: InboundCommand) -> None:
     name = _channel_arg(ctx, cmd, "/alert NAME text", "/alert NOMBRE texto")
     text = cmd.args.strip()[len(cmd.argv[0]) :].strip()
     if not text:
-        raise ServiceError(ctx.t(en="Usage: /alert NAME text", es="Uso: /alert NOMBRE texto"))
+        raise Refuse(ctx.t(en="Usage: /alert NAME text", es="Uso: /alert NOMBRE texto"))
     rt = runtime(ctx)
     if await rt.store.get_channel(name) is None:
-        raise ServiceError(
-            ctx.t(en=f"There is no channel {name!r}.", es=f"No existe el canal {name!r}.")
-        )
+        raise Refuse(ctx.t(en=f"There is no channel {name!r}.", es=f"No existe el canal {name!r}."))
     title, _, rest = text.partition("\n")
     posted = Alert(title=title[:256], text=(title[256:] + rest)[:3000])
     published = await rt.publish_alert(name, posted)
@@ -303,7 +295,7 @@ async def remind(ctx: Context, cmd: InboundCommand) -> None:
     except UserInputError as exc:
         raise _refuse(ctx, exc) from exc
     if len(await rt.store.user_reminders(cmd.user.id)) >= MAX_REMINDERS_PER_USER:
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en=f"You have {MAX_REMINDERS_PER_USER} reminders: /cancel some first.",
                 es=f"Tienes {MAX_REMINDERS_PER_USER} recordatorios: cancela alguno con /cancel.",
@@ -368,7 +360,7 @@ async def reminders(ctx: Context, cmd: InboundCommand) -> None:
 async def cancel(ctx: Context, cmd: InboundCommand) -> None:
     """Cancel one of the user's reminders."""
     if not cmd.argv:
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en="Usage: /cancel ID — see your reminder ids with /reminders",
                 es="Uso: /cancel ID — mira los ids de tus recordatorios con /reminders",
@@ -378,7 +370,7 @@ async def cancel(ctx: Context, cmd: InboundCommand) -> None:
     rt = runtime(ctx)
     if not is_valid_name(rid) or await rt.store.get_reminder(cmd.user.id, rid) is None:
         shown = cmd.argv[0][:32]
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en=f"You have no reminder {shown!r}; /reminders lists yours.",
                 es=f"No tienes ningún recordatorio {shown!r}; /reminders muestra los tuyos.",

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from botbus.errors import ServiceError
 from botbus.models import InboundCommand
-from botbus.service import Context, Service
+from botbus.service import Context, Refuse, Service
 
 service = Service(
     name="echo",
@@ -28,7 +27,7 @@ def latency_ms(sent: datetime, now: datetime) -> int:
 async def echo(ctx: Context, cmd: InboundCommand) -> None:
     """Reply with the command's text."""
     if not cmd.args.strip():
-        raise ServiceError(ctx.t(en="Usage: /echo TEXT", es="Uso: /echo TEXTO"))
+        raise Refuse(ctx.t(en="Usage: /echo TEXT", es="Uso: /echo TEXTO"))
     await ctx.reply(cmd.args)
 
 

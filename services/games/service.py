@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from botbus.errors import ServiceError
 from botbus.models import ForgetUser, InboundBase, InboundCallback, InboundCommand, InlineButton
-from botbus.service import Context, Service
+from botbus.service import Context, Refuse, Service
 from services.games import engine
 from services.games.base import Player, Rows, whole_number
 from services.games.engine import ChatRecord, Outcome
@@ -60,7 +59,7 @@ async def _apply(ctx: Context, chat_id: int, step: Callable[[ChatRecord], Outcom
     try:
         return await store.change(chat_id, change)
     except Refused as exc:
-        raise ServiceError(exc.reason.pick(ctx.language)) from exc
+        raise Refuse(exc.reason.pick(ctx.language)) from exc
 
 
 async def _start(
@@ -77,7 +76,7 @@ async def trivia(ctx: Context, cmd: InboundCommand) -> None:
     """Start a round of multiple-choice questions in the user's language."""
     count = whole_number(cmd.args) if cmd.args.strip() else DEFAULT_ROUND
     if count is None or not 1 <= count <= MAX_ROUND:
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en=f"Usage: /trivia [1-{MAX_ROUND}] (how many questions)",
                 es=f"Uso: /trivia [1-{MAX_ROUND}] (cuántas preguntas)",

@@ -18,7 +18,6 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from botbus.errors import ServiceError
 from botbus.models import (
     ForgetUser,
     InboundCallback,
@@ -26,7 +25,7 @@ from botbus.models import (
     InboundMessage,
     InlineButton,
 )
-from botbus.service import Context, Service, ServiceApp
+from botbus.service import App, Context, Refuse, Service
 from services.search.index import (
     ChatMessage,
     DocumentHit,
@@ -73,11 +72,11 @@ class _Instance:
         self.pruner: asyncio.Task[None] | None = None
 
 
-# One entry per running ServiceApp (tests run several in one process).
+# One entry per running App (tests run several in one process).
 _instances: dict[str, _Instance] = {}
 
 
-def index_of(app: ServiceApp) -> SearchIndex:
+def index_of(app: App) -> SearchIndex:
     """The index opened by the running instance ``app``."""
     try:
         return _instances[app.instance_id].index
@@ -96,7 +95,7 @@ async def _prune_forever(index: SearchIndex) -> None:
 
 
 @service.on_startup
-async def open_index(app: ServiceApp) -> None:
+async def open_index(app: App) -> None:
     """Open (or create) the index; seed it with the bundled knowledge base if empty."""
     retention = timedelta(days=app.settings.search_retention_days)
     index = await asyncio.to_thread(
@@ -124,7 +123,7 @@ _web_clients: dict[str, MediaWikiClient] = {}
 
 
 @service.on_startup
-async def open_web(app: ServiceApp) -> None:
+async def open_web(app: App) -> None:
     """Open the web backend's HTTP session when ``BOTBUS_SEARCH_WEB_URL`` is set."""
     settings = app.settings
     if settings.search_web_url is None:
@@ -144,7 +143,7 @@ async def open_web(app: ServiceApp) -> None:
 
 
 @service.on_shutdown
-async def close_web(app: ServiceApp) -> None:
+async def close_web(app: App) -> None:
     """Close the web backend's HTTP session."""
     client = _web_clients.pop(app.instance_id, None)
     if client is not None:
@@ -152,7 +151,7 @@ async def close_web(app: ServiceApp) -> None:
 
 
 @service.on_shutdown
-async def close_index(app: ServiceApp) -> None:
+async def close_index(app: App) -> None:
     """Stop pruning and close the index file."""
     instance = _instances.pop(app.instance_id, None)
     if instance is None:
@@ -168,7 +167,7 @@ def _parse(ctx: Context, text: str) -> Query:
     try:
         return parse_query(text)
     except QueryError as exc:
-        raise ServiceError(exc.text(ctx.language), code=exc.code) from exc
+        raise Refuse(exc.text(ctx.language)) from exc
 
 
 def _keyboard(ctx: Context, buttons_of: list[tuple[str, str]]) -> list[list[InlineButton]] | None:
@@ -242,15 +241,14 @@ async def _answer(ctx: Context, cmd: InboundCommand, scope: Scope) -> None:
 async def search(ctx: Context, cmd: InboundCommand) -> None:
     """Knowledge-base results: title, highlighted snippet, link; paged."""
     if not cmd.args.strip():
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en='Usage: /search QUERY, e.g. /search jetstream consumers. Use "..." for a '
                 "phrase, stre* for a prefix, OR for either word, -word to leave one out.",
                 es='Uso: /search CONSULTA, p. ej. /search consumidores jetstream. Usa "..." '
                 "para una frase, busq* para un prefijo, OR para una u otra, -palabra para "
                 "excluirla.",
-            ),
-            code="usage",
+            )
         )
     await _answer(ctx, cmd, "kb")
 
@@ -263,14 +261,13 @@ async def search(ctx: Context, cmd: InboundCommand) -> None:
 async def find(ctx: Context, cmd: InboundCommand) -> None:
     """This chat's past messages, recent relevant ones first, with links where possible."""
     if not cmd.args.strip():
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en="Usage: /find WORDS, e.g. /find deploy friday. Only this chat's messages "
                 "are searched.",
                 es="Uso: /find PALABRAS, p. ej. /find despliegue viernes. Solo se buscan los "
                 "mensajes de este chat.",
-            ),
-            code="usage",
+            )
         )
     await _answer(ctx, cmd, "chat")
 

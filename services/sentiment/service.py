@@ -57,9 +57,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from botbus import subjects
-from botbus.errors import ServiceError
 from botbus.models import Alert, ForgetUser, InboundCommand, InboundMessage, encode
-from botbus.service import Context, Service, ServiceApp
+from botbus.service import App, Context, Refuse, Service
 from services.sentiment.aggregate import PERIODS, AlertPolicy, MoodDoc, Period
 from services.sentiment.background import end_task, stop_requested
 from services.sentiment.chart import render_chart, summary_line
@@ -118,11 +117,11 @@ class Instance:
 
 
 # One per running instance (several run in one process in the tests).
-_instances: WeakKeyDictionary[ServiceApp, Instance] = WeakKeyDictionary()
+_instances: WeakKeyDictionary[App, Instance] = WeakKeyDictionary()
 
 
 @service.on_startup
-async def _open_store(app: ServiceApp) -> None:
+async def _open_store(app: App) -> None:
     kv = await app.kv()
     lease = SlotLease(kv, app.instance_id)
     await lease.claim()
@@ -133,13 +132,13 @@ async def _open_store(app: ServiceApp) -> None:
 
 
 @service.on_shutdown
-async def _close_store(app: ServiceApp) -> None:
+async def _close_store(app: App) -> None:
     instance = _instances.pop(app, None)
     if instance is not None:
         await instance.lease.stop()
 
 
-def instance_of(app: ServiceApp) -> Instance:
+def instance_of(app: App) -> Instance:
     """The running instance's state (made by the startup hook)."""
     try:
         return _instances[app]
@@ -280,10 +279,10 @@ class OptOutCache:
 
 
 # One flag cache per running instance, started on first use.
-_optouts: WeakKeyDictionary[ServiceApp, OptOutCache] = WeakKeyDictionary()
+_optouts: WeakKeyDictionary[App, OptOutCache] = WeakKeyDictionary()
 
 
-async def optouts(app: ServiceApp) -> OptOutCache:
+async def optouts(app: App) -> OptOutCache:
     """The running instance's opt-out flags (see :class:`OptOutCache`)."""
     cache = _optouts.get(app)
     if cache is None:
@@ -298,7 +297,7 @@ async def optouts(app: ServiceApp) -> OptOutCache:
 
 
 @service.on_shutdown
-async def _stop_optouts(app: ServiceApp) -> None:
+async def _stop_optouts(app: App) -> None:
     cache = _optouts.pop(app, None)
     if cache is not None:
         await cache.stop()
@@ -332,13 +331,12 @@ def describe(ctx: Context, score: Score) -> str:
 
 async def _set_scoring(ctx: Context, cmd: InboundCommand, enabled: bool) -> None:
     if cmd.chat.is_group and not (cmd.chat_admin or cmd.is_admin):
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en="Only a group admin can switch sentiment scoring on or off in this group.",
                 es="Solo un administrador del grupo puede activar o desactivar el análisis "
                 "en este grupo.",
-            ),
-            code="forbidden",
+            )
         )
     kv = await ctx.kv()
     key = f"optout.{cmd.chat.id}"
@@ -376,7 +374,7 @@ async def sentiment(ctx: Context, cmd: InboundCommand) -> None:
         await _set_scoring(ctx, cmd, enabled=arg.lower() == "on")
         return
     if not arg:
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en="Usage: /sentiment TEXT — or /sentiment off|on for this chat",
                 es="Uso: /sentiment TEXTO — o /sentiment off|on para este chat",
@@ -396,7 +394,7 @@ async def mood(ctx: Context, cmd: InboundCommand) -> None:
     mine = "me" in words
     periods = [w for w in words if w != "me"]
     if len(periods) > 1 or (periods and periods[0] not in PERIODS):
-        raise ServiceError(
+        raise Refuse(
             ctx.t(
                 en="Usage: /mood [day|week|month] [me]",
                 es="Uso: /mood [day|week|month] [me]",

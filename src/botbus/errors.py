@@ -4,7 +4,7 @@ BotbusError
 ├── ConfigError          a setting is missing or malformed (start-up stops)
 ├── NatsServerError      the embedded nats-server could not start or stop
 ├── PayloadError         a bus payload failed validation (names the field)
-├── ServiceError         a handler refused a request with a user-facing text
+├── ServiceError         deprecated: a handler refused a request (use ``Refuse``)
 └── StartupError         a service could not start (broker, permissions, a hook)
 """
 
@@ -41,11 +41,11 @@ class PayloadError(BotbusError):
 
 
 class ServiceError(BotbusError):
-    """Raised by a service handler to refuse a request with a clear text.
+    """Deprecated: return or raise ``botbus.service.Refuse(text)`` instead.
 
-    The SDK turns it into a reply to the user (``user_message``); it is not
-    retried, and the service's stats count it as a request served, not as an
-    error (a user's mistake is no fault of the service).
+    The SDK still treats it as ``Refuse(user_message)``: a reply to the user,
+    not retried, and counted as a request served, not as an error (a user's
+    mistake is no fault of the service).
     """
 
     def __init__(self, user_message: str, *, code: str = "refused") -> None:

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from botbus import subjects
-from botbus.errors import ServiceError
 from botbus.models import InboundCommand, encode
 from botbus.natsserver import NatsServer
-from botbus.service import Context, Service, ServiceApp
+from botbus.service import Context, Refuse, Service, ServiceApp
 from botbus.settings import Settings
 from botbus.topology import ensure_topology
 from tests.conftest import connect_as
@@ -44,8 +43,8 @@ def flaky_service(fail_times: int = 1000) -> tuple[Service, list[str]]:
         return cmd.args
 
     @svc.command("refuse", en="Refuse")
-    async def refuse(ctx: Context, cmd: InboundCommand) -> None:
-        raise ServiceError(ctx.t(en="No way.", es="Ni hablar."))
+    async def refuse(ctx: Context, cmd: InboundCommand) -> Refuse:
+        return Refuse(ctx.t(en="No way.", es="Ni hablar."))
 
     @svc.command("secret", en="Admins only", admin_only=True)
     async def secret(ctx: Context, cmd: InboundCommand) -> str:
@@ -133,7 +132,7 @@ async def test_malformed_payload_is_dead_lettered_at_once_and_next_command_answe
     assert any("not valid JSON" in line for line in lines)
 
 
-async def test_service_error_is_a_reply_not_a_retry(
+async def test_refusal_is_a_reply_not_a_retry_nor_an_error(
     nats_server: NatsServer, settings: Settings, gateway: Gateway, outbound: StreamReader
 ) -> None:
     svc, _ = flaky_service()

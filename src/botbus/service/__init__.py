@@ -7,19 +7,28 @@ from __future__ import annotations
 
 from botbus.service._app import ServiceApp
 from botbus.service._context import Context
+from botbus.service._declare import Command, Service
+from botbus.service._host import App
 from botbus.service._logging import JsonFormatter, configure_logging
 from botbus.service._micro import META_COMMANDS, META_DESCRIPTION, META_INSTANCE, META_LISTENS
+from botbus.service._outcomes import Ack, HandlerResult, Outcome, Refuse, Reject, Retry
 from botbus.service._runner import serve
-from botbus.service._service import Command, Service
 
 __all__ = [
     "META_COMMANDS",
     "META_DESCRIPTION",
     "META_INSTANCE",
     "META_LISTENS",
+    "Ack",
+    "App",
     "Command",
     "Context",
+    "HandlerResult",
     "JsonFormatter",
+    "Outcome",
+    "Refuse",
+    "Reject",
+    "Retry",
     "Service",
     "ServiceApp",
     "configure_logging",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Generic, Literal, cast
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
+from typing_extensions import TypeVar
 
 from botbus.models import (
     MAX_CALLBACK_DATA_BYTES,
@@ -30,15 +31,16 @@ from botbus.models import (
     SendPhoto,
     SendText,
 )
+from botbus.service._host import App
 from botbus.settings import Settings
-
-if TYPE_CHECKING:
-    from botbus.service._app import ServiceApp
 
 Inbound = InboundMessage | InboundCommand | InboundCallback
 Handled = Inbound | ForgetUser | DeliveryEvent
 KeyboardLike = InlineKeyboard | Sequence[Sequence[InlineButton]] | None
 ChatActionName = Literal["typing", "upload_photo", "upload_document", "find_location"]
+
+StateT = TypeVar("StateT", default=Any)
+"""The type of what the service's lifespans yield (``ctx.state``)."""
 
 
 class CorrelationLogger(logging.LoggerAdapter[logging.Logger]):
@@ -58,42 +60,50 @@ def _keyboard(keyboard: KeyboardLike) -> InlineKeyboard | None:
     return InlineKeyboard(rows=[list(row) for row in keyboard])
 
 
-class Context:
+class Context(Generic[StateT]):
     """Everything a handler needs to answer one message.
 
     Each action it publishes gets the idempotency key
     ``<service>:<correlation id>:<n>`` (n counts this handler's actions), so a
     redelivered message yields the same keys and JetStream's dedupe window
     (and the gateway) send each action once.
+
+    ``StateT`` is the type of :attr:`state`, what the service's lifespans
+    yielded: annotate handlers with ``ctx: Context[MyState]``.
     """
 
-    def __init__(
-        self, app: ServiceApp, inbound: Handled, *, key_base: str, deliveries: int
-    ) -> None:
+    def __init__(self, app: App, inbound: Any, *, key_base: str, deliveries: int) -> None:
         self._app = app
-        self.inbound: Handled = inbound
-        """The message being handled."""
+        self.inbound: Any = inbound
+        """The message being handled (a bus model; see the handler's second argument)."""
         self.deliveries = deliveries
         """How many times this message has been delivered (1 = first try)."""
         self._key_base = key_base
         self._seq = 0
+        self.answered = False
+        """True once the button press being handled was answered (answerCallbackQuery)."""
         self.log = CorrelationLogger(
-            logging.getLogger(f"services.{app.service.name}"),
-            {"correlation_id": self.correlation_id, "service": app.service.name},
+            logging.getLogger(f"services.{app.service_name}"),
+            {"correlation_id": self.correlation_id, "service": app.service_name},
         )
         """A logger whose records carry the correlation id."""
 
     # -- what we are answering -------------------------------------------------
 
     @property
-    def app(self) -> ServiceApp:
+    def app(self) -> App:
         """The running service instance."""
         return self._app
 
     @property
+    def state(self) -> StateT:
+        """What the service's lifespans yielded for this instance (see ``Service.lifespan``)."""
+        return cast(StateT, self._app.state)
+
+    @property
     def service(self) -> str:
         """The service's name."""
-        return self._app.service.name
+        return self._app.service_name
 
     @property
     def correlation_id(self) -> str | None:
@@ -243,9 +253,15 @@ class Context:
     async def answer_callback(
         self, text: str | None = None, *, show_alert: bool = False
     ) -> AnswerCallback:
-        """Stop the button's spinner, optionally showing ``text``."""
+        """Stop the button's spinner, optionally showing ``text``.
+
+        A press is answered once: if the handler does not answer it, the SDK
+        does when the handler is done (also when it failed or refused).
+        """
         if not isinstance(self.inbound, InboundCallback):
             raise TypeError("answer_callback() is only valid in an on_callback handler")
+        if self.answered:
+            raise RuntimeError("this button press was already answered; Telegram allows one answer")
         action = AnswerCallback(
             **self._common(self.chat_id, "interactive"),
             callback_query_id=self.inbound.callback_query_id,
@@ -253,6 +269,7 @@ class Context:
             show_alert=show_alert,
         )
         await self._app.publish(action)
+        self.answered = True
         return action
 
     async def send_photo(

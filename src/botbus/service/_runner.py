@@ -27,7 +27,7 @@ from botbus.service._logging import configure_logging
 from botbus.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from botbus.service._service import Service
+    from botbus.service._declare import Service
 
 log = logging.getLogger(__name__)
 

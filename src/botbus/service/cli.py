@@ -7,7 +7,7 @@ import importlib
 import click
 
 from botbus import subjects
-from botbus.service._service import Service
+from botbus.service._declare import Service
 
 
 def load_service(name: str) -> Service:

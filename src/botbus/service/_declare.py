@@ -1,4 +1,4 @@
-"""The :class:`Service` declaration: name, commands and handlers.
+"""The :class:`Service` declaration: name, commands, handlers, lifespans, streams.
 
 A ``Service`` only describes; :class:`~botbus.service.ServiceApp` runs it.
 """
@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from nats.js.api import DeliverPolicy
+from pydantic import BaseModel
 
 from botbus import subjects
 from botbus.models import (
@@ -18,22 +21,24 @@ from botbus.models import (
     InboundCommand,
     InboundMessage,
 )
+from botbus.service._context import Context
+from botbus.service._host import App
 from botbus.service._micro import META_COMMANDS, META_LISTENS
+from botbus.service._outcomes import HandlerResult
 
 if TYPE_CHECKING:
-    from botbus.service._app import ServiceApp
-    from botbus.service._context import Context
     from botbus.settings import Settings
 
-# A handler may return a text: it is sent as the reply.
-CommandHandler = Callable[["Context", InboundCommand], Awaitable[str | None]]
-MessageHandler = Callable[["Context", InboundMessage], Awaitable[str | None]]
-CallbackHandler = Callable[["Context", InboundCallback], Awaitable[str | None]]
-ForgetHandler = Callable[["Context", ForgetUser], Awaitable[None]]
-DeliveryHandler = Callable[["Context", DeliveryEvent], Awaitable[None]]
-LifecycleHook = Callable[["ServiceApp"], Awaitable[None]]
-
-H = TypeVar("H")
+# A handler returns an outcome (Ack, Retry, Reject, Refuse), a text (sent as
+# the reply), or None (done).
+CommandHandler = Callable[[Context[Any], InboundCommand], Awaitable[HandlerResult]]
+MessageHandler = Callable[[Context[Any], InboundMessage], Awaitable[HandlerResult]]
+CallbackHandler = Callable[[Context[Any], InboundCallback], Awaitable[HandlerResult]]
+ForgetHandler = Callable[[Context[Any], ForgetUser], Awaitable[HandlerResult]]
+DeliveryHandler = Callable[[Context[Any], DeliveryEvent], Awaitable[HandlerResult]]
+LifecycleHook = Callable[[App], Awaitable[None]]
+M = TypeVar("M", bound=BaseModel)
+ConsumeHandler = Callable[[Context[Any], M], Awaitable[HandlerResult]]
 
 DEFAULT_MAX_DELIVERIES = 5  # attempts before a message is dead-lettered
 DEFAULT_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)  # seconds before attempt 2, 3, 4, 5...
@@ -57,6 +62,22 @@ class Command:
             "description": self.description,
             "admin_only": self.admin_only,
         }
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A stream the service consumes with ``@service.consume``: where, as what, by whom."""
+
+    name: str
+    """The micro endpoint its statistics are reported under (the handler's name)."""
+    stream: str
+    subject: str
+    model: type[BaseModel]
+    durable: str
+    handler: ConsumeHandler[Any]
+    deliver_policy: DeliverPolicy
+    ack_wait: float | None
+    max_batch: int | None
 
 
 class Service:
@@ -101,6 +122,7 @@ class Service:
         self.callback_handler: CallbackHandler | None = None
         self.forget_handler: ForgetHandler | None = None
         self.delivery_handler: DeliveryHandler | None = None
+        self.consumers: list[Consumer] = []
         self.startup_hooks: list[LifecycleHook] = []
         self.shutdown_hooks: list[LifecycleHook] = []
 
@@ -142,6 +164,56 @@ class Service:
         self.delivery_handler = handler
         return handler
 
+    def consume(
+        self,
+        *,
+        stream: str,
+        subject: str,
+        model: type[M],
+        durable: str | None = None,
+        deliver: Literal["new", "all"] = "all",
+        ack_wait: float | None = None,
+        max_batch: int | None = None,
+    ) -> Callable[[ConsumeHandler[M]], ConsumeHandler[M]]:
+        """Handle every message on ``subject`` of ``stream``, decoded as ``model``.
+
+        The messages get what commands get: a durable consumer shared by the
+        service's instances (``durable``, by default ``<service>_<handler>``),
+        explicit acks, the handler's outcome (``Ack``, ``Retry``, ``Reject``;
+        an exception retries), dead letters after ``max_deliveries`` and
+        statistics under the handler's name. ``deliver="all"`` starts a new
+        consumer at the stream's first message, ``"new"`` at the next one;
+        ``ack_wait`` (seconds) and ``max_batch`` override the service's for
+        handlers that run long or should hold few messages at once.
+        """
+
+        def register(handler: ConsumeHandler[M]) -> ConsumeHandler[M]:
+            endpoint = handler.__name__
+            name = durable or f"{self.name}_{endpoint}"
+            if not subjects.is_valid_name(name):
+                raise ValueError(
+                    f"invalid consumer name {name!r}: pass durable= with lowercase letters, "
+                    "digits and '_'"
+                )
+            if any(c.durable == name or c.name == endpoint for c in self.consumers):
+                raise ValueError(f"{endpoint} / {name} is consumed twice in service {self.name}")
+            self.consumers.append(
+                Consumer(
+                    name=endpoint,
+                    stream=stream,
+                    subject=subject,
+                    model=model,
+                    durable=name,
+                    handler=handler,
+                    deliver_policy=DeliverPolicy.ALL if deliver == "all" else DeliverPolicy.NEW,
+                    ack_wait=ack_wait,
+                    max_batch=max_batch,
+                )
+            )
+            return handler
+
+        return register
+
     def on_startup(self, hook: LifecycleHook) -> LifecycleHook:
         """Run ``hook(app)`` once per instance after connecting, before consuming."""
         self.startup_hooks.append(hook)
@@ -176,6 +248,7 @@ class Service:
 
     def run(self, settings: Settings | None = None) -> None:
         """Run this service until SIGTERM/SIGINT, then exit (0 after a clean drain)."""
+        # Imported here, not at the top: the runner builds on this declaration.
         from botbus.service._runner import main
 
         main(self, settings)
