@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import string
 import zoneinfo
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from botbus.models import Alert, DeliveryEvent, ForgetUser, InboundCommand
@@ -37,31 +38,20 @@ service = Service(
     },
 )
 
-_runtimes: dict[str, AlertsRuntime] = {}
 
-
-def runtime_of(app: App) -> AlertsRuntime:
-    """The runtime of a started instance (created by its startup hook)."""
-    return _runtimes[app.instance_id]
-
-
-def runtime(ctx: Context) -> AlertsRuntime:
-    """The runtime of the instance handling ``ctx``."""
-    return runtime_of(ctx.app)
-
-
-@service.on_startup
-async def start(app: App) -> None:
+@service.lifespan
+async def alerts_runtime(app: App) -> AsyncIterator[AlertsRuntime]:
     """Open state, the reminders stream, the HTTP endpoint and the alert consumers."""
-    _runtimes[app.instance_id] = await AlertsRuntime.start(app.js, app.settings)
-
-
-@service.on_shutdown
-async def stop(app: App) -> None:
-    """Stop the HTTP endpoint and the alert consumers."""
-    rt = _runtimes.pop(app.instance_id, None)
-    if rt is not None:
+    rt = await AlertsRuntime.start(app.js, app.settings)
+    try:
+        yield rt
+    finally:
         await rt.stop()
+
+
+def runtime(ctx: Context[AlertsRuntime]) -> AlertsRuntime:
+    """The runtime of the instance handling ``ctx``."""
+    return ctx.state
 
 
 def _refuse(ctx: Context, error: UserInputError) -> Refuse:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -64,24 +66,12 @@ service = Service(
 )
 
 
-class _Instance:
-    """What one running instance holds: its open index and its pruning task."""
+@dataclass
+class Instance:
+    """What one running instance holds: its open index and, when configured, a web client."""
 
-    def __init__(self, index: SearchIndex) -> None:
-        self.index = index
-        self.pruner: asyncio.Task[None] | None = None
-
-
-# One entry per running App (tests run several in one process).
-_instances: dict[str, _Instance] = {}
-
-
-def index_of(app: App) -> SearchIndex:
-    """The index opened by the running instance ``app``."""
-    try:
-        return _instances[app.instance_id].index
-    except KeyError:
-        raise RuntimeError("the search index is not open: the service has not started") from None
+    index: SearchIndex
+    web: MediaWikiClient | None = None
 
 
 async def _prune_forever(index: SearchIndex) -> None:
@@ -94,39 +84,43 @@ async def _prune_forever(index: SearchIndex) -> None:
             logger.exception("pruning the search index failed")
 
 
-@service.on_startup
-async def open_index(app: App) -> None:
-    """Open (or create) the index; seed it with the bundled knowledge base if empty."""
+@service.lifespan
+async def open_index(app: App) -> AsyncIterator[Instance]:
+    """Open (or create) the index, seeded with the bundled knowledge base if empty; prune it."""
     retention = timedelta(days=app.settings.search_retention_days)
     index = await asyncio.to_thread(
         SearchIndex.in_data_dir, app.settings.data_dir, retention=retention
     )
-    instance = _Instance(index)
-    _instances[app.instance_id] = instance
-    if await asyncio.to_thread(index.document_count) == 0:
-        if BUNDLED_KB.is_dir():
-            report = await asyncio.to_thread(index_path, index, BUNDLED_KB)
-            logger.info("indexed %s bundled documents from %s", report.documents, BUNDLED_KB)
-        else:
-            logger.warning(
-                "the knowledge base is empty and %s is missing: load documents with "
-                "`botbus search-index PATH`",
-                BUNDLED_KB,
-            )
-    await asyncio.to_thread(index.prune)
-    instance.pruner = asyncio.create_task(_prune_forever(index), name="search:prune")
-    logger.info("search index %s open", index.path)
+    try:
+        if await asyncio.to_thread(index.document_count) == 0:
+            if BUNDLED_KB.is_dir():
+                report = await asyncio.to_thread(index_path, index, BUNDLED_KB)
+                logger.info("indexed %s bundled documents from %s", report.documents, BUNDLED_KB)
+            else:
+                logger.warning(
+                    "the knowledge base is empty and %s is missing: load documents with "
+                    "`botbus search-index PATH`",
+                    BUNDLED_KB,
+                )
+        await asyncio.to_thread(index.prune)
+        pruner = asyncio.create_task(_prune_forever(index), name="search:prune")
+        logger.info("search index %s open", index.path)
+        try:
+            yield Instance(index)
+        finally:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
+    finally:
+        await asyncio.to_thread(index.close)
 
 
-# The web backend's client of each running instance; absent when it is off.
-_web_clients: dict[str, MediaWikiClient] = {}
-
-
-@service.on_startup
-async def open_web(app: App) -> None:
+@service.lifespan
+async def open_web(app: App) -> AsyncIterator[None]:
     """Open the web backend's HTTP session when ``BOTBUS_SEARCH_WEB_URL`` is set."""
     settings = app.settings
     if settings.search_web_url is None:
+        yield
         return
     client = MediaWikiClient(
         settings.search_web_url,
@@ -134,33 +128,18 @@ async def open_web(app: App) -> None:
         limit=settings.search_web_results,
     )
     await client.start()
-    _web_clients[app.instance_id] = client
+    instance: Instance = app.state
+    instance.web = client
     logger.info(
         "web results for /search from %s (timeout %s s)",
         client.endpoint.host,
         settings.search_web_timeout,
     )
-
-
-@service.on_shutdown
-async def close_web(app: App) -> None:
-    """Close the web backend's HTTP session."""
-    client = _web_clients.pop(app.instance_id, None)
-    if client is not None:
+    try:
+        yield
+    finally:
+        instance.web = None
         await client.close()
-
-
-@service.on_shutdown
-async def close_index(app: App) -> None:
-    """Stop pruning and close the index file."""
-    instance = _instances.pop(app.instance_id, None)
-    if instance is None:
-        return
-    if instance.pruner is not None:
-        instance.pruner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await instance.pruner
-    await asyncio.to_thread(instance.index.close)
 
 
 def _parse(ctx: Context, text: str) -> Query:
@@ -220,10 +199,10 @@ async def _web_section(ctx: Context, client: MediaWikiClient, query: Query) -> s
     return render_web(ctx.t, results)
 
 
-async def _answer(ctx: Context, cmd: InboundCommand, scope: Scope) -> None:
+async def _answer(ctx: Context[Instance], cmd: InboundCommand, scope: Scope) -> None:
     query = _parse(ctx, cmd.args)
-    local = _run(ctx, index_of(ctx.app), scope, cmd.chat.id, query, 0)
-    client = _web_clients.get(ctx.app.instance_id) if scope == "kb" else None
+    local = _run(ctx, ctx.state.index, scope, cmd.chat.id, query, 0)
+    client = ctx.state.web if scope == "kb" else None
     if client is None:
         text, buttons = await local
     else:
@@ -273,9 +252,9 @@ async def find(ctx: Context, cmd: InboundCommand) -> None:
 
 
 @service.on_callback
-async def turn_page(ctx: Context, cb: InboundCallback) -> None:
+async def turn_page(ctx: Context[Instance], cb: InboundCallback) -> None:
     """Next/Previous: re-run the saved query and edit the results message in place."""
-    index = index_of(ctx.app)
+    index = ctx.state.index
     parsed = parse_page_data(cb.data)
     saved: SavedQuery | None = None
     if parsed is not None:
@@ -298,7 +277,7 @@ async def turn_page(ctx: Context, cb: InboundCallback) -> None:
 
 
 @service.on_message
-async def remember(ctx: Context, msg: InboundMessage) -> None:
+async def remember(ctx: Context[Instance], msg: InboundMessage) -> None:
     """Index a plain message of any chat (an edit replaces the earlier text)."""
     if not msg.text.strip():
         return
@@ -311,11 +290,11 @@ async def remember(ctx: Context, msg: InboundMessage) -> None:
         text=msg.text,
         chat_type=msg.chat.type,
     )
-    await asyncio.to_thread(index_of(ctx.app).add_message, message)
+    await asyncio.to_thread(ctx.state.index.add_message, message)
 
 
 @service.on_forget
-async def forget(ctx: Context, event: ForgetUser) -> None:
+async def forget(ctx: Context[Instance], event: ForgetUser) -> None:
     """``/forgetme``: delete every indexed message the user wrote."""
-    removed = await asyncio.to_thread(index_of(ctx.app).forget_user, event.user_id)
+    removed = await asyncio.to_thread(ctx.state.index.forget_user, event.user_id)
     ctx.log.info("forgot user %s: %s indexed messages removed", event.user_id, removed)

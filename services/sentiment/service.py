@@ -46,11 +46,10 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from weakref import WeakKeyDictionary
 
 from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -109,41 +108,12 @@ async def _read(kv: KeyValue, key: str) -> tuple[bytes | None, int | None]:
 
 @dataclass
 class Instance:
-    """What one running instance keeps: its slot, its documents, its alert memory."""
+    """What one running instance keeps: its slot, its documents, opt-outs, alert memory."""
 
     lease: SlotLease
     store: MoodStore
+    optouts: OptOutCache
     last_alerts: dict[int, datetime] = field(default_factory=dict)  # chat -> last alert known
-
-
-# One per running instance (several run in one process in the tests).
-_instances: WeakKeyDictionary[App, Instance] = WeakKeyDictionary()
-
-
-@service.on_startup
-async def _open_store(app: App) -> None:
-    kv = await app.kv()
-    lease = SlotLease(kv, app.instance_id)
-    await lease.claim()
-    lease.start()
-    bucket = subjects.service_bucket(service.name)
-    _instances[app] = Instance(lease, MoodStore(app.js, kv, bucket, lease))
-    await optouts(app)  # follow the opt-out flags before the first message
-
-
-@service.on_shutdown
-async def _close_store(app: App) -> None:
-    instance = _instances.pop(app, None)
-    if instance is not None:
-        await instance.lease.stop()
-
-
-def instance_of(app: App) -> Instance:
-    """The running instance's state (made by the startup hook)."""
-    try:
-        return _instances[app]
-    except KeyError:
-        raise RuntimeError("the sentiment service is not started on this app") from None
 
 
 class OptOutCache:
@@ -278,29 +248,24 @@ class OptOutCache:
             del self._probes[older]
 
 
-# One flag cache per running instance, started on first use.
-_optouts: WeakKeyDictionary[App, OptOutCache] = WeakKeyDictionary()
-
-
-async def optouts(app: App) -> OptOutCache:
-    """The running instance's opt-out flags (see :class:`OptOutCache`)."""
-    cache = _optouts.get(app)
-    if cache is None:
-        kv = await app.kv()
-        cache = _optouts.get(app)
-        if cache is None:
-            probe = f"{PROBE_PREFIX}{instance_of(app).lease.slot}"
-            cache = _optouts[app] = OptOutCache(kv, probe_key=probe)
-            # Handlers arriving meanwhile find no flag and read KV: still correct.
-            await cache.start()
-    return cache
-
-
-@service.on_shutdown
-async def _stop_optouts(app: App) -> None:
-    cache = _optouts.pop(app, None)
-    if cache is not None:
-        await cache.stop()
+@service.lifespan
+async def instance(app: App) -> AsyncIterator[Instance]:
+    """Lease a slot, open the mood documents, follow the opt-out flags; undo in reverse."""
+    kv = await app.kv()
+    lease = SlotLease(kv, app.instance_id)
+    await lease.claim()
+    lease.start()
+    try:
+        optouts = OptOutCache(kv, probe_key=f"{PROBE_PREFIX}{lease.slot}")
+        # Follow the opt-out flags before the first message.
+        await optouts.start()
+        try:
+            bucket = subjects.service_bucket(service.name)
+            yield Instance(lease, MoodStore(app.js, kv, bucket, lease), optouts)
+        finally:
+            await optouts.stop()
+    finally:
+        await lease.stop()
 
 
 # -- commands -------------------------------------------------------------------
@@ -329,7 +294,7 @@ def describe(ctx: Context, score: Score) -> str:
     return "\n".join(lines)
 
 
-async def _set_scoring(ctx: Context, cmd: InboundCommand, enabled: bool) -> None:
+async def _set_scoring(ctx: Context[Instance], cmd: InboundCommand, enabled: bool) -> None:
     if cmd.chat.is_group and not (cmd.chat_admin or cmd.is_admin):
         raise Refuse(
             ctx.t(
@@ -340,7 +305,7 @@ async def _set_scoring(ctx: Context, cmd: InboundCommand, enabled: bool) -> None
         )
     kv = await ctx.kv()
     key = f"optout.{cmd.chat.id}"
-    cache = await optouts(ctx.app)
+    cache = ctx.state.optouts
     if enabled:
         await kv.delete(key)
         cache.note(cmd.chat.id, False)
@@ -388,7 +353,7 @@ async def sentiment(ctx: Context, cmd: InboundCommand) -> None:
     en="Mood chart: /mood [day|week|month] or /mood me",
     es="Gráfico de ánimo: /mood [day|week|month] o /mood me",
 )
-async def mood(ctx: Context, cmd: InboundCommand) -> None:
+async def mood(ctx: Context[Instance], cmd: InboundCommand) -> None:
     """The chat's (or, with ``me``, the user's) mood chart and summary."""
     words = [w.lower() for w in cmd.argv]
     mine = "me" in words
@@ -404,7 +369,7 @@ async def mood(ctx: Context, cmd: InboundCommand) -> None:
     for candidate in PERIODS:
         if periods and periods[0] == candidate:
             period = candidate
-    store = instance_of(ctx.app).store
+    store = ctx.state.store
     if mine:
         doc = await store.load("user", cmd.user.id)
         subject = cmd.user.display_name
@@ -421,15 +386,15 @@ async def mood(ctx: Context, cmd: InboundCommand) -> None:
 
 
 @service.on_message
-async def score_message(ctx: Context, msg: InboundMessage) -> None:
+async def score_message(ctx: Context[Instance], msg: InboundMessage) -> None:
     """Count every plain message of chats that did not opt out (never its text)."""
     if msg.edited or msg.user.is_bot or not msg.text.strip():
         return
-    if await (await optouts(ctx.app)).is_opted_out(msg.chat.id):
+    if await ctx.state.optouts.is_opted_out(msg.chat.id):
         return
     score = analyzer().score(msg.text, msg.user.language_code)
     at, message_id = msg.date, msg.correlation_id
-    instance = instance_of(ctx.app)
+    instance = ctx.state
     store = instance.store
     targets: list[tuple[Kind, int]] = [("chat", msg.chat.id), ("user", msg.user.id)]
     if ctx.deliveries > 1:
@@ -519,7 +484,7 @@ async def _maybe_alert(ctx: Context, instance: Instance, msg: InboundMessage, ow
 
 
 @service.on_forget
-async def forget(ctx: Context, ev: ForgetUser) -> None:
+async def forget(ctx: Context[Instance], ev: ForgetUser) -> None:
     """Delete the user's mood documents, every instance's (chat documents hold no per-user data)."""
-    purged = await instance_of(ctx.app).store.forget("user", ev.user_id)
+    purged = await ctx.state.store.forget("user", ev.user_id)
     ctx.log.info("forgot the mood aggregates of user %s (%s)", ev.user_id, ", ".join(purged))

@@ -32,6 +32,7 @@ from botbus.models import Action, encode
 from botbus.service._context import Context, CorrelationLogger
 from botbus.service._declare import LifecycleHook, Service
 from botbus.service._feeds import Feeds
+from botbus.service._lifespan import LifespanFailed, Lifespans
 from botbus.service._micro import EndpointCounter, Registration
 from botbus.service._outcomes import Outcome, Reject
 from botbus.service._policy import Policy
@@ -70,6 +71,7 @@ class ServiceApp:
         self._policy = Policy(self, service)
         self._stopping = asyncio.Event()
         self._state: Any = None
+        self._lifespans = Lifespans(service.lifespans)
         self._buckets: dict[str, KeyValue] = {}
         self.log = CorrelationLogger(log, {"service": service.name, "instance": self.instance_id})
 
@@ -134,17 +136,21 @@ class ServiceApp:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect, bind consumers, run startup hooks, register, start consuming.
+        """Connect, bind consumers, enter lifespans, run startup hooks, register, consume.
 
         Raises :class:`StartupError` naming what failed (broker unreachable,
-        credentials or a subject refused, a startup hook raised) and closes the
-        connection it opened.
+        credentials or a subject refused, a lifespan or startup hook raised);
+        what it opened is closed again in reverse: the lifespans entered, then
+        the connection.
         """
         try:
             await self._start()
         except BaseException:
-            if self._nc is not None and not self._nc.is_closed:
-                await self._nc.close()
+            try:
+                await self._lifespans.exit()
+            finally:
+                if self._nc is not None and not self._nc.is_closed:
+                    await self._nc.close()
             raise
 
     async def _start(self) -> None:
@@ -163,6 +169,7 @@ class ServiceApp:
             await self._feeds.bind()
         except NatsError as exc:
             raise self._refused(exc) from exc
+        await self._enter_lifespans()
         for hook in self.service.startup_hooks:
             await self._run_startup_hook(hook)
         self._registration = Registration(
@@ -224,6 +231,21 @@ class ServiceApp:
             )
         return exc
 
+    async def _enter_lifespans(self) -> None:
+        def keep(state: Any) -> None:
+            self._state = state
+
+        try:
+            await self._lifespans.enter(self, keep)
+        except LifespanFailed as exc:
+            if isinstance(exc.cause, ConfigError | StartupError):
+                raise exc.cause from None
+            raise StartupError(
+                f"{exc} (service {self.service.name!r}). Fix what it needs, or run with "
+                "BOTBUS_LOG_LEVEL=DEBUG to see the traceback",
+                reason="hook",
+            ) from exc.cause
+
     async def _run_startup_hook(self, hook: LifecycleHook) -> None:
         hook_name = getattr(hook, "__name__", repr(hook))
         try:
@@ -256,6 +278,10 @@ class ServiceApp:
                 await hook(self)
             except Exception:
                 self.log.exception("shutdown hook %s failed", getattr(hook, "__name__", hook))
+        try:
+            await self._lifespans.exit()
+        except Exception:
+            self.log.exception("closing a lifespan of service %s failed", self.service.name)
         if self._registration is not None:
             await self._registration.stop()
         if feeds is not None:

@@ -23,6 +23,7 @@ from botbus.models import (
 )
 from botbus.service._context import Context
 from botbus.service._host import App
+from botbus.service._lifespan import LifespanFunction
 from botbus.service._micro import META_COMMANDS, META_LISTENS
 from botbus.service._outcomes import HandlerResult
 
@@ -38,6 +39,7 @@ ForgetHandler = Callable[[Context[Any], ForgetUser], Awaitable[HandlerResult]]
 DeliveryHandler = Callable[[Context[Any], DeliveryEvent], Awaitable[HandlerResult]]
 LifecycleHook = Callable[[App], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
+L = TypeVar("L", bound=LifespanFunction)
 ConsumeHandler = Callable[[Context[Any], M], Awaitable[HandlerResult]]
 
 DEFAULT_MAX_DELIVERIES = 5  # attempts before a message is dead-lettered
@@ -123,6 +125,7 @@ class Service:
         self.forget_handler: ForgetHandler | None = None
         self.delivery_handler: DeliveryHandler | None = None
         self.consumers: list[Consumer] = []
+        self.lifespans: list[LifespanFunction] = []
         self.startup_hooks: list[LifecycleHook] = []
         self.shutdown_hooks: list[LifecycleHook] = []
 
@@ -213,6 +216,27 @@ class Service:
             return handler
 
         return register
+
+    def lifespan(self, function: L) -> L:
+        """Declare per-instance state: an async generator taking the app, yielding once.
+
+        ::
+
+            @service.lifespan
+            async def index(app: App) -> AsyncIterator[SearchState]:
+                state = SearchState(await open_index(app.settings))
+                try:
+                    yield state          # handlers read it as ctx.state
+                finally:
+                    await state.close()
+
+        Lifespans are entered in declaration order when an instance starts
+        (after connecting, before consuming) and exited in reverse when it
+        stops, after in-flight work finished; if one fails to start, the
+        ones before it are exited before the instance gives up.
+        """
+        self.lifespans.append(function)
+        return function
 
     def on_startup(self, hook: LifecycleHook) -> LifecycleHook:
         """Run ``hook(app)`` once per instance after connecting, before consuming."""

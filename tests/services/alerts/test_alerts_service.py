@@ -18,7 +18,7 @@ from botbus.models import DeadLetter, DeliveryEvent, ForgetUser, SendText, decod
 from botbus.natsserver import NatsServer
 from botbus.service import ServiceApp
 from botbus.settings import Settings
-from services.alerts.service import runtime_of, service
+from services.alerts.service import service
 from tests.conftest import connect_as
 from tests.services.alerts.conftest import ADMIN_ID, Bot, Outbox, StartApp
 
@@ -35,7 +35,7 @@ async def make_channel(bot: Bot, name: str = "weather") -> str:
 
 def http_url(app: ServiceApp, channel: str) -> str:
     """The alert endpoint of ``channel`` on ``app``'s instance."""
-    return f"{runtime_of(app).http.url}/alerts/{channel}"
+    return f"{app.state.http.url}/alerts/{channel}"
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
@@ -195,7 +195,7 @@ async def test_blocked_chat_and_forgotten_user_lose_their_subscriptions(
     await b.ask("/subscribe news", chat_id=12)
     await b.ask("/remind in 1d water plants", chat_id=12)
     js = admin_nc.jetstream()
-    store = runtime_of(app).store
+    store = app.state.store
     await js.publish(
         subjects.delivery_event("alerts"),
         encode(
@@ -281,7 +281,7 @@ async def test_a_busy_http_port_stops_start_up_with_a_clear_error(
     bot: tuple[Bot, ServiceApp], nats_server: NatsServer, alerts_settings: Settings
 ) -> None:
     _b, app = bot
-    busy = runtime_of(app).http.url.removeprefix("http://")
+    busy = app.state.http.url.removeprefix("http://")
     clashing = alerts_settings.model_copy(update={"alerts_http_listen": busy})
     second = ServiceApp(service, clashing, url=nats_server.url)
     with pytest.raises(ConfigError, match="set BOTBUS_ALERTS_HTTP to a free HOST:PORT"):

@@ -36,7 +36,6 @@ from botbus.settings import Settings
 from botbus.topology import ensure_topology
 from services.search.index import SearchIndex
 from services.search.kb import Document
-from services.search.service import index_of
 from services.search.service import service as search_service
 
 SUPERGROUP = -1001234567
@@ -271,7 +270,7 @@ async def test_find_searches_only_this_chats_messages_and_links_them(
     deploy = await bus.message("The deploy failed: rollback <now>", chat=SUPERGROUP, name="Ben")
     await bus.message("deploy elsewhere", chat=PRIVATE)
     await bus.message("lunch?", chat=SUPERGROUP)
-    index = index_of(app)
+    index = app.state.index
     await wait_until(lambda: index.message_count() == 3)
 
     reply = await bus.reply_to(await bus.command("find", "deploy", chat=SUPERGROUP))
@@ -293,7 +292,7 @@ async def test_forgetme_removes_the_users_indexed_messages(
     app = await start(seeded)
     await bus.message("my secret plan", chat=SUPERGROUP, user=7)
     await bus.message("another secret", chat=SUPERGROUP, user=8, name="Eve")
-    index = index_of(app)
+    index = app.state.index
     await wait_until(lambda: index.message_count() == 2)
     await bus.forget(7)
     await wait_until(lambda: index.message_count() == 1)
@@ -315,16 +314,16 @@ async def test_bundled_kb_seeds_an_empty_index_which_survives_a_restart(
     start: Start, bus: Bus, settings: Settings
 ) -> None:
     first = await start(settings)
-    documents = index_of(first).document_count()
+    documents = first.state.index.document_count()
     assert documents >= 30
     await bus.message("notes from the retro", chat=SUPERGROUP)
-    await wait_until(lambda: index_of(first).message_count() == 1)
+    await wait_until(lambda: first.state.index.message_count() == 1)
     reply = await bus.reply_to(await bus.command("search", "jetstream consumers"))
     assert "JetStream" in reply.text
     await first.stop()
 
     second = await start(settings)
-    assert index_of(second).document_count() == documents  # reopened, not re-seeded
+    assert second.state.index.document_count() == documents  # reopened, not re-seeded
     again = await bus.reply_to(await bus.command("find", "retro", chat=SUPERGROUP))
     assert "notes from the <b>retro</b>" in again.text
     assert datetime.now(UTC).strftime("%Y-%m-%d") in again.text

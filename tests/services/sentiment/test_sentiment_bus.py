@@ -34,8 +34,6 @@ from services.sentiment.service import (
     ALERT_CHANNEL,
     ALERT_POLICY,
     OptOutCache,
-    instance_of,
-    optouts,
 )
 from services.sentiment.service import service as sentiment_service
 from services.sentiment.store import Kind, MoodStore, SlotLease
@@ -134,7 +132,7 @@ async def publish(nc: Client, payload: InboundCommand | InboundMessage) -> None:
 
 async def load(app: ServiceApp, kind: Kind, entity: int) -> MoodDoc:
     """Every instance's counts of ``kind`` ``entity``, merged as /mood reads them."""
-    return await instance_of(app).store.load(kind, entity)
+    return await app.state.store.load(kind, entity)
 
 
 async def wait_count(
@@ -217,7 +215,7 @@ async def test_opt_out_needs_a_group_admin_in_groups_and_stops_scoring(
     for text in ("I hate this so much", "what a lovely day", "ok"):
         await publish(bus, message(text, user=8))
     await wait_idle(bus)  # every message above was handled: nothing can still be counted
-    store = instance_of(app).store
+    store = app.state.store
     assert await store.parts("chat", GROUP) == {}
     assert await store.parts("user", 8) == {}
 
@@ -243,7 +241,7 @@ async def test_forget_deletes_every_document_of_the_user(app: ServiceApp, bus: C
     await bus.jetstream().publish(
         subjects.EVENT_FORGET, encode(event), headers={"Nats-Msg-Id": event.correlation_id}
     )
-    store = instance_of(app).store
+    store = app.state.store
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
     while await store.parts("user", 11):
@@ -323,7 +321,7 @@ async def test_two_instances_count_every_message_of_one_busy_chat(
         await wait_idle(bus, timeout=30)
         chat = await load(first, "chat", -100777)
         per_user = [await load(first, "user", u) for u in users]
-        keys = sorted(await instance_of(first).store.parts("chat", -100777))
+        keys = sorted(await first.state.store.parts("chat", -100777))
     assert _counted(chat) == sent  # none lost, none counted twice
     assert [_counted(d) for d in per_user] == [27, 27, 26]
     # Each instance wrote only its own document (no key was written by both).
@@ -350,7 +348,7 @@ async def test_opt_out_reaches_the_other_instance_through_the_watch(
     ):
         # Both instances now hold "scoring on" for the chat in their caches.
         for app in (first, second):
-            assert not await (await optouts(app)).is_opted_out(chat)
+            assert not await app.state.optouts.is_opted_out(chat)
         await publish(bus, message("a lovely start", chat=chat))
         await wait_count(first, "chat", chat, 1)
 
@@ -364,7 +362,7 @@ async def test_opt_out_reaches_the_other_instance_through_the_watch(
         await wait_idle(bus)
         assert _counted(await load(first, "chat", chat)) == 1
         for user in range(40, 60):
-            assert await instance_of(first).store.parts("user", user) == {}
+            assert await first.state.store.parts("user", user) == {}
 
 
 async def test_a_cached_opt_out_flag_is_re_read_after_its_ttl(app: ServiceApp) -> None:
@@ -428,7 +426,7 @@ async def test_unreadable_stored_documents_do_not_stop_the_service(
     app: ServiceApp, bus: Client, outbox: Outbox
 ) -> None:
     kv = await app.kv()
-    own = instance_of(app).store.own_key("chat", GROUP)
+    own = app.state.store.own_key("chat", GROUP)
     for key in (f"chat.{GROUP}", f"chat.{GROUP}.98", own, "user.7.98"):
         await kv.put(key, b"{not a mood document")
     await kv.put(f"chat.{GROUP}.99", b'{"v": 1, "h": {"2025-01-01T00": [null, 1, 2, 3, 4]}}')
@@ -448,7 +446,7 @@ async def test_a_redelivered_message_is_counted_once_in_each_document(
     app: ServiceApp, bus: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first attempt counts the chat, then fails on the user: the retry counts only the user."""
-    store = instance_of(app).store
+    store = app.state.store
     real_count = store.count
     failed: list[str] = []
 
@@ -471,7 +469,7 @@ async def test_instances_take_distinct_slots_and_reuse_freed_or_expired_ones(
     app: ServiceApp,
 ) -> None:
     kv = await app.kv()
-    taken = instance_of(app).lease.slot
+    taken = app.state.lease.slot
     now = [1000.0]
     second = SlotLease(kv, "second", clock=lambda: now[0])
     third = SlotLease(kv, "third", clock=lambda: now[0])
