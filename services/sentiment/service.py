@@ -60,9 +60,9 @@ from botbus.models import Alert, ForgetUser, InboundCommand, InboundMessage, enc
 from botbus.service import App, Context, Refuse, Service
 from services.sentiment.aggregate import PERIODS, AlertPolicy, MoodDoc, Period
 from services.sentiment.background import end_task, stop_requested
-from services.sentiment.chart import render_chart, summary_line
+from services.sentiment.chart import period_name, render_chart, summary_line, total_of
 from services.sentiment.scoring import Score, SentimentAnalyzer
-from services.sentiment.store import Kind, MoodStore, SlotLease
+from services.sentiment.store import Entity, Kind, MoodStore, SlotLease
 
 log = logging.getLogger(__name__)
 
@@ -370,16 +370,48 @@ async def mood(ctx: Context[Instance], cmd: InboundCommand) -> None:
         if periods and periods[0] == candidate:
             period = candidate
     store = ctx.state.store
-    if mine:
+    if mine and cmd.chat.is_group:
+        # This group only: what the user wrote elsewhere is not the group's business.
+        doc = await store.load("member", member_entity(cmd.chat.id, cmd.user.id))
+        subject = cmd.user.display_name
+    elif mine:
         doc = await store.load("user", cmd.user.id)
+        doc.merge(await store.load("member", member_entity("*", cmd.user.id)))
         subject = cmd.user.display_name
     else:
         doc = await store.load("chat", cmd.chat.id)
         subject = cmd.chat.title or ctx.t(en="this chat", es="este chat")
     points = doc.series(period, datetime.now(UTC))
+    if total_of(points).n == 0:
+        # An empty chart says less than a sentence.
+        await ctx.reply(no_mood_yet(ctx, period, mine=mine))
+        return
     await ctx.chat_action("upload_photo")
     png = render_chart(points, period, subject, ctx.t)
     await ctx.send_photo(png, caption=summary_line(points, period, subject, ctx.t))
+
+
+def member_entity(chat: int | str, user: int) -> str:
+    """The entity of a user's documents in one group (``*`` as chat: in every group)."""
+    return f"{chat}.{user}"
+
+
+def no_mood_yet(ctx: Context, period: Period, *, mine: bool) -> str:
+    """The answer to a /mood with nothing scored in ``period``."""
+    when = period_name(period, ctx.t)
+    if mine:
+        return ctx.t(
+            en=f"None of your messages here were scored in {when}, so there is no chart yet. "
+            "Write a few and ask again.",
+            es=f"Ninguno de tus mensajes de aquí se ha puntuado en {when}, así que aún no hay "
+            "gráfico. Escribe algunos y vuelve a preguntar.",
+        )
+    return ctx.t(
+        en=f"No message in this chat was scored in {when}, so there is no chart yet. "
+        "I score plain messages as they come (unless /sentiment off).",
+        es=f"No se ha puntuado ningún mensaje de este chat en {when}, así que aún no hay "
+        "gráfico. Puntúo los mensajes normales según llegan (salvo con /sentiment off).",
+    )
 
 
 # -- passive scoring --------------------------------------------------------------
@@ -396,7 +428,12 @@ async def score_message(ctx: Context[Instance], msg: InboundMessage) -> None:
     at, message_id = msg.date, msg.correlation_id
     instance = ctx.state
     store = instance.store
-    targets: list[tuple[Kind, int]] = [("chat", msg.chat.id), ("user", msg.user.id)]
+    person: tuple[Kind, Entity] = (
+        ("member", member_entity(msg.chat.id, msg.user.id))
+        if msg.chat.is_group
+        else ("user", msg.user.id)
+    )
+    targets: list[tuple[Kind, Entity]] = [("chat", msg.chat.id), person]
     if ctx.deliveries > 1:
         # Delivered again: an earlier attempt (here or on another instance) may have
         # counted it in one document or in both before failing. Rare, so read them all.
@@ -486,5 +523,7 @@ async def _maybe_alert(ctx: Context, instance: Instance, msg: InboundMessage, ow
 @service.on_forget
 async def forget(ctx: Context[Instance], ev: ForgetUser) -> None:
     """Delete the user's mood documents, every instance's (chat documents hold no per-user data)."""
-    purged = await ctx.state.store.forget("user", ev.user_id)
+    store = ctx.state.store
+    purged = await store.forget("user", ev.user_id)
+    purged += await store.forget("member", member_entity("*", ev.user_id))
     ctx.log.info("forgot the mood aggregates of user %s (%s)", ev.user_id, ", ".join(purged))

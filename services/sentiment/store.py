@@ -53,7 +53,11 @@ from services.sentiment.batching import KeyBatcher
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["chat", "user"]
+# "chat": a chat's messages; "user": a user's private-chat messages; "member": a
+# user's messages in one group, entity "<chat id>.<user id>" (so a user's
+# /mood me in a group shows that group only, and their private view merges all).
+Kind = Literal["chat", "user", "member"]
+Entity = int | str
 
 LEASE_TTL = 30.0  # seconds without renewal after which another instance may take a slot
 LEASE_RENEW = 10.0  # seconds between two renewals of a lease
@@ -229,12 +233,12 @@ class MoodStore:
         # chat -> (merged documents of the other slots, monotonic time read)
         self._others: dict[int, tuple[MoodDoc, float]] = {}
 
-    def own_key(self, kind: Kind, entity: int) -> str:
+    def own_key(self, kind: Kind, entity: Entity) -> str:
         """The key of this instance's document of ``kind`` ``entity``."""
         return f"{kind}.{entity}.{self._lease.slot}"
 
     def count(
-        self, kind: Kind, entity: int, change: Callable[[MoodDoc], None]
+        self, kind: Kind, entity: Entity, change: Callable[[MoodDoc], None]
     ) -> asyncio.Future[MoodDoc]:
         """Apply ``change`` to this instance's document; the future is the document once stored.
 
@@ -289,7 +293,7 @@ class MoodStore:
             doc = MoodDoc()
         return doc, entry.revision
 
-    async def keys(self, kind: Kind, entity: int) -> list[str]:
+    async def keys(self, kind: Kind, entity: Entity) -> list[str]:
         """The keys of every slot's document of ``kind`` ``entity`` (deleted ones included).
 
         One request, no consumer: the bucket's stream lists the subjects it holds.
@@ -300,9 +304,11 @@ class MoodStore:
         )
         return sorted(subject.removeprefix(prefix) for subject in info.state.subjects or {})
 
-    async def parts(self, kind: Kind, entity: int) -> dict[str, bytes]:
+    async def parts(self, kind: Kind, entity: Entity) -> dict[str, bytes]:
         """Every stored document of ``kind`` ``entity``, unparsed: all slots and the old key."""
-        keys = [*await self.keys(kind, entity), f"{kind}.{entity}"]
+        keys = await self.keys(kind, entity)
+        if "*" not in str(entity):  # a pattern names no single document of the old layout
+            keys.append(f"{kind}.{entity}")
         values = await asyncio.gather(*(self._value(key) for key in keys))
         return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
 
@@ -313,7 +319,7 @@ class MoodStore:
             return None  # never written, deleted or purged
         return entry.value
 
-    async def load(self, kind: Kind, entity: int, *, skip_own: bool = False) -> MoodDoc:
+    async def load(self, kind: Kind, entity: Entity, *, skip_own: bool = False) -> MoodDoc:
         """All counts of ``kind`` ``entity`` merged (unreadable documents left out)."""
         merged = MoodDoc()
         own = self.own_key(kind, entity)
@@ -342,7 +348,7 @@ class MoodStore:
             return None
         return known[0]
 
-    async def forget(self, kind: Kind, entity: int) -> list[str]:
+    async def forget(self, kind: Kind, entity: Entity) -> list[str]:
         """Purge every document of ``kind`` ``entity`` (every slot, and the old key)."""
         keys = sorted(await self.parts(kind, entity))
         for key in keys:

@@ -106,3 +106,29 @@ async def test_a_gloomy_group_alerts_the_bot_admin_in_private(stack: Stack) -> N
     await stack.wait_handled("sentiment", "message", len(gloom))
     assert not await team.rest()
     assert not await admin_dm.rest(0.5)
+
+
+async def test_mood_me_in_a_group_counts_that_group_only(stack: Stack) -> None:
+    await stack.client.create_group(stack.bot.id, TEAM, "Team", admins=[ADMIN], members=[ANA])
+    team, ana_dm = Chat(stack, TEAM), Chat(stack, ANA["id"])
+    for text in ("I love my private notes", "What a great morning", "Happy happy"):
+        await ana_dm.write(text, ANA)
+    await team.write("Nice work, team", ANA)
+    await stack.wait_handled("sentiment", "message", 4)
+    await team.write("/mood me", ANA)
+    caption = str((await team.next("message"))["message"]["caption"])
+    assert caption.startswith("Mood of Ana in "), caption
+    assert " over 1 messages" in caption  # the group's message only, not the private ones
+    await ana_dm.write("/mood me", ANA)
+    everywhere = str((await ana_dm.next("message"))["message"]["caption"])
+    assert " over 4 messages" in everywhere  # in private, all of Ana's own messages
+
+
+async def test_an_empty_mood_is_a_sentence_not_an_empty_chart(stack: Stack) -> None:
+    await stack.client.create_group(stack.bot.id, TEAM, "Team", admins=[ADMIN], members=[BEN])
+    team = Chat(stack, TEAM)
+    reply = (await team.ask("/mood week", BEN))["message"]
+    assert "photo" not in reply
+    assert reply["text"].startswith("No message in this chat was scored in the last 7 days")
+    mine = (await team.ask("/mood me", BEN))["message"]
+    assert mine["text"].startswith("None of your messages here were scored")

@@ -36,7 +36,7 @@ from services.sentiment.service import (
     OptOutCache,
 )
 from services.sentiment.service import service as sentiment_service
-from services.sentiment.store import Kind, MoodStore, SlotLease
+from services.sentiment.store import Entity, Kind, MoodStore, SlotLease
 from tests.outbox import Outbox as SharedOutbox
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -130,13 +130,13 @@ async def publish(nc: Client, payload: InboundCommand | InboundMessage) -> None:
     )
 
 
-async def load(app: ServiceApp, kind: Kind, entity: int) -> MoodDoc:
+async def load(app: ServiceApp, kind: Kind, entity: Entity) -> MoodDoc:
     """Every instance's counts of ``kind`` ``entity``, merged as /mood reads them."""
     return await app.state.store.load(kind, entity)
 
 
 async def wait_count(
-    app: ServiceApp, kind: Kind, entity: int, expected: int, timeout: float = 10.0
+    app: ServiceApp, kind: Kind, entity: Entity, expected: int, timeout: float = 10.0
 ) -> MoodDoc:
     """Wait until the merged mood documents of ``kind`` ``entity`` count ``expected`` messages."""
     loop = asyncio.get_running_loop()
@@ -217,7 +217,7 @@ async def test_opt_out_needs_a_group_admin_in_groups_and_stops_scoring(
     await wait_idle(bus)  # every message above was handled: nothing can still be counted
     store = app.state.store
     assert await store.parts("chat", GROUP) == {}
-    assert await store.parts("user", 8) == {}
+    assert await store.parts("member", f"{GROUP}.8") == {}
 
     # A bot admin who does not administer the group may switch it back on.
     await publish(bus, command("sentiment", "on", admin=True))
@@ -235,8 +235,10 @@ async def test_forget_deletes_every_document_of_the_user(app: ServiceApp, bus: C
     await kv.put("user.11", older.to_json())  # the layout before per-instance documents
     await kv.put("user.11.97", older.to_json())  # an instance that ran before
     await kv.put("user.12.97", older.to_json())  # someone else: kept
-    await publish(bus, message("what a wonderful day", user=11))
+    await publish(bus, message("what a wonderful day", user=11, chat=11))  # in private
+    await publish(bus, message("what a day, team", user=11))  # in the group
     await wait_count(app, "user", 11, 3)
+    await wait_count(app, "member", f"{GROUP}.11", 1)
     event = ForgetUser(user_id=11, correlation_id="1:forget-11")
     await bus.jetstream().publish(
         subjects.EVENT_FORGET, encode(event), headers={"Nats-Msg-Id": event.correlation_id}
@@ -244,12 +246,12 @@ async def test_forget_deletes_every_document_of_the_user(app: ServiceApp, bus: C
     store = app.state.store
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
-    while await store.parts("user", 11):
+    while await store.parts("user", 11) or await store.parts("member", "*.11"):
         assert loop.time() < deadline, f"still stored: {sorted(await store.parts('user', 11))}"
         await asyncio.sleep(0.05)  # polling KV; bounded by the deadline
     assert _counted(await load(app, "user", 12)) == 1
     # Counting goes on afresh for a user who writes again.
-    await publish(bus, message("back again", user=11))
+    await publish(bus, message("back again", user=11, chat=11))
     await wait_count(app, "user", 11, 1)
     assert _counted(await load(app, "user", 11)) == 1
 
@@ -320,7 +322,7 @@ async def test_two_instances_count_every_message_of_one_busy_chat(
         )
         await wait_idle(bus, timeout=30)
         chat = await load(first, "chat", -100777)
-        per_user = [await load(first, "user", u) for u in users]
+        per_user = [await load(first, "member", f"-100777.{u}") for u in users]
         keys = sorted(await first.state.store.parts("chat", -100777))
     assert _counted(chat) == sent  # none lost, none counted twice
     assert [_counted(d) for d in per_user] == [27, 27, 26]
@@ -362,7 +364,7 @@ async def test_opt_out_reaches_the_other_instance_through_the_watch(
         await wait_idle(bus)
         assert _counted(await load(first, "chat", chat)) == 1
         for user in range(40, 60):
-            assert await first.state.store.parts("user", user) == {}
+            assert await first.state.store.parts("member", f"{chat}.{user}") == {}
 
 
 async def test_a_cached_opt_out_flag_is_re_read_after_its_ttl(app: ServiceApp) -> None:
@@ -427,7 +429,7 @@ async def test_unreadable_stored_documents_do_not_stop_the_service(
 ) -> None:
     kv = await app.kv()
     own = app.state.store.own_key("chat", GROUP)
-    for key in (f"chat.{GROUP}", f"chat.{GROUP}.98", own, "user.7.98"):
+    for key in (f"chat.{GROUP}", f"chat.{GROUP}.98", own, f"member.{GROUP}.7.98"):
         await kv.put(key, b"{not a mood document")
     await kv.put(f"chat.{GROUP}.99", b'{"v": 1, "h": {"2025-01-01T00": [null, 1, 2, 3, 4]}}')
     for text in ("great work team!", "this is awful"):
@@ -435,7 +437,7 @@ async def test_unreadable_stored_documents_do_not_stop_the_service(
     await wait_idle(bus)
     # The instance's own unreadable document is counted afresh; the others are left out.
     assert _counted(await load(app, "chat", GROUP)) == 2
-    assert _counted(await load(app, "user", 7)) == 2
+    assert _counted(await load(app, "member", f"{GROUP}.7")) == 2
     await publish(bus, command("mood", "week"))
     actions = await outbox.next(2)
     [photo] = [a for a in actions if isinstance(a, SendPhoto)]
@@ -450,19 +452,19 @@ async def test_a_redelivered_message_is_counted_once_in_each_document(
     real_count = store.count
     failed: list[str] = []
 
-    async def count_failing_once(kind: Kind, entity: int, change: Any) -> MoodDoc:
-        if kind == "user" and not failed:
+    async def count_failing_once(kind: Kind, entity: Entity, change: Any) -> MoodDoc:
+        if kind == "member" and not failed:
             failed.append(f"{kind}.{entity}")
             raise RuntimeError("simulated KV outage while counting the user")
         return await real_count(kind, entity, change)
 
     monkeypatch.setattr(store, "count", count_failing_once)
     await publish(bus, message("what a lovely day", user=13))
-    await wait_count(app, "user", 13, 1, timeout=15)  # after the SDK's retry delay
+    await wait_count(app, "member", f"{GROUP}.13", 1, timeout=15)  # after the retry delay
     await wait_idle(bus)
-    assert failed == ["user.13"]
+    assert failed == [f"member.{GROUP}.13"]
     assert _counted(await load(app, "chat", GROUP)) == 1  # not twice
-    assert _counted(await load(app, "user", 13)) == 1
+    assert _counted(await load(app, "member", f"{GROUP}.13")) == 1
 
 
 async def test_instances_take_distinct_slots_and_reuse_freed_or_expired_ones(
