@@ -124,12 +124,14 @@ class Stack:
         await self.acks.wait(_consumer_of(service, kind), count)
 
 
-FeedKind = Literal["message", "forget", "delivery"]
+FeedKind = Literal["message", "forget", "delivery", "callback"]
 
 
 def _consumer_of(service: str, kind: FeedKind) -> str:
     if kind == "message":
         return subjects.consumer_messages(service)
+    if kind == "callback":
+        return subjects.consumer_callbacks(service)
     if kind == "forget":
         return subjects.consumer_forget(service)
     return subjects.consumer_events(service)
