@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from botbus.redact import TOKEN_PREFIX
 from botbus.subjects import is_valid_name
 from services.alerts.texts import Localized, UserInputError
 
@@ -59,7 +60,8 @@ def check_channel_name(name: str) -> str:
 
 def new_token() -> str:
     """A fresh random bearer token (URL-safe text)."""
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    # The prefix lets every process's log filter recognise (and mask) the token.
+    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
 
 
 def hash_token(token: str) -> str:

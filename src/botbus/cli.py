@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "gateway": "botbus.gateway.cli:gateway",
     "up": "botbus.supervisor:up",
     "status": "botbus.status:status",
+    "healthcheck": "botbus.health:healthcheck",
     "search-index": "services.search.cli:search_index",
 }
 

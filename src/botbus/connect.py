@@ -18,10 +18,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 import nats
-from nats.aio.client import Client
+from nats.aio.client import Client, ServerVersion
 from nats.errors import Error as NatsError
 
-from botbus.errors import ConfigError
+from botbus.errors import ConfigError, StartupError
 from botbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,10 @@ RECONNECT_TIME_WAIT = 0.5  # seconds between reconnect attempts
 CONNECT_TIMEOUT = 2.0  # seconds per connection attempt
 INITIAL_CONNECT_RETRY = 1.0  # seconds between attempts before the first connection
 INITIAL_CONNECT_LOG_EVERY = 5  # attempts between two "still waiting" log lines
+# The oldest nats-server botbus runs on, and the feature that sets the floor:
+# reminders are JetStream message schedules (ADR-51), new in nats-server 2.12.
+MIN_NATS_SERVER = (2, 12)
+MIN_NATS_SERVER_NEEDS = "JetStream message schedules, which /remind uses"
 
 
 def inbox_prefix(user: str) -> str:
@@ -115,14 +119,37 @@ async def connect(
                 ),
                 refusals,
             )
-            client.append(nc)
-            return nc
+            break
         except (OSError, TimeoutError, NatsError) as exc:
             if not wait_for_server or "authorization" in str(exc).lower():
                 raise
             if attempt % INITIAL_CONNECT_LOG_EVERY == 1:
                 log.warning("waiting for NATS at %s as user %s: %s", server, user, exc)
             await asyncio.sleep(INITIAL_CONNECT_RETRY)
+    client.append(nc)
+    try:
+        check_server_version(nc.connected_server_version, server)
+    except StartupError:
+        await close_within(nc, CONNECT_TIMEOUT)
+        raise
+    return nc
+
+
+def check_server_version(version: ServerVersion, server: str) -> None:
+    """Raise :class:`StartupError` (one line) if the server is older than botbus needs."""
+    try:
+        found = (version.major, version.minor)
+        text = f"{version.major}.{version.minor}.{version.patch}"
+    except ValueError:
+        found, text = (0, 0), "of an unknown version"
+    if found < MIN_NATS_SERVER:
+        need = ".".join(map(str, MIN_NATS_SERVER))
+        raise StartupError(
+            f"nats-server {text} at {server} is too old: botbus needs {need} or later "
+            f"({MIN_NATS_SERVER_NEEDS}); upgrade the server (e.g. the nats:{need}-alpine "
+            "image or newer)",
+            reason="broker",
+        )
 
 
 async def _first_of(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-StartupReason = Literal["unreachable", "refused", "hook"]
+StartupReason = Literal["unreachable", "refused", "hook", "broker"]
 
 
 class BotbusError(Exception):
@@ -58,8 +58,9 @@ class StartupError(BotbusError):
     """A service could not start; the message says what failed and what to do.
 
     ``reason`` is ``"unreachable"`` (no broker within the connect timeout),
-    ``"refused"`` (NATS refused the credentials or a subject) or ``"hook"``
-    (an ``on_startup`` hook raised); the runner maps it to an exit code.
+    ``"refused"`` (NATS refused the credentials or a subject), ``"hook"``
+    (an ``on_startup`` hook raised) or ``"broker"`` (the nats-server lacks a
+    feature botbus needs, e.g. it is too old); the runner maps it to an exit code.
     """
 
     def __init__(self, message: str, *, reason: StartupReason) -> None:

@@ -43,8 +43,14 @@ def dev_password(component: str) -> str:
 class Settings(BaseSettings):
     """botbus settings. Environment names are given on each field."""
 
+    # An empty variable means "unset": compose files pass ``${VAR:-}`` for settings
+    # the user may leave out, and "" must then get the default, not fail validation.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        env_ignore_empty=True,
     )
 
     nats_url: str | None = Field(default=None, validation_alias="NATS_URL")
@@ -75,6 +81,10 @@ class Settings(BaseSettings):
         default="INFO", validation_alias=AliasChoices("BOTBUS_LOG_LEVEL", "LOG_LEVEL")
     )
     admin_ids: list[int] = Field(default_factory=list, validation_alias="BOTBUS_ADMIN_IDS")
+
+    # every service: HOST:PORT of a small GET /healthz (200 while connected and
+    # consuming, else 503) for container healthchecks; "off" (default) disables it
+    health_http_listen: str = Field(default="off", validation_alias="BOTBUS_HEALTH_HTTP")
 
     # gateway: per-user flood control (token bucket) and its health/metrics endpoint
     flood_rate: float = Field(default=2.0, gt=0, validation_alias="BOTBUS_FLOOD_RATE")

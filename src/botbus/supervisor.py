@@ -5,8 +5,13 @@ sandbox (in this process, unless ``TELEGRAM_BOT_TOKEN`` is set), the gateway
 and every service under ``services/`` as child processes. Each child gets
 only its own NATS credentials in its environment (services never see the bot
 token). A child that exits is restarted with exponential backoff and
-reported; Ctrl-C or SIGTERM stops the children (SIGTERM, then SIGKILL after a
-grace period), then the sandbox and the broker.
+reported, unless its exit code says a restart cannot help (a bad setting, a
+refused login, a broker too old: :data:`botbus.exits.PERMANENT`); if that
+child is the gateway, everything stops. Ctrl-C or SIGTERM stops the children
+(SIGTERM, then SIGKILL after a grace period), then the sandbox and the broker.
+
+One ``botbus up`` per data directory: a lock file (``<data dir>/up.lock``)
+keeps a second one from starting a second nats-server on the same store.
 
 The broker and sandbox addresses are written to ``<data dir>/up.json`` so
 ``botbus status`` and ``botbus chat`` find them.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -23,13 +29,16 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
+from botbus import redact
 from botbus._proc import die_with_parent_hook
-from botbus.errors import BotbusError
+from botbus.errors import BotbusError, ConfigError
+from botbus.exits import EXIT_CONFIG, PERMANENT
 from botbus.natsserver import NatsCluster, NatsServer, free_ports
 from botbus.settings import NATS_COMPONENTS, Settings, load_settings
 
@@ -44,6 +53,13 @@ RESTART_BACKOFF_MAX = 30.0  # seconds
 HEALTHY_AFTER = 60.0  # seconds of running that reset a child's backoff
 STOP_GRACE = 10.0  # seconds a child gets to drain after SIGTERM
 STATE_FILE = "up.json"
+LOCK_FILE = "up.lock"
+# Environment a child may get that must never be written to up.json.
+SECRET_ENV = ("TELEGRAM_BOT_TOKEN", "BOTBUS_WEBHOOK_SECRET")
+
+
+class AlreadyRunning(ConfigError):
+    """Another ``botbus up`` holds this data directory."""
 
 
 def discover_services(root: Path = SERVICES_DIR) -> list[str]:
@@ -56,6 +72,34 @@ def discover_services(root: Path = SERVICES_DIR) -> list[str]:
 def state_path(settings: Settings) -> Path:
     """Where ``botbus up`` records the addresses it started."""
     return settings.data_dir / STATE_FILE
+
+
+@contextlib.contextmanager
+def data_dir_lock(settings: Settings) -> Iterator[Path]:
+    """Hold ``<data dir>/up.lock`` for as long as this ``botbus up`` runs.
+
+    An flock, so it is released by the kernel even if we are SIGKILLed.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / LOCK_FILE
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise AlreadyRunning(
+                f"another botbus up (pid {holder}) is running on {settings.data_dir.resolve()}: "
+                "stop it first, or give this one its own BOTBUS_DATA_DIR"
+            ) from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _port_free(port: int) -> bool:
@@ -128,7 +172,8 @@ def say(text: str) -> None:
 async def _pump(name: str, stream: asyncio.StreamReader) -> None:
     width = 9
     while line := await stream.readline():
-        say(f"{name:<{width}}| {line.decode(errors='replace').rstrip()}")
+        # Children mask their own secrets; this is the second net for anything else.
+        say(redact.redact(f"{name:<{width}}| {line.decode(errors='replace').rstrip()}"))
 
 
 def child_env(
@@ -162,6 +207,7 @@ class Supervisor:
         self.cluster = cluster
         self.children: list[Child] = []
         self._stop = asyncio.Event()
+        self.failed: Child | None = None  # the gateway, if it exited for good
 
     async def run(self) -> None:
         """Start everything, supervise, and stop everything on a signal."""
@@ -171,8 +217,10 @@ class Supervisor:
         async with contextlib.AsyncExitStack() as stack:
             nats_url = await self._broker(stack)
             gateway_extra = await self._telegram(stack)
-            state = {"nats_url": nats_url, **{k.lower(): v for k, v in gateway_extra.items()}}
-            state.pop("telegram_bot_token", None)
+            state = {
+                "nats_url": nats_url,
+                **{k.lower(): v for k, v in gateway_extra.items() if k not in SECRET_ENV},
+            }
             self._write_state(state)
             stack.callback(lambda: state_path(self.settings).unlink(missing_ok=True))
             gateway_env = child_env(self.settings, "gateway", nats_url, gateway_extra)
@@ -225,6 +273,13 @@ class Supervisor:
         return cluster.url
 
     async def _telegram(self, stack: contextlib.AsyncExitStack) -> dict[str, str]:
+        extra = await self._bot(stack)
+        # child_env keeps secrets from every child; the gateway needs this one.
+        if self.settings.webhook_secret is not None:
+            extra["BOTBUS_WEBHOOK_SECRET"] = self.settings.webhook_secret.get_secret_value()
+        return extra
+
+    async def _bot(self, stack: contextlib.AsyncExitStack) -> dict[str, str]:
         if self.settings.telegram_bot_token is not None:
             say("[up] using the Telegram bot from TELEGRAM_BOT_TOKEN")
             extra = {"TELEGRAM_BOT_TOKEN": self.settings.telegram_bot_token.get_secret_value()}
@@ -238,6 +293,7 @@ class Supervisor:
         base_url = await sandbox.start("127.0.0.1", port)
         stack.push_async_callback(sandbox.stop)
         bot = sandbox.add_bot(username=DEV_BOT_USERNAME)
+        redact.register(bot.token)
         say(f"[up] no TELEGRAM_BOT_TOKEN: local sandbox at {base_url} (bot @{bot.username})")
         say(f"[up] chat with the bot:  botbus chat --url {base_url}")
         return {"TELEGRAM_BOT_TOKEN": bot.token, "TELEGRAM_API_URL": sandbox.api_url}
@@ -260,8 +316,23 @@ class Supervisor:
                 return
             for task in done:
                 child = waits.get(task)
-                if child is not None:
-                    await self._restart(child, task.result())
+                if child is None:
+                    continue
+                code = task.result()
+                if code in PERMANENT:
+                    self._give_up(child, code)
+                    if child.name == "gateway":
+                        self.failed = child
+                        return
+                    continue
+                await self._restart(child, code)
+
+    def _give_up(self, child: Child, code: int) -> None:
+        say(
+            f"[up] {child.name} exited with code {code}: a restart cannot fix that "
+            "(see its last line above); not restarting it"
+        )
+        child.proc = None
 
     async def _restart(self, child: Child, code: int) -> None:
         if time.monotonic() - child.started_at > HEALTHY_AFTER:
@@ -313,7 +384,13 @@ def up(names: str, sandbox_port: int, cluster: int) -> None:
         raise click.ClickException(
             f"unknown service(s) {', '.join(unknown)}; available: {', '.join(available)}"
         )
+    redact.install(settings)
     try:
-        asyncio.run(Supervisor(settings, chosen, sandbox_port, cluster).run())
+        with data_dir_lock(settings):
+            supervisor = Supervisor(settings, chosen, sandbox_port, cluster)
+            asyncio.run(supervisor.run())
     except BotbusError as exc:
-        raise click.ClickException(str(exc)) from exc
+        say(f"[up] cannot run: {exc}")
+        sys.exit(EXIT_CONFIG if isinstance(exc, ConfigError) else 1)
+    if supervisor.failed is not None:
+        sys.exit(EXIT_CONFIG)

@@ -28,15 +28,21 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 from telegram import Bot, BotCommand, BotCommandScopeDefault
-from telegram.error import TelegramError
+from telegram.error import BadRequest, InvalidToken, TelegramError
 
-from botbus import subjects, topology
+from botbus import redact, subjects, topology
 from botbus.connect import close_within, connect
 from botbus.errors import ConfigError
 from botbus.gateway.chatadmins import ChatAdmins
 from botbus.gateway.health import health_app
 from botbus.gateway.http import AiohttpRequest
-from botbus.gateway.ingest import ALLOWED_UPDATES, DEFAULT_POLL_TIMEOUT, Ingest, Poller
+from botbus.gateway.ingest import (
+    ALLOWED_UPDATES,
+    DEFAULT_POLL_TIMEOUT,
+    REDELIVERY_WINDOW,
+    Ingest,
+    Poller,
+)
 from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.outbound import OutboundRelay
 from botbus.gateway.registry import Registry
@@ -45,7 +51,8 @@ from botbus.gateway.scheduler import OutboundScheduler, budget_from_settings
 from botbus.gateway.sentkeys import SentKeys
 from botbus.gateway.texts import LANGUAGES, text
 from botbus.gateway.users import FloodControl, LanguageStore
-from botbus.gateway.webhook import webhook_app
+from botbus.gateway.webhook import WebhookServer, webhook_app
+from botbus.health import listen_error
 from botbus.models import encode
 from botbus.settings import DEFAULT_TELEGRAM_API_URL, Settings
 
@@ -118,6 +125,7 @@ class Gateway:
         self._nc: Client | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runners: list[web.AppRunner] = []
+        self._webhook: WebhookServer | None = None
         self._stopped = asyncio.Event()
         self.registry: Registry | None = None
         self.router: Router | None = None
@@ -125,6 +133,7 @@ class Gateway:
         self.poller: Poller | None = None
         self.relay: OutboundRelay | None = None
         self._sent_keys: SentKeys | None = None
+        self._handled: SentKeys | None = None
         self._opened = contextlib.AsyncExitStack()  # what initialize() opened
         self._poll_request: AiohttpRequest | None = None
         self.http_port: int | None = None  # health/metrics, once started
@@ -156,6 +165,7 @@ class Gateway:
             registry_kv = await _bucket(js, subjects.KV_GATEWAY_REGISTRY)
             users_kv = await _bucket(js, subjects.KV_GATEWAY_USERS)
             await _bucket(js, subjects.KV_GATEWAY_SENT, ttl=SENT_KEYS_TTL)
+            await _bucket(js, subjects.KV_GATEWAY_UPDATES, ttl=REDELIVERY_WINDOW)
             await self._init_bot()
             opened.push_async_callback(self._shutdown_bot)
             self.registry = Registry(self._nc, registry_kv)
@@ -175,10 +185,20 @@ class Gateway:
                 admin_ids=frozenset(self.settings.admin_ids),
                 chat_admins=ChatAdmins(self.bot),
             )
-            self.ingest = Ingest(js, self.router, self.bot_username, self.metrics)
+            self._handled = SentKeys(self._nc, subjects.KV_GATEWAY_UPDATES)
+            await self._handled.start()
+            opened.push_async_callback(self._stop_keys, self._handled)
+            self.ingest = Ingest(
+                js,
+                self.router,
+                self.bot_username,
+                self.metrics,
+                handled=self._handled,
+                bot_id=self.bot_id,
+            )
             self._sent_keys = SentKeys(self._nc, subjects.KV_GATEWAY_SENT)
             await self._sent_keys.start()
-            opened.push_async_callback(self._stop_sent_keys)
+            opened.push_async_callback(self._stop_keys, self._sent_keys)
             self.relay = OutboundRelay(js, self.bot, self._sent_keys, self.sender, self.metrics)
             # Initialised: the resources now live until stop() closes them.
             self._opened = opened.pop_all()
@@ -199,28 +219,32 @@ class Gateway:
         with contextlib.suppress(TelegramError):
             await self.bot.shutdown()
 
-    async def _stop_sent_keys(self) -> None:
-        if self._sent_keys is not None:
-            with contextlib.suppress(NatsError):
-                await self._sent_keys.stop()
+    @staticmethod
+    async def _stop_keys(keys: SentKeys) -> None:
+        with contextlib.suppress(NatsError):
+            await keys.stop()
 
     async def _init_bot(self) -> None:
         delay = 0.5
-        while True:
-            try:
-                await self.bot.initialize()
-                break
-            except TelegramError as exc:
-                if "token" in str(exc).lower() or "unauthorized" in str(exc).lower():
-                    # initialize() opened the HTTP session; a failed one is not shut
-                    # down by Bot.shutdown(), so close it here.
-                    await self.bot.request.shutdown()
+        try:
+            while True:
+                try:
+                    await self.bot.initialize()
+                    break
+                except InvalidToken as exc:
                     raise ConfigError(
-                        f"Telegram rejected the bot token ({exc}); check TELEGRAM_BOT_TOKEN"
+                        f"Telegram rejected the bot token ({exc}): check TELEGRAM_BOT_TOKEN "
+                        "(the token @BotFather gave you)"
                     ) from exc
-                log.error("Telegram is unreachable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, CONNECT_BACKOFF_MAX)
+                except TelegramError as exc:
+                    log.error("Telegram is unreachable (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, CONNECT_BACKOFF_MAX)
+        except BaseException:
+            # initialize() opened the HTTP session; a failed (or, on SIGTERM during
+            # the retries, cancelled) one is not shut down by Bot.shutdown().
+            await self.bot.request.shutdown()
+            raise
         self.bot_id = self.bot.id
         self.bot_username = self.bot.username
         log.info("gateway for @%s (id %s)", self.bot_username, self.bot_id)
@@ -250,33 +274,55 @@ class Gateway:
             log.info("ingest: long polling")
         if self.settings.gateway_http_listen != "off":
             host, port = _host_port(self.settings.gateway_http_listen)
-            self.http_port = await self._serve(health_app(self.metrics, self.health), host, port)
+            self.http_port = await self._serve(
+                health_app(self.metrics, self.health), host, port, "BOTBUS_GATEWAY_HTTP"
+            )
             log.info("health and metrics on http://%s:%s/healthz", host, self.http_port)
 
     async def _start_webhook(self) -> None:
         assert self.ingest is not None and self.settings.webhook_url is not None
-        secret = (
-            self.settings.webhook_secret.get_secret_value()
-            if self.settings.webhook_secret
-            else secrets.token_urlsafe(32)
-        )
-        path = urlparse(self.settings.webhook_url).path or "/"
+        url = self.settings.webhook_url
+        if not url.startswith("https://") and not self.settings.telegram_api_url:
+            raise ConfigError(
+                f"setting BOTBUS_WEBHOOK_URL is invalid: Telegram only calls https:// "
+                f"webhooks, not {url}; put a TLS proxy in front of the gateway, or unset "
+                "it to use long polling"
+            )
+        if self.settings.webhook_secret:
+            secret = self.settings.webhook_secret.get_secret_value()
+        else:
+            secret = secrets.token_urlsafe(32)
+            redact.register(secret)
+        path = urlparse(url).path or "/"
         host, port = self.settings.webhook_host_port
-        app = webhook_app(self.ingest, path, secret, self.metrics)
-        self.webhook_port = await self._serve(app, host, port)
-        await self.bot.set_webhook(
-            self.settings.webhook_url,
-            secret_token=secret,
-            allowed_updates=list(ALLOWED_UPDATES),
-            max_connections=40,
-        )
+        self._webhook = WebhookServer(webhook_app(self.ingest, path, secret, self.metrics))
+        try:
+            self.webhook_port = await self._webhook.start(host, port)
+        except OSError as exc:
+            raise listen_error("BOTBUS_WEBHOOK_LISTEN", host, port, exc) from exc
+        try:
+            await self.bot.set_webhook(
+                url,
+                secret_token=secret,
+                allowed_updates=list(ALLOWED_UPDATES),
+                max_connections=40,
+            )
+        except BadRequest as exc:
+            raise ConfigError(
+                f"Telegram refused the webhook {url} ({exc}): check BOTBUS_WEBHOOK_URL "
+                "(a public https:// address, port 443, 80, 88 or 8443)"
+            ) from exc
         log.info("ingest: webhook %s (listening on %s:%s)", path, host, self.webhook_port)
 
-    async def _serve(self, app: web.Application, host: str, port: int) -> int:
+    async def _serve(self, app: web.Application, host: str, port: int, setting: str) -> int:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise listen_error(setting, host, port, exc) from exc
         self._runners.append(runner)
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -316,6 +362,9 @@ class Gateway:
         for task in self._tasks:
             if task.get_name() in ("gateway-polling", "gateway-discovery"):
                 task.cancel()
+        if self._webhook is not None:
+            await self._webhook.stop()
+            self._webhook = None
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
@@ -352,13 +401,29 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopped.set)
-        await self.initialize()
         try:
-            await self.start()
-            await self._stopped.wait()
+            # initialize() may wait long (NATS or Telegram unreachable, retried): a
+            # signal meanwhile cancels it, and its exit stack closes what it opened.
+            initializing = asyncio.create_task(self.initialize(), name="gateway-initialize")
+            stopping = asyncio.create_task(self._stopped.wait())
+            await asyncio.wait({initializing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not initializing.done():
+                initializing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await initializing
+                log.info("gateway stopped before it was ready")
+                return
+            initializing.result()
+            try:
+                await self.start()
+                await self._stopped.wait()
+            finally:
+                log.info("gateway stopping")
+                await self.stop()
         finally:
-            log.info("gateway stopping")
-            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
     async def __aenter__(self) -> Gateway:
         await self.initialize()

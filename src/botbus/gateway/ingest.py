@@ -3,7 +3,12 @@
 :class:`Ingest` turns a batch of raw updates into publications and waits
 for JetStream to acknowledge every one of them; only then may the caller
 confirm the batch to Telegram (the next ``getUpdates`` offset, or the
-webhook's 200). :class:`Poller` is the long-polling loop. It does not use
+webhook's 200). Telegram redelivers an unconfirmed update for up to 24
+hours, longer than JetStream's dedupe window, so :class:`Ingest` also
+records every update id it published in a KV bucket whose entries live
+that long, and skips an update found there before it runs any side effect.
+
+:class:`Poller` is the long-polling loop. It does not use
 python-telegram-bot's ``Updater``, which confirms offsets before handlers
 run: here an update the gateway dies with is simply fetched again, and its
 ``Nats-Msg-Id`` makes the second publish a no-op.
@@ -25,6 +30,7 @@ from telegram.request import BaseRequest
 from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.normalize import Ignored, MalformedUpdate, parse_update, update_id_of
 from botbus.gateway.router import Publication, Router
+from botbus.gateway.sentkeys import SentKeyLookupError, SentKeys
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,7 @@ DEFAULT_PUBLISH_TIMEOUT = 5.0  # seconds to wait for one JetStream ack
 BACKOFF_START = 0.2  # seconds
 BACKOFF_MAX = 10.0  # seconds
 ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
+REDELIVERY_WINDOW = 24 * 3600.0  # seconds Telegram keeps redelivering an unconfirmed update
 
 
 class BusUnavailable(Exception):
@@ -55,12 +62,16 @@ class Ingest:
         metrics: GatewayMetrics,
         *,
         publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        handled: SentKeys | None = None,
+        bot_id: int = 0,
     ) -> None:
         self._js = js
         self._router = router
         self._bot_username = bot_username
         self._metrics = metrics
         self._publish_timeout = publish_timeout
+        self._handled = handled
+        self._bot_id = bot_id
 
     async def prepare(self, updates: Sequence[object]) -> list[Publication]:
         """Route every update of a batch; bad ones are logged and skipped."""
@@ -114,8 +125,35 @@ class Ingest:
         self._metrics.published.inc(len(publications))
 
     async def handle(self, updates: Sequence[object]) -> None:
-        """Route and publish a batch (one attempt)."""
-        await self.publish(await self.prepare(updates))
+        """Route and publish a batch (one attempt), skipping updates already ingested."""
+        fresh, keys = await self._unhandled(updates)
+        await self.publish(await self.prepare(fresh))
+        if self._handled is not None:
+            for key in keys:
+                await self._handled.record(key)
+
+    def handled_key(self, update_id: int) -> str:
+        """The key of an ingested update in the handled-updates bucket."""
+        return f"{self._bot_id}.{update_id}"
+
+    async def _unhandled(self, updates: Sequence[object]) -> tuple[list[object], list[str]]:
+        """The updates not ingested before, and the keys to record once they are."""
+        if self._handled is None:
+            return list(updates), []
+        keyed = [(u, update_id_of(u)) for u in updates]
+        keys = {self.handled_key(i) for _, i in keyed if i is not None}
+        try:
+            seen = await self._handled.find(keys) if keys else set()
+        except SentKeyLookupError as exc:
+            raise BusUnavailable(f"could not check for redelivered updates: {exc}") from exc
+        fresh: list[object] = []
+        for update, update_id in keyed:
+            if update_id is not None and self.handled_key(update_id) in seen:
+                self._metrics.updates_redelivered.inc()
+                log.info("update %s was already ingested; skipped", update_id)
+                continue
+            fresh.append(update)
+        return fresh, sorted(keys - seen)
 
 
 class Poller:

@@ -20,6 +20,11 @@ class GatewayMetrics:
         self.updates_malformed = Counter(
             "botbus_updates_malformed", "Updates skipped because they were malformed", registry=r
         )
+        self.updates_redelivered = Counter(
+            "botbus_updates_redelivered",
+            "Updates skipped because they were already ingested (Telegram sent them again)",
+            registry=r,
+        )
         self.routed = Counter(
             "botbus_updates_routed", "Updates by routing decision", ["route"], registry=r
         )

@@ -290,6 +290,14 @@ class ServiceApp:
             await self._nc.drain()
         self.log.info("service %s stopped", self.service.name)
 
+    def health(self) -> dict[str, bool]:
+        """Named checks of this instance (all true = healthy), for ``/healthz``."""
+        return {
+            "nats_connected": self._nc is not None and self._nc.is_connected,
+            "consuming": not self._stopping.is_set()
+            and all(not loop.done() for loop in self._loops),
+        }
+
     async def wait_stopped(self) -> None:
         """Wait until :meth:`stop` was called."""
         await self._stopping.wait()

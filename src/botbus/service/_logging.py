@@ -37,6 +37,8 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already rendered (and redacted) by botbus.redact
+            entry["exc"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 

@@ -10,7 +10,10 @@ to do (the traceback only at DEBUG) and exits with:
 3   NATS unreachable within BOTBUS_NATS_CONNECT_TIMEOUT
 4   NATS refused the service's user (password, or a subject in nats.conf)
 5   an ``on_startup`` hook of the service raised
+6   the nats-server is too old for botbus
 ==  ===================================================================
+
+(the table lives in :mod:`botbus.exits`, shared with the gateway)
 """
 
 from __future__ import annotations
@@ -21,7 +24,19 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from botbus.errors import BotbusError, ConfigError, StartupError, StartupReason
+from botbus import redact
+from botbus.errors import BotbusError, ConfigError
+from botbus.exits import (
+    EXIT_BROKER,
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_HOOK,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    exit_code_for,
+)
+from botbus.health import HealthServer
 from botbus.service._app import ServiceApp
 from botbus.service._logging import configure_logging
 from botbus.settings import Settings, load_settings
@@ -31,23 +46,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1  # an unexpected error: a bug
-EXIT_CONFIG = 2  # a setting is missing or malformed
-EXIT_UNREACHABLE = 3  # no broker within the connect timeout
-EXIT_REFUSED = 4  # the broker refused the credentials or a subject
-EXIT_HOOK = 5  # an on_startup hook raised
-
-_STARTUP_EXITS: dict[StartupReason, int] = {
-    "unreachable": EXIT_UNREACHABLE,
-    "refused": EXIT_REFUSED,
-    "hook": EXIT_HOOK,
-}
+# The exit codes are shared with the gateway (botbus.exits); re-exported here.
+__all__ = [
+    "EXIT_BROKER",
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_HOOK",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_UNREACHABLE",
+    "main",
+    "serve",
+]
 
 
 async def serve(service: Service, settings: Settings, *, url: str | None = None) -> None:
     """Run ``service`` until SIGTERM or SIGINT, then drain in-flight work."""
     app = ServiceApp(service, settings, url=url)
+    health = HealthServer(app.health)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -63,10 +79,17 @@ async def serve(service: Service, settings: Settings, *, url: str | None = None)
             return
         stopper.cancel()
         start.result()
+        try:
+            await health.start(settings.health_http_listen)
+        except ConfigError:
+            await app.stop()
+            raise
         await stop.wait()
         log.info("signal received: draining")
+        await health.stop()
         await app.stop()
     finally:
+        await health.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
@@ -79,14 +102,11 @@ def main(service: Service, settings: Settings | None = None) -> None:
         configure_logging("INFO", service=service.name)
         sys.exit(_failed(service, exc, EXIT_CONFIG))
     configure_logging(settings.log_level, service=service.name)
+    redact.install(settings)
     try:
         asyncio.run(serve(service, settings))
-    except StartupError as exc:
-        sys.exit(_failed(service, exc, _STARTUP_EXITS[exc.reason]))
-    except ConfigError as exc:
-        sys.exit(_failed(service, exc, EXIT_CONFIG))
     except BotbusError as exc:
-        sys.exit(_failed(service, exc, EXIT_FAILURE))
+        sys.exit(_failed(service, exc, exit_code_for(exc)))
     except Exception as exc:
         # The process boundary: one line for the operator, the traceback for a developer.
         log.error(
