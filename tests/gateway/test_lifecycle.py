@@ -76,7 +76,8 @@ async def test_failed_start_closes_what_initialize_opened(
     )
     before = set(asyncio.all_tasks())
     gateway = Gateway(settings, poll_timeout=5)
-    with pytest.raises(OSError):
+    # One line naming the setting to change, not a bare OSError.
+    with pytest.raises(ConfigError, match="BOTBUS_WEBHOOK_LISTEN"):
         async with gateway:
             pytest.fail("the gateway started on a port that is taken")
     assert gateway.nc.is_closed
