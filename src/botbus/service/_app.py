@@ -295,7 +295,8 @@ class ServiceApp:
         return {
             "nats_connected": self._nc is not None and self._nc.is_connected,
             "consuming": not self._stopping.is_set()
-            and all(not loop.done() for loop in self._loops),
+            and self._feeds is not None
+            and self._feeds.consuming,
         }
 
     async def wait_stopped(self) -> None:

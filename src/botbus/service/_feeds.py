@@ -154,6 +154,11 @@ class Feeds:
         return len(self._in_flight)
 
     @property
+    def consuming(self) -> bool:
+        """True while every feed's pull loop runs (for the health check)."""
+        return not self._stopping and all(not loop.done() for loop in self._loops)
+
+    @property
     def waiting(self) -> int:
         """Messages fetched and waiting for a handler slot."""
         return len(self._waiting)
