@@ -3,7 +3,7 @@
 Answers (JSON bodies, each with an ``error`` text saying what to do):
 
 - 202 ``{"alert_id": ..., "channel": ..., "duplicate": false}``: stored durably
-  in ``BOTBUS_ALERTS``; the fan-out happens from there;
+  in ``svc_alerts``; the fan-out happens from there;
 - 401 no ``Authorization: Bearer <token>`` header;
 - 403 a token that is not this channel's;
 - 404 no such channel;
@@ -24,7 +24,8 @@ from aiohttp import web
 
 from botbus.errors import PayloadError
 from botbus.models import Alert, decode_as
-from botbus.subjects import alert_channel, is_valid_name
+from botbus.subjects import is_valid_name
+from services.alerts.bus import alert_channel
 from services.alerts.store import AlertsStore
 
 log = logging.getLogger(__name__)

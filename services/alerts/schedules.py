@@ -1,7 +1,7 @@
 """Reminders as JetStream message schedules (nats-server 2.12+; time zones 2.14+).
 
 Each reminder is one schedule message on its own subject
-``botbus.remind.sched.<user>.<id>`` in the stream ``BOTBUS_REMINDERS``:
+``alerts.remind.sched.<user>.<id>`` in the stream ``svc_alerts_reminders``:
 
 - one-off: ``Nats-Schedule: @at <RFC3339 UTC>``; the server removes the
   schedule once it has fired;
@@ -9,7 +9,7 @@ Each reminder is one schedule message on its own subject
   ``Nats-Schedule-Time-Zone: <IANA zone>``; the server computes every next
   firing in that zone, daylight-saving changes included.
 
-When due, nats-server publishes the schedule's body to ``botbus.remind.fired``
+When due, nats-server publishes the schedule's body to ``alerts.remind.fired``
 (header ``Nats-Scheduler`` names the schedule). The server holds the timers,
 so reminders survive restarts of every botbus process; a durable consumer
 picks up what fired while the service was down. Cancelling purges the
@@ -19,16 +19,14 @@ schedule's subject.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import DiscardPolicy, RetentionPolicy
 from pydantic import BaseModel, ConfigDict
 
-from botbus import topology
-from botbus.subjects import (
+from services.alerts.bus import (
     REMINDER_FIRED,
-    REMINDERS_ALL,
     STREAM_REMINDERS,
     reminder_schedule,
     reminder_schedules_of,
@@ -54,34 +52,20 @@ class ReminderRef(BaseModel):
     id: str
 
 
-def stream_config(replicas: int = 1) -> StreamConfig:
-    """The reminders stream: schedules never expire, fired messages carry a TTL."""
-    return StreamConfig(
-        name=STREAM_REMINDERS,
-        description="Reminder schedules of the alerts service and the reminders they fire",
-        subjects=[REMINDERS_ALL],
-        retention=RetentionPolicy.LIMITS,
-        max_bytes=MAX_STREAM_BYTES,
-        max_msg_size=MAX_SCHEDULE_SIZE,
-        discard=DiscardPolicy.OLD,
-        storage=StorageType.FILE,
-        allow_msg_schedules=True,
-        allow_msg_ttl=True,
-        num_replicas=replicas,
-    )
-
-
-async def ensure_stream(js: JetStreamContext) -> None:
-    """Create ``BOTBUS_REMINDERS`` if it does not exist yet."""
-    try:
-        await js.stream_info(STREAM_REMINDERS)
-    except NotFoundError:
-        await topology.add_stream(js, stream_config(topology.replicas_for(js)))
-        log.info("created stream %s", STREAM_REMINDERS)
+STREAM_OPTIONS: dict[str, Any] = {
+    "description": "Reminder schedules of the alerts service and the reminders they fire",
+    "retention": RetentionPolicy.LIMITS,
+    "max_bytes": MAX_STREAM_BYTES,
+    "max_msg_size": MAX_SCHEDULE_SIZE,
+    "discard": DiscardPolicy.OLD,
+    "allow_msg_schedules": True,
+    "allow_msg_ttl": True,
+}
+"""The reminders stream's settings: schedules never expire, fired reminders carry a TTL."""
 
 
 class ReminderScheduler:
-    """Arms and cancels reminder schedules in ``BOTBUS_REMINDERS``."""
+    """Arms and cancels reminder schedules in ``svc_alerts_reminders``."""
 
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js

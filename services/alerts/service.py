@@ -16,12 +16,23 @@ import zoneinfo
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from nats.js.api import DiscardPolicy
+
 from botbus.models import Alert, DeliveryEvent, ForgetUser, InboundCommand
-from botbus.service import App, Context, Refuse, Service
-from botbus.subjects import alert_channel, is_valid_name
+from botbus.service import Ack, App, Context, Refuse, Reject, Service
+from botbus.subjects import is_valid_name
+from services.alerts.bus import (
+    ALERTS_ANY,
+    REMINDER_FIRED,
+    REMINDERS_ALL,
+    STREAM_ALERTS,
+    STREAM_REMINDERS,
+    alert_channel,
+)
 from services.alerts.channels import check_channel_name, new_channel
 from services.alerts.reminders import next_local_time, parse_reminder, resolve_timezone
-from services.alerts.runtime import AlertsRuntime
+from services.alerts.runtime import FEED_ACK_WAIT, AlertsRuntime
+from services.alerts.schedules import STREAM_OPTIONS, ReminderRef
 from services.alerts.store import Reminder
 from services.alerts.texts import UserInputError
 
@@ -39,14 +50,67 @@ service = Service(
 )
 
 
+# The streams the service owns, created by the SDK at start-up.
+_feed = service.stream(
+    subjects=[ALERTS_ANY],
+    description="Alerts published to channels (NATS, HTTP, MQTT)",
+    max_age=24 * 3600.0,
+    max_bytes=256 * 1024 * 1024,
+    max_msg_size=64 * 1024,
+    discard=DiscardPolicy.OLD,
+    duplicate_window=120.0,
+)
+_reminders = service.stream("reminders", subjects=[REMINDERS_ALL], **STREAM_OPTIONS)
+assert (_feed, _reminders) == (STREAM_ALERTS, STREAM_REMINDERS)
+
+
 @service.lifespan
 async def alerts_runtime(app: App) -> AsyncIterator[AlertsRuntime]:
-    """Open state, the reminders stream, the HTTP endpoint and the alert consumers."""
+    """Open the state and the HTTP endpoint; close the endpoint at the end."""
     rt = await AlertsRuntime.start(app.js, app.settings)
     try:
         yield rt
     finally:
         await rt.stop()
+
+
+# Every alert accepted from NATS, HTTP or MQTT is validated, deduplicated and
+# fanned out once: a crash mid-way means redelivery and a resumed broadcast,
+# never a lost or doubled one. One at a time per instance, from the stream's start.
+@service.consume(
+    stream=STREAM_ALERTS,
+    subject=ALERTS_ANY,
+    model=Alert,
+    durable="alerts_feed",
+    ack_wait=FEED_ACK_WAIT,
+    max_batch=1,
+)
+async def alert_published(ctx: Context[AlertsRuntime], alert: Alert) -> Ack | Reject:
+    """Fan out one alert of ``alerts.<channel>``."""
+    channel = ctx.subject.split(".", 1)[1]
+    return await ctx.state.handle_alert(channel, ctx.sequence, alert)
+
+
+@service.consume(
+    stream=STREAM_REMINDERS, subject=REMINDER_FIRED, model=ReminderRef, durable="alerts_remind"
+)
+async def reminder_fired(ctx: Context[AlertsRuntime], ref: ReminderRef) -> None:
+    """Send one reminder nats-server fired to its chat."""
+    store = ctx.state.store
+    reminder = await store.get_reminder(ref.user_id, ref.id)
+    if reminder is None:
+        ctx.log.info("reminder %s of user %s was cancelled; skipped", ref.id, ref.user_id)
+        return
+    text = (
+        f"⏰ Recordatorio: {reminder.text}"
+        if reminder.language == "es"
+        else f"⏰ Reminder: {reminder.text}"
+    )
+    # One key per firing: a daily reminder fires under a new sequence each day.
+    key = f"remind:{reminder.user_id}:{reminder.id}:{ctx.sequence}"
+    await ctx.send(reminder.chat_id, text, priority="interactive", key=key)
+    if reminder.kind == "once":
+        await store.delete_reminder(reminder.user_id, reminder.id)
 
 
 def runtime(ctx: Context[AlertsRuntime]) -> AlertsRuntime:

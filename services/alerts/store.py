@@ -50,7 +50,7 @@ SERVICE = "alerts"
 DEFAULT_DEDUPE_WINDOW = 600.0  # seconds during which a dedupe key is remembered
 SCAN_IDLE_TIMEOUT = 10.0  # seconds without progress before a subject scan gives up
 
-PROGRESS_TTL = 7 * 24 * 3600.0  # seconds; BOTBUS_ALERTS keeps an alert 1 day
+PROGRESS_TTL = 7 * 24 * 3600.0  # seconds; svc_alerts keeps an alert 1 day
 
 _KV_OPERATION = "KV-Operation"
 _WRONG_LAST_SEQUENCE = 10071  # JetStream error code of a failed compare-and-set
@@ -296,7 +296,7 @@ class AlertsStore:
         """Write progress with compare-and-set; :class:`StoreConflict` if someone else did.
 
         Written as a raw KV publish so the entry carries a TTL: progress must
-        outlive the alert in BOTBUS_ALERTS (a redelivery finds it), then go.
+        outlive the alert in svc_alerts (a redelivery finds it), then go.
         """
         subject = f"$KV.{self.state_bucket}.progress.{progress.alert_id}"
         headers = {

@@ -52,6 +52,7 @@ from datetime import UTC, datetime
 from functools import cache
 
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -71,6 +72,8 @@ ALERT_REFRESH = 5.0  # seconds the other instances' share of a chat's mood is tr
 OPTOUT_TTL = 1.0  # seconds a cached opt-out flag is trusted if the KV watch falls silent
 PROBE_PREFIX = "optout.probe."  # + slot: the key an instance probes its opt-out watch with
 ALERT_CHANNEL = "mood"  # alerts channel used when no bot admin is configured
+# The alerts service's public publisher subject, alerts.<channel> (MQTT alerts/<channel>).
+ALERT_SUBJECT = f"alerts.{ALERT_CHANNEL}"
 ALERT_POLICY = AlertPolicy()
 
 service = Service(
@@ -513,7 +516,15 @@ async def _maybe_alert(ctx: Context, instance: Instance, msg: InboundMessage, ow
             severity="warning",
             dedupe_key=f"sentiment:{msg.chat.id}:{stamp}",
         )
-        await ctx.js.publish(subjects.alert_channel(ALERT_CHANNEL), encode(alert))
+        try:
+            await ctx.js.publish(ALERT_SUBJECT, encode(alert))
+        except NoRespondersError:
+            ctx.log.warning(
+                "mood alert for chat %s not published: no stream takes %s "
+                "(is the alerts service installed?)",
+                msg.chat.id,
+                ALERT_SUBJECT,
+            )
     ctx.log.info("mood alert for chat %s (mean %.2f over %d)", msg.chat.id, window.mean, window.n)
 
 

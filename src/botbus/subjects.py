@@ -14,10 +14,8 @@ Layout::
     botbus.event.forget                 a user asked to be forgotten        (stream BOTBUS_EVENTS)
     botbus.event.delivery.<service>     Telegram refused an action for good (stream BOTBUS_EVENTS)
     botbus.dlq.<service>                poison messages of one service      (stream BOTBUS_DLQ)
-    alerts.<channel>                    alerts published to a channel       (stream BOTBUS_ALERTS)
-                                        (MQTT topic alerts/<channel> maps here)
-    botbus.remind.sched.<user>.<id>     a reminder's message schedule    (BOTBUS_REMINDERS)
-    botbus.remind.fired                 due reminders, fired by nats-server (BOTBUS_REMINDERS)
+    <service>.>                         a service's own subjects, in its own streams
+                                        ``svc_<service>[_<suffix>]`` (``Service.stream``)
 """
 
 from __future__ import annotations
@@ -31,8 +29,6 @@ STREAM_INBOUND = "BOTBUS_IN"
 STREAM_OUTBOUND = "BOTBUS_OUT"
 STREAM_EVENTS = "BOTBUS_EVENTS"
 STREAM_DLQ = "BOTBUS_DLQ"
-STREAM_ALERTS = "BOTBUS_ALERTS"
-STREAM_REMINDERS = "BOTBUS_REMINDERS"  # owned by the alerts service (message schedules)
 
 # Key-value buckets owned by the gateway (services may not read them).
 KV_GATEWAY_REGISTRY = "botbus_registry"
@@ -132,40 +128,6 @@ DLQ_ALL = f"{PREFIX}.dlq.>"
 def dead_letter(service: str) -> str:
     """Subject where ``service`` records messages it gave up on."""
     return f"{PREFIX}.dlq.{_token(service, 'service')}"
-
-
-# Alerts
-ALERTS_ALL = "alerts.>"
-
-
-def alert_channel(channel: str) -> str:
-    """Subject of alerts published to ``channel`` (MQTT topic ``alerts/<channel>``)."""
-    return f"alerts.{_token(channel, 'channel')}"
-
-
-# Reminders (alerts service): one message schedule per reminder, fired into one subject
-REMINDERS_ALL = f"{PREFIX}.remind.>"
-REMINDER_FIRED = f"{PREFIX}.remind.fired"
-
-
-def reminder_schedule(user_id: int, reminder_id: str) -> str:
-    """Subject holding the JetStream message schedule of one user's reminder."""
-    return f"{PREFIX}.remind.sched.{int(user_id)}.{_token(reminder_id, 'reminder')}"
-
-
-def reminder_schedules_of(user_id: int) -> str:
-    """Wildcard matching every reminder schedule of ``user_id``."""
-    return f"{PREFIX}.remind.sched.{int(user_id)}.*"
-
-
-def consumer_alert_feed(service: str) -> str:
-    """Durable consumer name for the alerts a service fans out (stream BOTBUS_ALERTS)."""
-    return f"{_token(service, 'service')}_feed"
-
-
-def consumer_reminders(service: str) -> str:
-    """Durable consumer name for fired reminders (stream BOTBUS_REMINDERS)."""
-    return f"{_token(service, 'service')}_remind"
 
 
 # Consumers and buckets per service

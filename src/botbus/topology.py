@@ -16,7 +16,6 @@ BOTBUS_IN      botbus.in.>       interest   3 days    512 MiB    new       2 min
 BOTBUS_OUT     botbus.out.>      limits     1 day     1 GiB      old       2 minutes
 BOTBUS_EVENTS  botbus.event.>    limits     7 days    64 MiB     old       2 minutes
 BOTBUS_DLQ     botbus.dlq.>      limits     30 days   256 MiB    old       none
-BOTBUS_ALERTS  alerts.>          limits     1 day     256 MiB    old       2 minutes
 =============  ================  =========  ========  =========  ========  ==========
 
 Why:
@@ -32,8 +31,9 @@ Why:
   outage; an action older than that is worthless to a user, so the oldest
   go first when full. The dedupe window makes a redelivered handler's
   actions (same idempotency key) a no-op.
-- BOTBUS_EVENTS and BOTBUS_DLQ are small audit trails; BOTBUS_ALERTS buffers
-  alerts for the alerts service.
+- BOTBUS_EVENTS and BOTBUS_DLQ are small audit trails. A service's own
+  streams (``svc_<name>...``, e.g. the alerts service's feed) are declared
+  by the service (``Service.stream``) and created by the SDK.
 - Replicas: on a cluster every stream and bucket keeps three copies, so the
   death of one node loses nothing and stops nothing (two of three still
   form a quorum). botbus scales a stream up to that, never down: a cluster
@@ -147,17 +147,6 @@ STREAMS: tuple[StreamSpec, ...] = (
         duplicate_window=0,
         max_msg_size=1 * MiB,
         description="Messages services gave up on (DeadLetter records)",
-    ),
-    StreamSpec(
-        name=subjects.STREAM_ALERTS,
-        subject=subjects.ALERTS_ALL,
-        retention=RetentionPolicy.LIMITS,
-        max_age=1 * DAY,
-        max_bytes=256 * MiB,
-        discard=DiscardPolicy.OLD,
-        duplicate_window=DEDUPE_WINDOW,
-        max_msg_size=64 * 1024,
-        description="Alerts published to channels (NATS, HTTP, MQTT)",
     ),
 )
 

@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from botbus import subjects
 from botbus.connect import connect
 from botbus.models import Alert, encode
+from services.alerts.bus import STREAM_ALERTS, alert_channel
 from services.alerts.service import service as alerts_service
 
 from .conftest import ADMIN, Chat, Stack, StartStack, component_settings
@@ -35,8 +35,8 @@ async def publish_over_nats(stack: Stack, channel: str, alert: Alert) -> None:
     settings = component_settings(stack.settings, "publisher")
     nc = await connect(settings, "publisher", wait_for_server=False)
     try:
-        ack = await nc.jetstream().publish(subjects.alert_channel(channel), encode(alert))
-        assert ack.stream == subjects.STREAM_ALERTS
+        ack = await nc.jetstream().publish(alert_channel(channel), encode(alert))
+        assert ack.stream == STREAM_ALERTS
     finally:
         await nc.drain()
 

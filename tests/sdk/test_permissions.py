@@ -17,6 +17,7 @@ from botbus.models import encode
 from botbus.natsserver import NatsServer
 from botbus.settings import Settings
 from botbus.topology import STREAMS, service_bucket
+from services.alerts.bus import ALERTS_ANY, STREAM_ALERTS, alert_channel
 from tests.sdk.conftest import Gateway, make_command, make_message
 
 DENIED = (NatsError, TimeoutError)
@@ -170,26 +171,30 @@ async def test_an_alert_publisher_can_publish_only_to_alert_channels(
     as_user: Connect, topology: Client
 ) -> None:
     publisher = await as_user("publisher")
-    before = {s.name: await last_seq(topology, s.name) for s in STREAMS}
+    # The alerts service creates its feed stream at start-up; here the admin does.
+    await topology.jetstream().add_stream(name=STREAM_ALERTS, subjects=[ALERTS_ANY])
+    names = [s.name for s in STREAMS] + [STREAM_ALERTS]
+    before = {name: await last_seq(topology, name) for name in names}
 
-    ack = await publisher.js.publish(subjects.alert_channel("news"), b'{"title": "hi"}')
-    assert ack.stream == subjects.STREAM_ALERTS
+    ack = await publisher.js.publish(alert_channel("news"), b'{"title": "hi"}')
+    assert ack.stream == STREAM_ALERTS
     for subject in (
         subjects.outbound("echo", "interactive"),
         subjects.EVENT_FORGET,
         subjects.dead_letter("echo"),
         subjects.INBOUND_MESSAGES,
-        "$JS.API.STREAM.DELETE.BOTBUS_ALERTS",
+        f"$JS.API.STREAM.DELETE.{STREAM_ALERTS}",
+        "alerts.remind.fired",  # the alerts service's reminders are not a publisher's
     ):
         await publisher.nc.publish(subject, b"{}")
         await publisher.denied(f'"{subject}"')
-    await publisher.nc.subscribe(subjects.ALERTS_ALL)
-    await publisher.denied(f'subscription to "{subjects.ALERTS_ALL}"')
+    await publisher.nc.subscribe(ALERTS_ANY)
+    await publisher.denied(f'subscription to "{ALERTS_ANY}"')
 
-    after = {s.name: await last_seq(topology, s.name) for s in STREAMS}
-    assert after[subjects.STREAM_ALERTS] == before[subjects.STREAM_ALERTS] + 1
-    assert {k: v for k, v in after.items() if k != subjects.STREAM_ALERTS} == {
-        k: v for k, v in before.items() if k != subjects.STREAM_ALERTS
+    after = {name: await last_seq(topology, name) for name in names}
+    assert after[STREAM_ALERTS] == before[STREAM_ALERTS] + 1
+    assert {k: v for k, v in after.items() if k != STREAM_ALERTS} == {
+        k: v for k, v in before.items() if k != STREAM_ALERTS
     }
 
 

@@ -22,6 +22,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from nats.nuid import NUID
 
@@ -30,7 +32,7 @@ from botbus.connect import connect, resolve_url
 from botbus.errors import ConfigError, PayloadError, StartupError
 from botbus.models import Action, encode
 from botbus.service._context import Context, CorrelationLogger
-from botbus.service._declare import LifecycleHook, Service
+from botbus.service._declare import LifecycleHook, OwnStream, Service
 from botbus.service._feeds import Feeds
 from botbus.service._lifespan import LifespanFailed, Lifespans
 from botbus.service._micro import EndpointCounter, Registration
@@ -163,6 +165,8 @@ class ServiceApp:
         }
         self._feeds = Feeds(self._nc, self._js, self.service, self._routes, self._deliver, self.log)
         try:
+            for own in self.service.streams:
+                await self._ensure_stream(own)
             await topology.wait_for_streams(
                 self._js, [s.name for s in topology.STREAMS if s.name in needed]
             )
@@ -230,6 +234,29 @@ class ServiceApp:
                 reason="refused",
             )
         return exc
+
+    async def _ensure_stream(self, own: OwnStream) -> None:
+        """Create a stream the service declared, or bring its settings up to date."""
+        js = self.js
+        settings: dict[str, Any] = {
+            "description": f"{self.service.name}: {own.suffix or 'main'} stream",
+            "storage": StorageType.FILE,
+            "num_replicas": topology.replicas_for(js),
+            **own.options,
+        }
+        wanted = StreamConfig(name=own.name, subjects=list(own.subjects), **settings)
+        try:
+            info = await js.stream_info(own.name)
+        except NotFoundError:
+            await topology.add_stream(js, wanted)
+            self.log.info("created stream %s (%s)", own.name, ", ".join(own.subjects))
+            return
+        wanted.num_replicas = max(info.config.num_replicas or 1, wanted.num_replicas or 1)
+        fields = ("subjects", "max_age", "max_bytes", "max_msg_size", "discard", "duplicate_window")
+        changed = [f for f in fields if getattr(info.config, f) != getattr(wanted, f)]
+        if changed:
+            await js.update_stream(wanted)
+            self.log.info("updated stream %s: %s", own.name, ", ".join(changed))
 
     async def _enter_lifespans(self) -> None:
         def keep(state: Any) -> None:
@@ -331,7 +358,12 @@ class ServiceApp:
             return
         reference = getattr(payload, "correlation_id", None) or f"seq{meta.sequence.stream}"
         ctx: Context[Any] = Context(
-            self, payload, key_base=f"{self.service.name}:{reference}", deliveries=deliveries
+            self,
+            payload,
+            key_base=f"{self.service.name}:{reference}",
+            deliveries=deliveries,
+            subject=msg.subject,
+            sequence=meta.sequence.stream,
         )
         outcome: Outcome
         if deliveries > self.service.max_deliveries:

@@ -72,12 +72,25 @@ class Context(Generic[StateT]):
     yielded: annotate handlers with ``ctx: Context[MyState]``.
     """
 
-    def __init__(self, app: App, inbound: Any, *, key_base: str, deliveries: int) -> None:
+    def __init__(
+        self,
+        app: App,
+        inbound: Any,
+        *,
+        key_base: str,
+        deliveries: int,
+        subject: str = "",
+        sequence: int = 0,
+    ) -> None:
         self._app = app
         self.inbound: Any = inbound
         """The message being handled (a bus model; see the handler's second argument)."""
         self.deliveries = deliveries
         """How many times this message has been delivered (1 = first try)."""
+        self.subject = subject
+        """The subject the message was published on (e.g. ``alerts.news``)."""
+        self.sequence = sequence
+        """The message's sequence number in its stream."""
         self._key_base = key_base
         self._seq = 0
         self.answered = False

@@ -6,6 +6,7 @@ A ``Service`` only describes; :class:`~botbus.service.ServiceApp` runs it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -26,6 +27,7 @@ from botbus.service._host import App
 from botbus.service._lifespan import LifespanFunction
 from botbus.service._micro import META_COMMANDS, META_LISTENS
 from botbus.service._outcomes import HandlerResult
+from botbus.subjects import service_bucket
 
 if TYPE_CHECKING:
     from botbus.settings import Settings
@@ -42,6 +44,7 @@ M = TypeVar("M", bound=BaseModel)
 L = TypeVar("L", bound=LifespanFunction)
 ConsumeHandler = Callable[[Context[Any], M], Awaitable[HandlerResult]]
 
+_SUFFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,31}$")
 DEFAULT_MAX_DELIVERIES = 5  # attempts before a message is dead-lettered
 DEFAULT_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)  # seconds before attempt 2, 3, 4, 5...
 DEFAULT_CONCURRENCY = 8  # messages handled at once per instance
@@ -64,6 +67,18 @@ class Command:
             "description": self.description,
             "admin_only": self.admin_only,
         }
+
+
+@dataclass(frozen=True)
+class OwnStream:
+    """A stream the service owns (``service.stream``): created by the SDK at start-up."""
+
+    name: str
+    """``svc_<service>`` or ``svc_<service>_<suffix>``."""
+    suffix: str
+    subjects: tuple[str, ...]
+    options: dict[str, Any]
+    """Further ``nats.js.api.StreamConfig`` fields (limits, schedules...)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,7 @@ class Service:
         self.forget_handler: ForgetHandler | None = None
         self.delivery_handler: DeliveryHandler | None = None
         self.consumers: list[Consumer] = []
+        self.streams: list[OwnStream] = []
         self.lifespans: list[LifespanFunction] = []
         self.startup_hooks: list[LifecycleHook] = []
         self.shutdown_hooks: list[LifecycleHook] = []
@@ -166,6 +182,31 @@ class Service:
         """Receive permanent delivery refusals of this service's actions."""
         self.delivery_handler = handler
         return handler
+
+    def stream(self, suffix: str = "", *, subjects: list[str], **options: Any) -> str:
+        """Declare a stream this service owns; return its name, ``svc_<name>[_<suffix>]``.
+
+        Its subjects must lie under ``<name>.``: a service owns the subjects
+        ``<name>.>`` and the streams and buckets named ``svc_<name>...``, and
+        nothing else (issued credentials confine it to exactly that). The SDK
+        creates the stream at start-up (file storage, replicated on a
+        cluster), or brings its limits up to date; ``options`` are further
+        ``StreamConfig`` fields (``max_age``, ``max_bytes``, ``discard``,
+        ``duplicate_window``, ``allow_msg_schedules``...).
+        """
+        if suffix and not _SUFFIX_RE.match(suffix):
+            raise ValueError(f"invalid stream suffix {suffix!r}: use lowercase letters and digits")
+        name = service_bucket(self.name, suffix)
+        for subject in subjects:
+            if subject.split(".")[0] != self.name or subject == self.name:
+                raise ValueError(
+                    f"stream {name}: subject {subject!r} is not under {self.name}.> "
+                    f"(service {self.name} owns only the subjects {self.name}.>)"
+                )
+        if any(s.name == name for s in self.streams):
+            raise ValueError(f"stream {name} is declared twice in service {self.name}")
+        self.streams.append(OwnStream(name, suffix, tuple(subjects), dict(options)))
+        return name
 
     def consume(
         self,

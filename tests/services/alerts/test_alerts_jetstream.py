@@ -13,16 +13,25 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from botbus import subjects
 from botbus.models import Alert, decode_action
 from botbus.topology import ensure_topology
+from services.alerts.bus import REMINDER_FIRED, REMINDERS_ALL, STREAM_REMINDERS, reminder_schedule
 from services.alerts.channels import new_channel
 from services.alerts.fanout import Broadcaster, plan_actions
 from services.alerts.reminders import ReminderSpec, parse_reminder
-from services.alerts.schedules import ReminderRef, ReminderScheduler, ensure_stream
+from services.alerts.schedules import STREAM_OPTIONS, ReminderRef, ReminderScheduler
 from services.alerts.store import AlertProgress, AlertsStore, StoreConflict
+
+
+async def ensure_stream(js: JetStreamContext) -> None:
+    """The reminders stream, as the alerts service declares it (the SDK makes it there)."""
+    await js.add_stream(
+        StreamConfig(name=STREAM_REMINDERS, subjects=[REMINDERS_ALL], **STREAM_OPTIONS)
+    )
+
 
 WAIT = 10.0  # seconds: upper bound for anything the server does "now"
 
@@ -30,9 +39,9 @@ WAIT = 10.0  # seconds: upper bound for anything the server does "now"
 async def _fired(js: JetStreamContext, timeout: float) -> list[tuple[float, ReminderRef, dict]]:
     """Collect reminders fired within ``timeout`` seconds, with their arrival times."""
     sub = await js.pull_subscribe(
-        subjects.REMINDER_FIRED,
+        REMINDER_FIRED,
         "test_fired",
-        stream=subjects.STREAM_REMINDERS,
+        stream=STREAM_REMINDERS,
         config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
     )
     loop = asyncio.get_running_loop()
@@ -69,7 +78,7 @@ async def test_one_off_reminder_fires_at_its_time_and_cancel_stops_another(
     assert [ref.id for _, ref, _ in fired] == ["rkeep"]
     at, _, headers = fired[0]
     assert due.timestamp() - 0.5 <= at <= due.timestamp() + 1.5
-    assert headers["Nats-Scheduler"] == subjects.reminder_schedule(1, "rkeep")
+    assert headers["Nats-Scheduler"] == reminder_schedule(1, "rkeep")
 
 
 async def test_daily_reminder_is_a_server_cron_in_the_users_zone(admin_nc: Client) -> None:
@@ -78,16 +87,16 @@ async def test_daily_reminder_is_a_server_cron_in_the_users_zone(admin_nc: Clien
     spec = parse_reminder("every day 08:00 stretch", timezone="Asia/Tokyo", now=datetime.now(UTC))
     await ReminderScheduler(js).arm(2, "rdaily", spec)
     # The schedule is held by the server; the next firing it reports is 08:00 Tokyo time.
-    msg = await js.get_last_msg(subjects.STREAM_REMINDERS, subjects.reminder_schedule(2, "rdaily"))
+    msg = await js.get_last_msg(STREAM_REMINDERS, reminder_schedule(2, "rdaily"))
     assert msg.headers is not None
     assert msg.headers["Nats-Schedule"] == "0 0 8 * * *"
     assert msg.headers["Nats-Schedule-Time-Zone"] == "Asia/Tokyo"
     # A seconds-resolution cron proves the server fires repeatedly in that zone.
     every_second = {"Nats-Schedule": "* * * * * *", "Nats-Schedule-Time-Zone": "Asia/Tokyo"}
     await js.publish(
-        subjects.reminder_schedule(2, "rtick"),
+        reminder_schedule(2, "rtick"),
         ReminderRef(user_id=2, id="rtick").model_dump_json().encode(),
-        headers={**every_second, "Nats-Schedule-Target": subjects.REMINDER_FIRED},
+        headers={**every_second, "Nats-Schedule-Target": REMINDER_FIRED},
     )
     fired = await _fired(js, timeout=2.6)
     ticks = [h for _, ref, h in fired if ref.id == "rtick"]

@@ -18,6 +18,7 @@ from botbus.models import DeadLetter, DeliveryEvent, ForgetUser, SendText, decod
 from botbus.natsserver import NatsServer
 from botbus.service import ServiceApp
 from botbus.settings import Settings
+from services.alerts.bus import STREAM_REMINDERS, alert_channel, reminder_schedule
 from services.alerts.service import service
 from tests.conftest import connect_as
 from tests.services.alerts.conftest import ADMIN_ID, Bot, Outbox, StartApp
@@ -72,13 +73,13 @@ async def test_nats_alert_reaches_each_subscriber_exactly_once(
     publisher = await connect_as(nats_server, settings, "publisher")
     try:
         await publisher.publish(
-            subjects.alert_channel("weather"),
+            alert_channel("weather"),
             json.dumps({"title": "Hail", "text": "Stay in", "severity": "warning"}).encode(),
         )
         first = alerts_by_chat(await b.outbox.take(2))
         # A second alert is the barrier: the feed is sequential, so once its
         # actions are stored, any duplicate of the first would be stored too.
-        await publisher.publish(subjects.alert_channel("weather"), b'{"title": "Clear"}')
+        await publisher.publish(alert_channel("weather"), b'{"title": "Clear"}')
         second = alerts_by_chat(await b.outbox.take(2))
     finally:
         await publisher.drain()
@@ -95,7 +96,7 @@ async def test_nats_alert_reaches_each_subscriber_exactly_once(
     assert "weather" not in await b.ask("/mysubs", chat_id=1)
     publisher = await connect_as(nats_server, settings, "publisher")
     try:
-        await publisher.publish(subjects.alert_channel("weather"), b'{"title": "Fog"}')
+        await publisher.publish(alert_channel("weather"), b'{"title": "Fog"}')
     finally:
         await publisher.drain()
     third = alerts_by_chat(await b.outbox.take(2, timeout=3.0))
@@ -152,9 +153,9 @@ async def test_bad_nats_payloads_are_dead_lettered_and_the_service_keeps_going(
     await b.ask("/subscribe ops", chat_id=5)
     js = admin_nc.jetstream()
     dlq = await js.pull_subscribe(subjects.dead_letter("alerts"), stream=subjects.STREAM_DLQ)
-    await admin_nc.publish(subjects.alert_channel("ops"), b'{"title": ""}')
-    await admin_nc.publish(subjects.alert_channel("ghost"), b'{"title": "x"}')
-    await admin_nc.publish(subjects.alert_channel("ops"), b'{"title": "fine"}')
+    await admin_nc.publish(alert_channel("ops"), b'{"title": ""}')
+    await admin_nc.publish(alert_channel("ghost"), b'{"title": "x"}')
+    await admin_nc.publish(alert_channel("ops"), b'{"title": "fine"}')
     delivered = await b.outbox.take(1)
     assert isinstance(delivered[0], SendText) and "fine" in delivered[0].text
     records = [decode_as(DeadLetter, m.data) for m in await dlq.fetch(2, timeout=5)]
@@ -241,10 +242,10 @@ async def test_reminder_fires_on_time_and_survives_a_service_restart(
         assert rid, reply
         await app.stop(timeout=5.0)
         # While no instance runs, nats-server fires the schedule (and removes it).
-        schedule = subjects.reminder_schedule(31, rid.group(1))
+        schedule = reminder_schedule(31, rid.group(1))
         for _ in range(100):
             try:
-                await js.get_last_msg(subjects.STREAM_REMINDERS, schedule)
+                await js.get_last_msg(STREAM_REMINDERS, schedule)
             except NotFoundError:
                 break
             await asyncio.sleep(0.1)

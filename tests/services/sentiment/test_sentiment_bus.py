@@ -28,6 +28,7 @@ from botbus.natsserver import NatsServer
 from botbus.service import ServiceApp
 from botbus.settings import Settings
 from botbus.topology import ensure_topology
+from services.alerts.bus import ALERTS_ANY, STREAM_ALERTS, alert_channel
 from services.sentiment import service as service_module
 from services.sentiment.aggregate import MoodDoc
 from services.sentiment.service import (
@@ -283,8 +284,10 @@ async def test_low_mood_without_bot_admins_goes_to_the_alerts_channel_once(
     app: ServiceApp, bus: Client, outbox: Outbox
 ) -> None:
     assert not app.settings.admin_ids
+    # The alerts service's feed stream (it creates it at start-up; here the test does).
+    await bus.jetstream().add_stream(name=STREAM_ALERTS, subjects=[ALERTS_ANY])
     channel = await bus.jetstream().pull_subscribe(
-        subjects.alert_channel(ALERT_CHANNEL), stream=subjects.STREAM_ALERTS
+        alert_channel(ALERT_CHANNEL), stream=STREAM_ALERTS
     )
     try:
         await _mood_drops(bus, GROUP)
