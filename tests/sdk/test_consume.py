@@ -1,4 +1,4 @@
-"""@service.consume on a stream the service declared: the SDK's acks, retries, dead letters, stats."""
+"""@service.consume on a stream the service declared: acks, retries, dead letters, stats."""
 
 from __future__ import annotations
 
