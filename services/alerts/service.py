@@ -467,6 +467,8 @@ async def timezone(ctx: Context, cmd: InboundCommand) -> None:
 
 
 def _chat_is_gone(ev: DeliveryEvent) -> bool:
+    if ev.status != "refused":
+        return False
     description = ev.description.lower()
     return ev.error_code == 403 or "chat not found" in description or "deactivated" in description
 

@@ -45,7 +45,8 @@ class GameBase(BaseModel):
     language: Language
     move: int = 0
     finished: bool = False
-    message_id: int | None = None  # the board message, once a press told us its id
+    message_id: int | None = None  # the board message, once a receipt or a press told us
+    started_by: str | None = None  # correlation id of the command that opened the board
 
 
 class View(NamedTuple):

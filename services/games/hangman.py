@@ -25,6 +25,9 @@ _ALPHABETS: dict[str, str] = {
 
 BAD_LETTER = Localized("That is not a letter of the keyboard.", "Esa letra no está en el teclado.")
 ALREADY_GUESSED = Localized("That letter was already tried.", "Esa letra ya se probó.")
+# The loss, said the same way on the board and in the losing press's notice.
+OUT_OF_LIVES = Localized("💀 Out of lives. The word was {w}.", "💀 Sin vidas. La palabra era {w}.")
+THE_WORD_WAS = Localized("The word was {w}.", "La palabra era {w}.")
 
 
 def fold(char: str) -> str:
@@ -65,6 +68,11 @@ class Hangman(GameBase):
         return [c for c in self.guessed if c not in letters]
 
     @property
+    def lost(self) -> bool:
+        """True once the misses used up every life (a stopped game is not lost)."""
+        return len(self.misses) >= MAX_MISSES
+
+    @property
     def solved(self) -> bool:
         """True once every letter of the word is revealed."""
         return all(fold(c) in self.guessed for c in self.word)
@@ -77,10 +85,12 @@ class Hangman(GameBase):
             raise Refused(ALREADY_GUESSED)
         state = self.model_copy(update={"guessed": self.guessed + arg, "move": self.move + 1})
         hit = any(fold(c) == arg for c in self.word)
-        done = state.solved or len(state.misses) >= MAX_MISSES
+        done = state.solved or state.lost
         state = state.model_copy(update={"finished": done})
         if hit:
             notice = Localized("✅ “{l}” is in the word.", "✅ La “{l}” está en la palabra.")
+        elif state.lost:
+            notice = OUT_OF_LIVES.format(w=self.word.upper())
         else:
             notice = Localized("❌ No “{l}”.", "❌ No hay “{l}”.")
         points = (user,) if state.solved else ()
@@ -98,11 +108,10 @@ class Hangman(GameBase):
             lines.append(f"{label}: {', '.join(m.upper() for m in misses)}")
         if self.solved:
             lines.append(Localized("🎉 Solved!", "🎉 ¡Resuelto!").pick(lang))
-        elif self.finished:
-            lost = Localized(
-                "💀 Out of lives. The word was {w}.", "💀 Sin vidas. La palabra era {w}."
-            )
-            lines.append(lost.format(w=self.word.upper()).pick(lang))
+        elif self.lost:
+            lines.append(OUT_OF_LIVES.format(w=self.word.upper()).pick(lang))
+        elif self.finished:  # stopped: not lost, but the word is no secret any more
+            lines.append(THE_WORD_WAS.format(w=self.word.upper()).pick(lang))
         if self.finished:
             return View("\n".join(lines), [])
         keys = [c for c in _ALPHABETS[lang] if c not in self.guessed]

@@ -10,7 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from botbus.models import ForgetUser, InboundBase, InboundCallback, InboundCommand, InlineButton
+from botbus.models import (
+    DeliveryEvent,
+    ForgetUser,
+    InboundBase,
+    InboundCallback,
+    InboundCommand,
+    InlineButton,
+)
 from botbus.service import Context, Refuse, Service
 from services.games import engine
 from services.games.base import Player, Rows, whole_number
@@ -22,6 +29,8 @@ from services.games.store import GameStore
 from services.games.texts import MALFORMED, Localized, Refused
 from services.games.tictactoe import TicTacToe
 from services.games.trivia import DEFAULT_ROUND, MAX_ROUND, Trivia
+
+GameState = TicTacToe | Trivia | Hangman | Guess
 
 service = Service(
     name="games",
@@ -62,11 +71,36 @@ async def _apply(ctx: Context, chat_id: int, step: Callable[[ChatRecord], Outcom
         raise Refuse(exc.reason.pick(ctx.language)) from exc
 
 
+STOPPED = Localized("⏹ Game stopped.", "⏹ Partida terminada.")
+REPLACED = Localized("⏹ Replaced by a new game.", "⏹ Sustituida por una partida nueva.")
+GONE = Localized("⏹ This game is over.", "⏹ Esta partida ha terminado.")
+
+
+async def _close_board(ctx: Context, game: GameState, note: Localized) -> None:
+    """Show ``game``'s board as ended, without buttons (its id must be known)."""
+    assert game.message_id is not None
+    ended = game.model_copy(update={"finished": True})
+    await ctx.edit(game.message_id, f"{ended.view().text}\n\n{note.pick(game.language)}")
+
+
 async def _start(
     ctx: Context, cmd: InboundCommand, game: TicTacToe | Trivia | Hangman | Guess
 ) -> None:
-    outcome = await _apply(ctx, cmd.chat.id, lambda record: engine.start(record, game))
-    await ctx.reply(outcome.view.text, keyboard=keyboard(ctx, outcome.view.rows))
+    game = game.model_copy(update={"started_by": cmd.correlation_id})
+    replaced: list[GameState] = []
+
+    def step(record: ChatRecord) -> Outcome:
+        replaced.clear()  # compare-and-set may run this more than once
+        if record.game is not None and not record.game.finished:
+            replaced.append(record.game)
+        return engine.start(record, game)
+
+    outcome = await _apply(ctx, cmd.chat.id, step)
+    for old in replaced:
+        if old.message_id is not None:
+            await _close_board(ctx, old, REPLACED)
+    # The receipt tells on_delivery the board's message id, so /stop can close it.
+    await ctx.reply(outcome.view.text, keyboard=keyboard(ctx, outcome.view.rows), receipt=True)
 
 
 @service.command(
@@ -131,11 +165,10 @@ async def stop(ctx: Context, cmd: InboundCommand) -> None:
 
     outcome = await _apply(ctx, cmd.chat.id, step)
     game = outcome.record.game
-    stopped = Localized("⏹ Game stopped.", "⏹ Partida terminada.")
     if game is not None and game.message_id is not None:
-        text = f"{outcome.view.text}\n\n{stopped.pick(game.language)}"
-        await ctx.edit(game.message_id, text)
-    await ctx.reply(stopped.pick(cmd.language))
+        await _close_board(ctx, game, STOPPED)
+    # Otherwise the board's receipt is still on its way: on_delivery closes it.
+    await ctx.reply(STOPPED.pick(cmd.language))
 
 
 @service.command("leaderboard", en="Scores in this chat", es="Puntuaciones de este chat")
@@ -179,6 +212,31 @@ async def pressed(ctx: Context, cb: InboundCallback) -> None:
     await asyncio.gather(
         ctx.answer_callback(notice), ctx.edit(message_id, outcome.view.text, keyboard=buttons)
     )
+
+
+@service.on_delivery
+async def board_sent(ctx: Context, ev: DeliveryEvent) -> None:
+    """A board's receipt: remember its message id, or close it if its game is already over."""
+    if ev.status != "sent" or ev.message_id is None:
+        ctx.log.info("telegram refused %s: %s", ev.idempotency_key, ev.description)
+        return
+    message_id = ev.message_id
+    store = await store_of(ctx)
+
+    def change(record: ChatRecord) -> tuple[ChatRecord | None, GameState | None]:
+        game = record.game
+        if game is None or game.started_by != ev.correlation_id:
+            return None, None  # replaced (or gone) before Telegram showed its board
+        if game.message_id is not None:
+            return None, game  # a press told us first
+        game = game.model_copy(update={"message_id": message_id})
+        return record.model_copy(update={"game": game}), game
+
+    game = await store.change(ev.chat_id, change)
+    if game is None:
+        await ctx.edit(message_id, GONE.pick(ctx.language), chat_id=ev.chat_id)
+    elif game.finished:
+        await _close_board(ctx, game, STOPPED)  # stopped while the receipt was on its way
 
 
 @service.on_forget

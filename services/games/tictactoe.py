@@ -142,7 +142,12 @@ class TicTacToe(GameBase):
         ]
         o_name = self.o.name if self.o else "?"
         header = f"❌ {self.x.name}  vs  ⭕ {o_name}"
-        return View(f"{header}\n{self._status().pick(self.language)}", rows)
+        status = self._status().pick(self.language)
+        if self.finished:
+            # No buttons on a finished board: it is drawn in the text instead.
+            grid = ["".join(_LABELS[c] for c in self.board[r * 3 : r * 3 + 3]) for r in range(3)]
+            return View("\n".join([header, *grid, status]), [])
+        return View(f"{header}\n{status}", rows)
 
     def _status(self) -> Localized:
         if self.result == "draw":

@@ -216,6 +216,9 @@ class SendText(ActionBase):
     reply_to_message_id: int | None = None
     message_thread_id: int | None = None  # a forum topic; set only in forum supergroups
     disable_link_preview: bool = True
+    # Ask for a DeliveryEvent "sent" carrying the new message's id (e.g. a game board
+    # the service will edit later without a button press telling it the id).
+    receipt: bool = False
 
 
 class EditText(ActionBase):
@@ -282,16 +285,19 @@ class ForgetUser(BusModel):
 
 
 class DeliveryEvent(BusModel):
-    """Telegram refused an action for good (blocked bot, chat gone, ...)."""
+    """Telegram refused an action for good (blocked bot, chat gone, ...), or, for a
+    ``SendText`` that asked for a ``receipt``, accepted it: ``status="sent"`` with
+    the ``message_id`` of the (last) message it became."""
 
     kind: Literal["delivery"] = "delivery"
     service: str
     chat_id: int
     idempotency_key: str
     correlation_id: str | None = None
-    status: Literal["refused"] = "refused"
-    error_code: int
-    description: str
+    status: Literal["refused", "sent"] = "refused"
+    error_code: int = 0
+    description: str = ""
+    message_id: int | None = None
     date: datetime = Field(default_factory=_now)
 
 

@@ -85,3 +85,36 @@ async def test_every_search_press_is_answered_once(start_stack: StartStack) -> N
     answers = await presses.answered_once("search")
     assert answers[0]["text"] == ""
     assert [a["text"] for a in answers[1:]] == ["This search has expired: run it again."] * 3
+
+
+def has_buttons(message: dict[str, Any]) -> bool:
+    """Whether the bot's message shows an inline keyboard."""
+    return bool((message.get("reply_markup") or {}).get("inline_keyboard"))
+
+
+async def test_stopped_and_replaced_boards_lose_their_buttons(start_stack: StartStack) -> None:
+    stack = await start_stack(games_service)
+    chat = Chat(stack, ANA["id"])
+    # Never pressed: the service learns the board's id from its delivery receipt.
+    board = (await chat.ask("/tictactoe", ANA))["message"]
+    assert has_buttons(board)
+    await stack.wait_handled("games", "delivery", 1)
+    before = chat.seen
+    hangman = (await chat.ask("/hangman", ANA))["message"]  # replaces the tic-tac-toe game
+    replaced = await edit_of(stack, chat, board["message_id"], after=before)
+    assert not has_buttons(replaced) and replaced["text"].endswith("⏹ Replaced by a new game.")
+    await stack.wait_handled("games", "delivery", 2)
+    before = chat.seen
+    assert (await chat.reply_text("/stop", ANA)).endswith("Game stopped.")
+    stopped = await edit_of(stack, chat, hangman["message_id"], after=before)
+    assert not has_buttons(stopped)
+    assert "The word was" in stopped["text"] and "Out of lives" not in stopped["text"]
+
+
+async def edit_of(stack: Stack, chat: Chat, message_id: int, *, after: int) -> dict[str, Any]:
+    """The first edit of the bot's message ``message_id`` after event ``after``."""
+    edits = await stack.client.wait_for(
+        stack.bot.id, chat.chat_id, kind="edit", after=after, timeout=10
+    )
+    [edit] = [e["message"] for e in edits if e["message"]["message_id"] == message_id]
+    return edit

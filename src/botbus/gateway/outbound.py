@@ -33,7 +33,7 @@ import hashlib
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -409,6 +409,8 @@ class OutboundRelay:
             await self._sent.record(key)
             self._remember(key)
             self._sent_actions.inc()
+            if isinstance(action, SendText) and action.receipt and index == len(calls) - 1:
+                await self._report_sent(action, outcome.result)
         return True
 
     async def _outcome(self, action: SendAction, call: Callable[[], Awaitable[object]]) -> Outcome:
@@ -447,6 +449,12 @@ class OutboundRelay:
         if len(self._recorded) > RECENT_KEYS:
             self._recorded.popitem(last=False)
 
+    async def _report_sent(self, action: SendText, result: object) -> None:
+        """Tell the service which message its action became (it asked for a receipt)."""
+        message_id = getattr(result, "message_id", None)
+        if isinstance(message_id, int):
+            await self._report(action, "sent", status="sent", message_id=message_id)
+
     async def _report_refusal(self, action: SendAction, error: BaseException | None) -> None:
         description = getattr(error, "message", None) or str(error)
         log.info(
@@ -455,6 +463,12 @@ class OutboundRelay:
             action.chat_id,
             description,
         )
+        await self._report(
+            action, "delivery", error_code=_error_code(error), description=description[:500]
+        )
+
+    async def _report(self, action: SendAction, dedupe: str, **fields: Any) -> None:
+        """Publish a DeliveryEvent about ``action`` to the service that owns it."""
         if action.service == "gateway":
             return
         event = DeliveryEvent(
@@ -462,13 +476,12 @@ class OutboundRelay:
             chat_id=action.chat_id,
             idempotency_key=action.idempotency_key,
             correlation_id=action.correlation_id,
-            error_code=_error_code(error),
-            description=description[:500],
+            **fields,
         )
         await self._js.publish(
             subjects.delivery_event(action.service),
             encode(event),
-            headers={"Nats-Msg-Id": f"delivery:{action.service}:{action.idempotency_key}"},
+            headers={"Nats-Msg-Id": f"{dedupe}:{action.service}:{action.idempotency_key}"},
         )
 
     # -- Bot API calls --------------------------------------------------------

@@ -205,8 +205,13 @@ class Context(Generic[StateT]):
         keyboard: KeyboardLike = None,
         parse_mode: ParseMode | None = None,
         priority: Priority = "interactive",
+        receipt: bool = False,
     ) -> SendText:
-        """Send ``text`` to the inbound's chat (in groups, as a reply to the message)."""
+        """Send ``text`` to the inbound's chat (in groups, as a reply to the message).
+
+        ``receipt``: once Telegram accepted it, the service's ``on_delivery`` handler
+        gets a ``DeliveryEvent`` with ``status="sent"`` and the new ``message_id``.
+        """
         reply_to = None
         inbound = self.inbound
         if isinstance(inbound, InboundMessage | InboundCommand) and inbound.chat.is_group:
@@ -218,6 +223,7 @@ class Context(Generic[StateT]):
             keyboard=_keyboard(keyboard),
             reply_to_message_id=reply_to,
             message_thread_id=self._thread(self.chat_id),
+            receipt=receipt,
         )
         await self._app.publish(action)
         return action

@@ -179,7 +179,8 @@ class Service:
         return handler
 
     def on_delivery(self, handler: DeliveryHandler) -> DeliveryHandler:
-        """Receive permanent delivery refusals of this service's actions."""
+        """Receive permanent delivery refusals of this service's actions, and the
+        receipts (``status="sent"``) of replies sent with ``receipt=True``."""
         self.delivery_handler = handler
         return handler
 

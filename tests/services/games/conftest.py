@@ -154,9 +154,18 @@ class Telegram:
         return mine()
 
     async def reply(self, cmd: InboundCommand) -> SendText:
-        """The single text answering a command."""
-        [action] = await self.answers(cmd.correlation_id, 1)
-        assert isinstance(action, SendText), action
+        """The single text answering a command (a replaced game's board edit aside)."""
+
+        def texts() -> list[SendText]:
+            mine = [a for a in self.actions if a.correlation_id == cmd.correlation_id]
+            return [a for a in mine if isinstance(a, SendText)]
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: bool(texts())), 10.0)
+            except TimeoutError:
+                raise AssertionError(f"no text answered {cmd.correlation_id}") from None
+        [action] = texts()
         return action
 
     async def press(

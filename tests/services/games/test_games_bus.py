@@ -89,10 +89,11 @@ async def test_two_player_tictactoe_in_a_group(games: ServiceApp, telegram: Tele
     answer, _ = await telegram.press(cells(edit.keyboard)[1], user=2, chat=GROUP, expect_edit=False)
     assert answer.text == "It is not your turn."
     for user, n in ((1, 1), (2, 2), (1, 7)):  # Ana: 4, 1, 7 — the middle column
-        _, edit = await telegram.press(cells(edit.keyboard)[n], user=user, chat=GROUP)
+        last_buttons = cells(edit.keyboard)
+        _, edit = await telegram.press(last_buttons[n], user=user, chat=GROUP)
         assert edit is not None
-    assert edit.text.endswith("Ana wins!")
-    answer, _ = await telegram.press(cells(edit.keyboard)[8], user=2, chat=GROUP, expect_edit=False)
+    assert edit.text.endswith("Ana wins!") and edit.keyboard is None  # no live-looking buttons
+    answer, _ = await telegram.press(last_buttons[8], user=2, chat=GROUP, expect_edit=False)
     assert answer.text == "This game is over."
 
 
@@ -128,9 +129,10 @@ async def test_forged_and_replayed_presses_are_refused_and_change_nothing(
     await telegram.reply(await telegram.command("tictactoe", user=1, chat=GROUP))
     answer, _ = await telegram.press(cells(edit.keyboard)[0], user=2, chat=GROUP, expect_edit=False)
     assert answer.text == "This game is over."
-    # No refused press produced an edit.
+    # No refused press produced an edit; the replaced board lost its buttons.
     edits = [a for a in telegram.actions if isinstance(a, EditText)]
-    assert len(edits) == 1
+    assert len(edits) == 2 and edits[1].text.endswith("⏹ Replaced by a new game.")
+    assert edits[1].keyboard is None and edits[1].message_id == edit.message_id
 
 
 async def test_press_without_a_game_is_answered_in_the_users_language(

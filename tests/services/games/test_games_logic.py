@@ -40,7 +40,8 @@ def cell(record: ChatRecord, n: int) -> str:
     """The callback data of cell ``n`` on the board currently shown."""
     game = record.game
     assert game is not None
-    return game.view().rows[n // 3][n % 3][1]
+    # Also on a finished board, whose buttons a client may still show.
+    return encode_press("t", game.gid, game.move, str(n))
 
 
 def play(record: ChatRecord, user: Player, n: int) -> ChatRecord:
@@ -275,7 +276,19 @@ def test_hangman_lost_after_six_misses() -> None:
         out = engine.press(record, ANA, letter(record, char), 3)
         record = out.record
     assert record.game is not None and record.game.finished
-    assert "The word was JAZZ" in out.view.text
+    # The losing press and the board say the same thing.
+    assert out.notice is not None and out.notice.en == "💀 Out of lives. The word was JAZZ."
+    assert out.view.text.splitlines()[-1] == out.notice.en and out.view.rows == []
+
+
+def test_a_stopped_hangman_is_not_lost() -> None:
+    game = Hangman.start("hang01", "en", rng=random.Random(0)).model_copy(update={"word": "jazz"})
+    record = engine.press(engine.start(ChatRecord(), game).record, ANA, "h:hang01:0:b", 3).record
+    stopped = engine.stop(record).game
+    assert stopped is not None
+    view = stopped.view()
+    assert "Out of lives" not in view.text and view.text.endswith("The word was JAZZ.")
+    assert view.rows == []
 
 
 def test_word_lists_are_single_words() -> None:

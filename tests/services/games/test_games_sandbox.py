@@ -120,10 +120,15 @@ async def test_two_player_tictactoe_in_a_group_through_telegram(
     # Ben presses out of turn: refused with a notice, nothing edited.
     notice, _ = await room.press(board, "9", BEN, refused=True)
     assert notice == "It is not your turn."
+    cell_9 = board["message"]["reply_markup"]["inline_keyboard"][2][2]["callback_data"]
     notice, edit = await room.press(board, "8", ANA)
     assert edit is not None and edit["message"]["text"].endswith("Ana wins!")
-    notice, _ = await room.press(edit, "9", BEN, refused=True)
-    assert notice == "This game is over."
+    # The finished board loses its buttons and shows the grid in its text instead.
+    assert "reply_markup" not in edit["message"]
+    assert "⭕❌⭕" in edit["message"]["text"].splitlines()
+    # A client still showing the old buttons is told the game is over.
+    await client.press(bot.id, chat_id=GROUP_ID, message_id=message_id, user=BEN, data=cell_9)
+    assert (await room.next("callback_answer"))["text"] == "This game is over."
 
 
 async def test_trivia_in_spanish_through_telegram(stack: tuple[SandboxClient, SandboxBot]) -> None:
