@@ -40,7 +40,7 @@ from botbus._proc import die_with_parent_hook
 from botbus.errors import BotbusError, ConfigError
 from botbus.exits import EXIT_CONFIG, PERMANENT
 from botbus.natsserver import NatsCluster, NatsServer, free_ports
-from botbus.settings import NATS_COMPONENTS, Settings, load_settings
+from botbus.settings import NATS_COMPONENTS, Settings, dev_password, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,18 @@ async def _pump(name: str, stream: asyncio.StreamReader) -> None:
         say(redact.redact(f"{name:<{width}}| {line.decode(errors='replace').rstrip()}"))
 
 
+def mqtt_line(settings: Settings, port: int) -> str:
+    """How an MQTT alert publisher connects to the embedded broker (nats.conf's mqtt block)."""
+    if "publisher" in settings.nats_passwords:
+        password = "the 'publisher' entry of BOTBUS_NATS_PASSWORDS"  # a real secret: not shown
+    else:
+        password = dev_password("publisher")
+    return (
+        f"[up] MQTT for alert publishers: 127.0.0.1:{port}, user publisher, password "
+        f"{password}, topic alerts/<channel> (docs/alerts.md)"
+    )
+
+
 def child_env(
     settings: Settings, component: str, nats_url: str, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -254,6 +266,8 @@ class Supervisor:
         server = NatsServer(self.settings.data_dir / "nats", self.settings, port=port)
         await stack.enter_async_context(server)
         say(f"[up] embedded nats-server at {server.url} (data in {server.data_dir})")
+        if server.mqtt_port is not None:
+            say(mqtt_line(self.settings, server.mqtt_port))
         return server.url
 
     async def _cluster(self, stack: contextlib.AsyncExitStack) -> str:

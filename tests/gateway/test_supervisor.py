@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
+
+import aiomqtt
 
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxClient
@@ -97,3 +100,31 @@ async def test_up_runs_echo_end_to_end_and_stops_cleanly(
     assert proc.returncode == 0, text[-2000:]
     assert "[up] stopped" in text
     assert not (tmp_path / "data" / "up.json").exists()
+
+
+async def test_up_shows_how_mqtt_publishers_connect(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOTBUS_", "TELEGRAM_"))}
+    env.pop("NATS_URL", None)  # the embedded broker, whose MQTT port is picked at start
+    env.update(BOTBUS_DATA_DIR=str(tmp_path / "data"), BOTBUS_GATEWAY_HTTP="127.0.0.1:0")
+    proc = await spawn_up(env, tmp_path, "--services", "echo", "--sandbox-port", "0")
+    lines: list[str] = []
+    running = asyncio.Event()
+    assert proc.stdout is not None
+    reader = asyncio.create_task(read_output(proc.stdout, lines, running))
+    try:
+        async with asyncio.timeout(30):
+            await running.wait()
+        [shown] = [line for line in lines if line.startswith("[up] MQTT for alert publishers")]
+        found = re.search(r"127\.0\.0\.1:(\d+), user (\w+), password (\S+),", shown)
+        assert found, shown
+        port, user, password = int(found.group(1)), found.group(2), found.group(3)
+        # What it shows is enough to connect and publish (a wrong password is refused).
+        async with aiomqtt.Client("127.0.0.1", port, username=user, password=password) as device:
+            await device.publish("alerts/weather", '{"title": "Frost"}', qos=1)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await proc.wait()
+            await reader
+    assert proc.returncode == 0, "\n".join(lines)[-2000:]
