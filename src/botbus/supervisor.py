@@ -207,16 +207,29 @@ def child_env(
     return env
 
 
+def _botbus_command() -> str:
+    """The full path of the ``botbus`` script of this installation (for copy and paste)."""
+    script = Path(sys.executable).parent / "botbus"
+    return str(script) if script.exists() else "botbus"
+
+
 class Supervisor:
     """Runs the system until told to stop."""
 
     def __init__(
-        self, settings: Settings, services: list[str], sandbox_port: int, cluster: int = 1
+        self,
+        settings: Settings,
+        services: list[str],
+        sandbox_port: int,
+        cluster: int = 1,
+        *,
+        ephemeral: bool = False,
     ) -> None:
         self.settings = settings
         self.services = services
         self.sandbox_port = sandbox_port
         self.cluster = cluster
+        self.ephemeral = ephemeral
         self.children: list[Child] = []
         self._stop = asyncio.Event()
         self.failed: Child | None = None  # the gateway, if it exited for good
@@ -300,16 +313,33 @@ class Supervisor:
             if self.settings.telegram_api_url:
                 extra["TELEGRAM_API_URL"] = self.settings.telegram_api_url
             return extra
-        from botbus.sandbox import SandboxServer
+        from botbus.sandbox import SandboxBusy, SandboxServer
+        from botbus.sandbox._persist import state_dir
+        from botbus.sandbox.cli import busy_message, start_on
 
-        sandbox = SandboxServer()
-        port = self.sandbox_port if _port_free(self.sandbox_port) else 0
-        base_url = await sandbox.start("127.0.0.1", port)
+        data = None if self.ephemeral else state_dir(self.settings.data_dir)
+        sandbox = SandboxServer(data_dir=data)
+        try:
+            base_url = await start_on(
+                sandbox,
+                "127.0.0.1",
+                self.sandbox_port,
+                default_port=self.sandbox_port == DEFAULT_SANDBOX_PORT,
+            )
+        except SandboxBusy as exc:
+            raise BotbusError(busy_message(exc)) from exc
+        except OSError as exc:
+            raise BotbusError(
+                f"cannot listen on 127.0.0.1:{self.sandbox_port}: {exc.strerror or exc}; "
+                "try another --sandbox-port"
+            ) from exc
         stack.push_async_callback(sandbox.stop)
-        bot = sandbox.add_bot(username=DEV_BOT_USERNAME)
+        bot = sandbox.find_bot(DEV_BOT_USERNAME) or sandbox.add_bot(username=DEV_BOT_USERNAME)
         redact.register(bot.token)
-        say(f"[up] no TELEGRAM_BOT_TOKEN: local sandbox at {base_url} (bot @{bot.username})")
-        say(f"[up] chat with the bot:  botbus chat --url {base_url}")
+        kept = f"state kept in {data}" if data is not None else "nothing kept (--ephemeral)"
+        say(f"[up] no TELEGRAM_BOT_TOKEN: local sandbox at {base_url} (@{bot.username}; {kept})")
+        say(f"[up] web chat:      {base_url}/")
+        say(f"[up] terminal chat: {_botbus_command()} chat   (from {Path.cwd()})")
         return {"TELEGRAM_BOT_TOKEN": bot.token, "TELEGRAM_API_URL": sandbox.api_url}
 
     def _write_state(self, state: dict[str, str]) -> None:
@@ -384,7 +414,12 @@ class Supervisor:
     type=click.IntRange(1, 5),
     help="Run the embedded NATS as a JetStream cluster of this many local nodes (e.g. 3).",
 )
-def up(names: str, sandbox_port: int, cluster: int) -> None:
+@click.option(
+    "--ephemeral",
+    is_flag=True,
+    help="The sandbox keeps nothing in BOTBUS_DATA_DIR (its chats are gone at the next start).",
+)
+def up(names: str, sandbox_port: int, cluster: int, ephemeral: bool) -> None:
     """Start NATS, the sandbox (without a token), the gateway and the services."""
     try:
         settings = load_settings()
@@ -401,7 +436,7 @@ def up(names: str, sandbox_port: int, cluster: int) -> None:
     redact.install(settings)
     try:
         with data_dir_lock(settings):
-            supervisor = Supervisor(settings, chosen, sandbox_port, cluster)
+            supervisor = Supervisor(settings, chosen, sandbox_port, cluster, ephemeral=ephemeral)
             asyncio.run(supervisor.run())
     except BotbusError as exc:
         say(f"[up] cannot run: {exc}")

@@ -17,7 +17,7 @@ import pexpect
 import pytest
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
-from tests.sandbox.conftest import USER, World
+from tests.sandbox.conftest import USER, World, png
 
 BOTBUS = str(Path(sys.executable).with_name("botbus"))  # the installed console script
 EXPECT_TIMEOUT = 5.0  # seconds one expected line may take to appear
@@ -38,7 +38,20 @@ def _keyboard() -> InlineKeyboardMarkup:
 
 async def _handle(update: Update) -> None:
     message = update.message
-    if message is not None and message.text == "/menu":
+    if update.edited_message is not None:
+        await update.edited_message.reply_text(f"edited to: {update.edited_message.text}")
+    elif message is not None and (message.photo or message.location or message.sticker):
+        if message.photo:
+            size = message.photo[-1]
+            seen = f"photo {size.width}x{size.height} {message.caption}"
+        elif message.location:
+            seen = f"location {message.location.latitude},{message.location.longitude}"
+        else:
+            seen = f"sticker {message.sticker.emoji if message.sticker else ''}"
+        await message.reply_text(f"got {seen}")
+    elif message is not None and message.reply_to_message is not None:
+        await message.reply_text(f"reply to #{message.reply_to_message.message_id}: {message.text}")
+    elif message is not None and message.text == "/menu":
         await message.reply_text("Pick a colour", reply_markup=_keyboard())
     elif message is not None and message.text and message.from_user:
         await message.reply_text(
@@ -147,6 +160,35 @@ async def test_switching_user_and_writing_in_a_group(terminal: pexpect.spawn) ->
     await expect(terminal, f"now in chat {GROUP} as user {USER}")
     terminal.sendline(":press Red")
     await expect(terminal, f"red seen from {USER}")
+
+
+async def test_photos_locations_stickers_replies_and_edits(
+    terminal: pexpect.spawn, tmp_path: Path
+) -> None:
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(png(120, 80))
+    terminal.sendline(f":photo {picture} my cat")
+    await expect(terminal, "bot: got photo 120x80 my cat")
+    terminal.sendline(":location 40.4168, -3.7038")
+    await expect(terminal, "bot: got location 40.4168,-3.7038")
+    terminal.sendline(":sticker 👍")
+    await expect(terminal, "bot: got sticker 👍")
+
+    terminal.sendline("first words")
+    await terminal.expect(r"you #(\d+)", async_=True)
+    first = int(terminal.match.group(1))
+    await expect(terminal, "bot: echo from")
+    terminal.sendline(f":reply {first} quoting you")
+    await expect(terminal, f"bot: reply to #{first}: quoting you")
+    terminal.sendline(f":edit {first} better words")
+    await expect(terminal, "bot: edited to: better words")
+
+    terminal.sendline(f":photo {tmp_path / 'missing.png'}")
+    await expect(terminal, "error: cannot read")
+    terminal.sendline(":location north")
+    await expect(terminal, "error: :location needs latitude and longitude")
+    terminal.sendline(":edit 9999 nope")
+    await expect(terminal, "error: no message 9999")
 
 
 async def test_bad_input_is_explained_and_the_client_keeps_running(

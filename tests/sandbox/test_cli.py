@@ -65,11 +65,18 @@ async def test_chat_json_and_press(running_bot: World) -> None:
     assert next(e for e in events if e["kind"] == "edit")["message"]["text"] == "Gone"
 
 
-async def test_chat_exits_non_zero_when_nobody_answers(world: World) -> None:
+async def test_chat_exits_non_zero_when_nobody_answers_a_command(world: World) -> None:
+    url = world.server.base_url
+    result = await run_chat("--url", url, "--send", "/anyone", "--timeout", "0.5")
+    assert result.exit_code == 1
+    assert "did not answer '/anyone'" in result.output
+
+
+async def test_unanswered_plain_text_is_not_an_error(world: World) -> None:
     url = world.server.base_url
     result = await run_chat("--url", url, "--send", "anyone?", "--timeout", "0.5")
-    assert result.exit_code == 1
-    assert "did not answer" in result.output
+    assert result.exit_code == 0, result.output
+    assert "no reply: the bot does not answer plain text here" in result.output
 
 
 async def test_chat_without_url_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,8 +7,9 @@ through :class:`SandboxClient` (HTTP, under ``/sandbox``).
 
 from __future__ import annotations
 
-from botbus.sandbox._errors import ApiError, SandboxError, UserApiError
+from botbus.sandbox._errors import ApiError, SandboxBusy, SandboxError, UserApiError
 from botbus.sandbox._limits import Limits
+from botbus.sandbox._persist import running_url
 from botbus.sandbox._server import SandboxServer
 from botbus.sandbox._state import SandboxBot
 from botbus.sandbox.client import SandboxClient
@@ -17,8 +18,10 @@ __all__ = [
     "ApiError",
     "Limits",
     "SandboxBot",
+    "SandboxBusy",
     "SandboxClient",
     "SandboxError",
     "SandboxServer",
     "UserApiError",
+    "running_url",
 ]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,7 +17,7 @@ from botbus.sandbox._entities import (
     validate_entities,
 )
 from botbus.sandbox._errors import ApiError, bad_request, too_many_requests
-from botbus.sandbox._media import image_size
+from botbus.sandbox._media import image_size, photo_sizes
 from botbus.sandbox._params import Params, Upload
 from botbus.sandbox._state import (
     DEFAULT_UPDATE_TYPES,
@@ -505,7 +503,7 @@ class BotApi:
         message = state.new_message(
             chat,
             state.bot.to_json(),
-            photo=_photo_sizes(stored),
+            photo=photo_sizes(stored),
             caption=caption or None,
             caption_entities=caption_entities,
             reply_markup=markup,
@@ -529,17 +527,8 @@ class BotApi:
         if size is None:
             raise bad_request("IMAGE_PROCESS_FAILED")
         width, height, content_type = size
-        digest = hashlib.sha256(data).hexdigest()
-        stored = StoredFile(
-            file_id=f"AgAC{digest[:24]}{secrets.token_hex(6)}",
-            file_unique_id=f"AQAD{digest[:12]}",
-            data=data,
-            content_type=content_type,
-            width=width,
-            height=height,
-        )
-        state.files[stored.file_id] = stored
-        state.files[stored.file_id + "_s"] = stored  # the thumbnail's id, see _photo_sizes
+        stored = state.store_file(data, content_type, width=width, height=height)
+        state.files[stored.file_id + "_s"] = stored  # the thumbnail's id, see photo_sizes
         return stored
 
     async def _fetch(self, url: str) -> bytes:
@@ -645,29 +634,6 @@ class BotApi:
         """deleteMyCommands: forget the list of this scope and language."""
         state.commands.pop(self._scope_key(state, params), None)
         return True
-
-
-def _photo_sizes(stored: StoredFile) -> list[Json]:
-    """PhotoSize array: a thumbnail (if the image is big) and the original."""
-    original = {
-        "file_id": stored.file_id,
-        "file_unique_id": stored.file_unique_id,
-        "file_size": len(stored.data),
-        "width": stored.width,
-        "height": stored.height,
-    }
-    longest = max(stored.width, stored.height)
-    if longest <= 90:
-        return [original]
-    scale = 90 / longest
-    thumb = {
-        "file_id": stored.file_id + "_s",
-        "file_unique_id": stored.file_unique_id + "s",
-        "file_size": len(stored.data),
-        "width": max(1, round(stored.width * scale)),
-        "height": max(1, round(stored.height * scale)),
-    }
-    return [thumb, original]
 
 
 # Rights of a sandbox group administrator: a full admin who is not anonymous.

@@ -2,11 +2,13 @@
 
 SandboxError
 ├── ApiError        a Bot API call refused with Telegram's envelope and text
-└── UserApiError    a user-side request refused (unknown bot, bad body, ...)
+├── UserApiError    a user-side request refused (unknown bot, bad body, ...)
+└── SandboxBusy     another sandbox already runs on the same state directory
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from botbus.errors import BotbusError
@@ -104,3 +106,13 @@ class UserApiError(SandboxError):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class SandboxBusy(SandboxError):
+    """Another sandbox holds this state directory; ``base_url`` is where it listens."""
+
+    def __init__(self, directory: Path, base_url: str | None) -> None:
+        self.directory = directory
+        self.base_url = base_url
+        where = f" at {base_url}" if base_url else ""
+        super().__init__(f"another sandbox is already running{where} with its state in {directory}")

@@ -1,8 +1,11 @@
-"""Just enough image sniffing to fill PhotoSize.width/height like Telegram does."""
+"""Just enough image handling to fill PhotoSize and Sticker objects like Telegram does."""
 
 from __future__ import annotations
 
 import struct
+from html import escape
+
+from botbus.sandbox._state import Json, StoredFile
 
 
 def image_size(data: bytes) -> tuple[int, int, str] | None:
@@ -38,3 +41,39 @@ def _jpeg_size(data: bytes) -> tuple[int, int, str] | None:
             return int(width), int(height), "image/jpeg"
         i += 2 + length
     return None
+
+
+def photo_sizes(stored: StoredFile) -> list[Json]:
+    """PhotoSize array: a thumbnail (if the image is big) and the original."""
+    original = {
+        "file_id": stored.file_id,
+        "file_unique_id": stored.file_unique_id,
+        "file_size": len(stored.data),
+        "width": stored.width,
+        "height": stored.height,
+    }
+    longest = max(stored.width, stored.height)
+    if longest <= 90:
+        return [original]
+    scale = 90 / longest
+    thumb = {
+        "file_id": stored.file_id + "_s",
+        "file_unique_id": stored.file_unique_id + "s",
+        "file_size": len(stored.data),
+        "width": max(1, round(stored.width * scale)),
+        "height": max(1, round(stored.height * scale)),
+    }
+    return [thumb, original]
+
+
+STICKER_SIZE = 512  # pixels; Telegram's regular stickers are 512 on their longest side
+
+
+def emoji_sticker(emoji: str) -> bytes:
+    """An SVG drawing of ``emoji``: the bytes behind a sandbox user's sticker."""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{STICKER_SIZE}" '
+        f'height="{STICKER_SIZE}" viewBox="0 0 100 100"><text x="50" y="50" '
+        'font-size="80" text-anchor="middle" dominant-baseline="central">'
+        f"{escape(emoji)}</text></svg>"
+    ).encode()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import re
 import secrets
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +19,7 @@ from botbus.sandbox._botapi import BotApi
 from botbus.sandbox._errors import ApiError, UserApiError
 from botbus.sandbox._limits import Limits
 from botbus.sandbox._params import Params
+from botbus.sandbox._persist import StateDir
 from botbus.sandbox._state import BotState, SandboxBot
 from botbus.sandbox._userapi import UserApi
 from botbus.sandbox._webhook import deliver_forever
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_WEBHOOK_RETRY_DELAY = 1.0  # seconds before the first redelivery; doubles each time
 SHUTDOWN_TIMEOUT = 2.0  # seconds open requests get when the server stops
+SAVE_INTERVAL = 1.0  # seconds between saves of a changed state (persistent sandboxes)
 _TOKEN = re.compile(r"([0-9]{1,15}):([A-Za-z0-9_-]{1,64})")
 
 
@@ -35,6 +38,11 @@ class SandboxServer:
     >>> async with SandboxServer() as server:   # doctest: +SKIP
     ...     bot = server.add_bot()
     ...     telegram.Bot(bot.token, base_url=server.api_url)
+
+    With ``data_dir`` the state (bots, users, chats, messages, files, menus,
+    pending updates) is loaded at start, saved while it changes and at stop,
+    and a second sandbox on the same directory is refused with
+    :class:`~botbus.sandbox.SandboxBusy`. Without it everything lives in memory.
     """
 
     def __init__(
@@ -42,9 +50,13 @@ class SandboxServer:
         limits: Limits | None = None,
         *,
         webhook_retry_delay: float = DEFAULT_WEBHOOK_RETRY_DELAY,
+        data_dir: Path | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         self.webhook_retry_delay = webhook_retry_delay
+        self._store = StateDir(data_dir) if data_dir is not None else None
+        self._dirty = False
+        self._saver: asyncio.Task[None] | None = None
         self._by_token: dict[str, BotState] = {}
         self._by_id: dict[int, BotState] = {}
         self._runner: web.AppRunner | None = None
@@ -58,7 +70,12 @@ class SandboxServer:
             stop_webhook=self._stop_webhook,
             is_closing=lambda: self._closing,
         )
-        self._user_api = UserApi(limits=self.limits, bots_by_id=self._by_id, add_bot=self.add_bot)
+        self._user_api = UserApi(
+            limits=self.limits,
+            bots_by_id=self._by_id,
+            add_bot=self.add_bot,
+            is_closing=lambda: self._closing,
+        )
 
     @property
     def api_url(self) -> str:
@@ -105,15 +122,64 @@ class SandboxServer:
         logger.info("sandbox bot @%s registered with id %s", username, bot_id)
         return bot
 
+    def find_bot(self, username: str) -> SandboxBot | None:
+        """The registered bot called ``username`` (e.g. restored from the data dir), if any."""
+        for state in self._by_id.values():
+            if state.bot.username == username:
+                return state.bot
+        return None
+
     def state(self, bot_id: int) -> BotState:
         """The state of a bot, for in-process inspection (tests use the HTTP API instead)."""
         return self._by_id[bot_id]
 
     # -- lifecycle -------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on ``host:port`` (0 = a free port) and return the base URL."""
+        """Listen on ``host:port`` (0 = a free port) and return the base URL.
+
+        A persistent sandbox first takes its data directory's lock (or raises
+        SandboxBusy) and loads the saved state.
+        """
         if self._runner is not None:
             raise RuntimeError("the sandbox is already running; stop() it first")
+        if self._store is not None:
+            self._store.acquire()
+            try:
+                self._restore(self._store)
+                await self._listen(host, port)
+            except BaseException:
+                self._store.release()
+                raise
+            self._store.announce(self.base_url)
+            self._saver = asyncio.create_task(self._save_forever(), name="sandbox-save")
+        else:
+            await self._listen(host, port)
+        return self.base_url
+
+    def _restore(self, store: StateDir) -> None:
+        for state in store.load(self.limits):
+            self._by_token[state.bot.token] = state
+            self._by_id[state.bot.id] = state
+            self._next_bot_id = max(self._next_bot_id, state.bot.id + 1)
+        if self._by_id:
+            logger.info("sandbox state restored from %s", store.directory)
+
+    def save(self) -> None:
+        """Write the state to the data directory now (no-op for an in-memory sandbox)."""
+        if self._store is not None:
+            self._dirty = False
+            self._store.save(list(self._by_id.values()))
+
+    async def _save_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SAVE_INTERVAL)
+            if self._dirty:
+                try:
+                    self.save()
+                except OSError:
+                    logger.exception("cannot save the sandbox state; will retry")
+
+    async def _listen(self, host: str, port: int) -> None:
         app = web.Application(middlewares=[self._errors_middleware], client_max_size=60 * 2**20)
         app.add_routes(
             [
@@ -126,14 +192,17 @@ class SandboxServer:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()  # a busy port must not leave a half-built server behind
+            raise
         self._runner = runner
         addresses = runner.addresses
         actual_port = int(addresses[0][1]) if addresses else port
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.base_url = f"http://{shown}:{actual_port}"
         logger.info("sandbox listening on %s", self.base_url)
-        return self.base_url
 
     async def stop(self) -> None:
         """End long polls and webhook deliveries, then close the listener."""
@@ -147,6 +216,16 @@ class SandboxServer:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
+            self._saver = None
+        if self._store is not None and self._store.locked:
+            try:
+                self.save()
+            finally:
+                self._store.release()
 
     async def __aenter__(self) -> SandboxServer:
         if self._runner is None:
@@ -200,6 +279,9 @@ class SandboxServer:
                 body = {"ok": False, "error": "internal error in the sandbox; see its log"}
                 return web.json_response(body, status=500)
             return web.json_response(ApiError(500, "Internal Server Error").envelope(), status=500)
+        finally:
+            if request.method != "GET" or not user_side:
+                self._dirty = True  # bot calls and user actions change the state; reads do not
 
     async def _bot_call(self, request: web.Request) -> web.Response:
         state = self._by_token.get(request.match_info["token"])

@@ -7,7 +7,7 @@ and user side) change it and :class:`Signal` wakes whoever long-polls.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import hashlib
 import secrets
 import time
 from collections import Counter, deque
@@ -43,6 +43,10 @@ DEFAULT_UPDATE_TYPES = frozenset(
         "removed_chat_boost",
     }
 )
+
+
+# Event kinds that record what a user did, beside the bot's own (message, edit, ...).
+USER_EVENT_KINDS = frozenset({"user_message", "user_edit", "chat"})
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ class Chat:
     creator: int | None = None  # the group's owner; also in ``admins``
     is_forum: bool = False  # a supergroup with topics
     topics: set[int] = field(default_factory=set)  # message_thread_ids users wrote in
-    message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    next_message_id: int = 1
 
     def to_json(self) -> Json:
         """The Telegram Chat object."""
@@ -148,14 +152,15 @@ class Chat:
 
 @dataclass
 class StoredFile:
-    """Bytes a bot uploaded (or fetched), served back to readers."""
+    """Bytes a bot or a user uploaded (or the bot fetched), served back to readers."""
 
     file_id: str
     file_unique_id: str
     data: bytes
     content_type: str
-    width: int
+    width: int  # 0 for files that are not images
     height: int
+    file_name: str = ""
 
 
 @dataclass
@@ -177,6 +182,9 @@ class StoredMessage:
     new_chat_members: list[Json] | None = None
     thread_id: int | None = None  # the forum topic (message_thread_id)
     sender_chat: Json | None = None  # the group itself, for an anonymous admin
+    document: Json | None = None
+    location: Json | None = None
+    sticker: Json | None = None
 
     @property
     def from_bot(self) -> bool:
@@ -204,12 +212,14 @@ class StoredMessage:
             data["text"] = self.text
             if self.entities:
                 data["entities"] = self.entities
-        if self.photo is not None:
-            data["photo"] = self.photo
-            if self.caption:
-                data["caption"] = self.caption
-                if self.caption_entities:
-                    data["caption_entities"] = self.caption_entities
+        for media in ("photo", "document", "sticker", "location"):
+            value = getattr(self, media)
+            if value is not None:
+                data[media] = value
+        if (self.photo is not None or self.document is not None) and self.caption:
+            data["caption"] = self.caption
+            if self.caption_entities:
+                data["caption_entities"] = self.caption_entities
         if self.new_chat_members is not None:
             data["new_chat_members"] = self.new_chat_members
         if self.reply_markup is not None:
@@ -344,17 +354,53 @@ class BotState:
         self.signal.fire()
         return event
 
-    def events_after(self, chat_id: int, after: int) -> list[Json]:
-        """Events in ``chat_id`` whose seq is above ``after``, oldest first."""
-        return [e for e in self.events if e["seq"] > after and e["chat_id"] == chat_id]
+    def events_after(self, chat_id: int, after: int, *, users: bool = False) -> list[Json]:
+        """Events in ``chat_id`` whose seq is above ``after``, oldest first.
+
+        What users did (``USER_EVENT_KINDS``) is left out unless ``users``:
+        readers that wait for the bot's answer must not see their own message.
+        """
+        return [
+            e
+            for e in self.events
+            if e["seq"] > after
+            and e["chat_id"] == chat_id
+            and (users or e["kind"] not in USER_EVENT_KINDS)
+        ]
 
     def new_message(self, chat: Chat, sender: Json, **fields_: Any) -> StoredMessage:
         """Store a new message in ``chat`` with the chat's next message_id."""
+        message_id = chat.next_message_id
+        chat.next_message_id += 1
         message = StoredMessage(
-            message_id=next(chat.message_ids), chat=chat, sender=sender, date=now(), **fields_
+            message_id=message_id, chat=chat, sender=sender, date=now(), **fields_
         )
         self.messages[(chat.id, message.message_id)] = message
         return message
+
+    def store_file(
+        self,
+        data: bytes,
+        content_type: str,
+        *,
+        width: int = 0,
+        height: int = 0,
+        file_name: str = "",
+        prefix: str = "AgAC",
+    ) -> StoredFile:
+        """Keep uploaded bytes under a fresh file_id (``prefix`` as Telegram's kinds)."""
+        digest = hashlib.sha256(data).hexdigest()
+        stored = StoredFile(
+            file_id=f"{prefix}{digest[:24]}{secrets.token_hex(6)}",
+            file_unique_id=f"AQAD{digest[:12]}",
+            data=data,
+            content_type=content_type,
+            width=width,
+            height=height,
+            file_name=file_name,
+        )
+        self.files[stored.file_id] = stored
+        return stored
 
     def stats(self) -> Json:
         """Counters the user-side API reports."""

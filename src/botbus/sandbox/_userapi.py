@@ -6,23 +6,27 @@ Refusals are ``{"ok": false, "error": "..."}`` with a 4xx status.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import secrets
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from botbus.sandbox._entities import finish_entities
 from botbus.sandbox._errors import UserApiError
 from botbus.sandbox._limits import Limits
+from botbus.sandbox._media import emoji_sticker, image_size, photo_sizes
 from botbus.sandbox._state import (
     BotState,
     CallbackQuery,
     Chat,
     Json,
     SandboxBot,
+    StoredFile,
     StoredMessage,
     User,
     now,
@@ -36,7 +40,10 @@ ANONYMOUS_ADMIN: Json = {
     "first_name": "Group",
     "username": "GroupAnonymousBot",
 }
+STREAM_KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
 MAX_USER_TEXT = 4096
+MAX_USER_CAPTION = 1024
+MAX_USER_FILE = 20 * 2**20  # bytes; Telegram lets bots download files up to 20 MB
 
 
 def _json_response(data: Any, status: int = 200) -> web.Response:
@@ -73,7 +80,8 @@ def _user_spec(value: object, lang: str) -> Json:
     if isinstance(value, bool):
         raise UserApiError(400, "'user' must be an integer id or an object with an 'id'")
     if isinstance(value, int):
-        return {"id": value, "first_name": f"User {value}", "language_code": lang}
+        # No first_name: a user known by name keeps it; a new one becomes "User <id>".
+        return {"id": value, "language_code": lang}
     if isinstance(value, str) and value.lstrip("-").isdigit():
         return _user_spec(int(value), lang)
     if isinstance(value, dict) and isinstance(value.get("id"), int) and value["id"] > 0:
@@ -92,10 +100,12 @@ class UserApi:
         limits: Limits,
         bots_by_id: dict[int, BotState],
         add_bot: Callable[..., SandboxBot],
+        is_closing: Callable[[], bool] = lambda: False,
     ) -> None:
         self._limits = limits
         self._bots = bots_by_id
         self._add_bot = add_bot
+        self._closing = is_closing
 
     def routes(self) -> list[web.RouteDef]:
         """The route table."""
@@ -106,7 +116,9 @@ class UserApi:
             web.get("/sandbox/limits", self.get_limits),
             web.put("/sandbox/limits", self.set_limits),
             web.post("/sandbox/limits", self.set_limits),
-            web.post(f"{b}/messages", self.send_text),
+            web.post(f"{b}/messages", self.send),
+            web.patch(b + "/chats/{chat_id}/messages/{message_id}", self.edit),
+            web.post(f"{b}/files", self.upload),
             web.post(f"{b}/groups", self.create_group),
             web.post(b + "/chats/{chat_id}/members", self.join),
             web.post(b + "/chats/{chat_id}/admins", self.promote),
@@ -115,6 +127,7 @@ class UserApi:
             web.post(f"{b}/blocks", self.block),
             web.delete(b + "/blocks/{user_id}", self.unblock),
             web.get(f"{b}/chats", self.list_chats),
+            web.get(f"{b}/stream", self.stream),
             web.get(b + "/chats/{chat_id}/events", self.events),
             web.get(b + "/files/{file_id}", self.file),
             web.post(f"{b}/faults", self.add_fault),
@@ -178,32 +191,43 @@ class UserApi:
         return _json_response(vars(self._limits))
 
     # -- what users do ---------------------------------------------------
-    async def send_text(self, request: web.Request) -> web.Response:
-        """POST .../messages: a user writes ``text`` in a private chat or a group."""
-        state = self._state(request)
-        body = await _body(request)
-        text = body.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise UserApiError(400, "'text' must be a non-empty string")
-        if len(text) > MAX_USER_TEXT:
-            raise UserApiError(400, f"'text' is longer than {MAX_USER_TEXT} characters")
+    def _author_and_chat(self, state: BotState, body: Json) -> tuple[User, Chat]:
+        """Who writes (``user``, ``lang``) and where (``chat_id``, default: private)."""
         lang = str(body.get("lang") or "en")
         user = state.user(_user_spec(body.get("user", 1001), lang))
         chat_id = _int(body, "chat_id", default=user.id)
         if chat_id == user.id:
             if user.id in state.blocked:
                 raise UserApiError(409, f"user {user.id} has blocked the bot; unblock it first")
-            chat = state.private_chat(user)
-        elif chat_id > 0:
+            return user, state.private_chat(user)
+        if chat_id > 0:
             raise UserApiError(
                 400, f"chat_id {chat_id} is another user's private chat; use a group id (< 0)"
             )
-        else:
-            chat = self._group(state, chat_id)
-            if user.id not in chat.members:
-                raise UserApiError(
-                    403, f"user {user.id} is not a member of group {chat_id}; join it first"
-                )
+        chat = self._group(state, chat_id)
+        if user.id not in chat.members:
+            raise UserApiError(
+                403, f"user {user.id} is not a member of group {chat_id}; join it first"
+            )
+        return user, chat
+
+    async def send(self, request: web.Request) -> web.Response:
+        """POST .../messages: a user writes text, or sends a photo, document, location, sticker.
+
+        Exactly one of ``text``, ``photo`` (file_id of an upload), ``document``
+        (file_id), ``location`` ({latitude, longitude}) or ``sticker`` (an
+        emoji, or the file_id of an uploaded image); ``caption`` goes with a
+        photo or a document; ``reply_to`` makes it a reply.
+        """
+        state = self._state(request)
+        body = await _body(request)
+        kinds = [k for k in ("text", "photo", "document", "location", "sticker") if k in body]
+        if len(kinds) != 1:
+            raise UserApiError(
+                400, "give exactly one of 'text', 'photo', 'document', 'location' or 'sticker'"
+            )
+        user, chat = self._author_and_chat(state, body)
+        content = _content(state, kinds[0], body)
         reply_to = None
         if body.get("reply_to") is not None:
             reply_to = state.messages.get((chat.id, _int(body, "reply_to")))
@@ -224,16 +248,82 @@ class UserApi:
         message = state.new_message(
             chat,
             sender,
-            text=text,
-            entities=finish_entities(text, []),
             reply_to=reply_to,
             thread_id=thread,
             sender_chat=sender_chat,
+            **content,
         )
         update_id = state.add_update("message", message.to_json())
+        event = state.add_event(chat.id, "user_message", message=message.to_json())
         return _json_response(
-            {"update_id": update_id, "message_id": message.message_id, "chat_id": chat.id}
+            {
+                "update_id": update_id,
+                "message_id": message.message_id,
+                "chat_id": chat.id,
+                "seq": event["seq"],  # the bot's answers come after this in the chat's events
+            }
         )
+
+    async def edit(self, request: web.Request) -> web.Response:
+        """PATCH .../chats/{chat_id}/messages/{message_id} {text|caption, user}: edit one's own."""
+        state = self._state(request)
+        match = dict(request.match_info)
+        chat_id, message_id = _int(match, "chat_id"), _int(match, "message_id")
+        body = await _body(request)
+        lang = str(body.get("lang") or "en")
+        user = state.user(_user_spec(body.get("user", 1001), lang))
+        message = state.messages.get((chat_id, message_id))
+        if message is None:
+            raise UserApiError(404, f"no message {message_id} in chat {chat_id}")
+        if message.sender.get("id") != user.id:
+            raise UserApiError(403, f"message {message_id} is not user {user.id}'s to edit")
+        if message.text is not None:
+            text = _text(body, "text")
+            if text == message.text:
+                raise UserApiError(409, "the new text is the same as the old one")
+            message.text, message.entities = text, finish_entities(text, [])
+        elif message.photo is not None or message.document is not None:
+            caption = _text(body, "caption", limit=MAX_USER_CAPTION)
+            message.caption, message.caption_entities = caption, finish_entities(caption, [])
+        else:
+            raise UserApiError(409, "only a text or a caption can be edited")
+        message.edit_date = now()
+        body_json = message.to_json()
+        update_id = state.add_update("edited_message", body_json)
+        event = state.add_event(chat_id, "user_edit", message=body_json)
+        return _json_response(
+            {
+                "update_id": update_id,
+                "message_id": message_id,
+                "chat_id": chat_id,
+                "seq": event["seq"],
+            }
+        )
+
+    async def upload(self, request: web.Request) -> web.Response:
+        """POST .../files (multipart, part ``file``): keep a user's file; returns its file_id."""
+        state = self._state(request)
+        if request.content_type != "multipart/form-data":
+            raise UserApiError(400, "upload a file as multipart/form-data with a part named 'file'")
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                data = bytes(await part.read(decode=False))
+                if not data:
+                    raise UserApiError(400, "the uploaded file is empty")
+                if len(data) > MAX_USER_FILE:
+                    raise UserApiError(413, f"files are limited to {MAX_USER_FILE} bytes here")
+                name = part.filename or "file"
+                content_type = part.headers.get("Content-Type") or "application/octet-stream"
+                size = image_size(data)
+                width, height = (size[0], size[1]) if size else (0, 0)
+                if size:
+                    content_type = size[2]
+                stored = state.store_file(
+                    data, content_type, width=width, height=height, file_name=name, prefix="BQAC"
+                )
+                return _json_response(_file_json(stored), status=201)
+        raise UserApiError(400, "no part named 'file' in the upload")
 
     async def create_group(self, request: web.Request) -> web.Response:
         """POST .../groups: a group (negative id) with the bot, admins and members."""
@@ -261,6 +351,7 @@ class UserApi:
             chat.creator = admins[0].id  # Telegram groups have one owner: the first admin
         chat.admins |= {u.id for u in admins}
         chat.members |= {u.id for u in admins} | {u.id for u in members}
+        _chat_changed(state, chat)
         return _json_response(_chat_json(chat), status=201)
 
     async def join(self, request: web.Request) -> web.Response:
@@ -272,6 +363,8 @@ class UserApi:
         chat.members.add(user.id)
         message = state.new_message(chat, user.to_json(), new_chat_members=[user.to_json()])
         update_id = state.add_update("message", message.to_json())
+        state.add_event(chat.id, "user_message", message=message.to_json())
+        _chat_changed(state, chat)
         return _json_response(
             {"update_id": update_id, "message_id": message.message_id, "chat_id": chat.id}
         )
@@ -286,6 +379,7 @@ class UserApi:
                 409, f"user {user_id} is not a member of group {chat.id}; add them first (join)"
             )
         chat.admins.add(user_id)
+        _chat_changed(state, chat)
         return _json_response(_chat_json(chat))
 
     async def demote(self, request: web.Request) -> web.Response:
@@ -301,6 +395,7 @@ class UserApi:
         if user_id not in chat.admins:
             raise UserApiError(404, f"user {user_id} is not an administrator of group {chat.id}")
         chat.admins.discard(user_id)
+        _chat_changed(state, chat)
         return _json_response(_chat_json(chat))
 
     async def press(self, request: web.Request) -> web.Response:
@@ -369,6 +464,7 @@ class UserApi:
         else:
             state.blocked.discard(user.id)
         chat = state.private_chat(user)
+        _chat_changed(state, chat)
         statuses = ("member", "kicked") if blocked else ("kicked", "member")
         old: Json = {"user": state.bot.to_json(), "status": statuses[0]}
         new: Json = {"user": state.bot.to_json(), "status": statuses[1]}
@@ -390,9 +486,57 @@ class UserApi:
 
     # -- what users read -------------------------------------------------
     async def list_chats(self, request: web.Request) -> web.Response:
-        """GET .../chats: every chat the bot is in."""
+        """GET .../chats[?user_id=ID]: every chat the bot is in (that user's, when given)."""
         state = self._state(request)
-        return _json_response([_chat_json(c) for c in state.chats.values()])
+        chats = list(state.chats.values())
+        if "user_id" in request.query:
+            user_id = _int(dict(request.query), "user_id")
+            chats = [c for c in chats if _sees(c, user_id)]
+        return _json_response([_chat_json(c, state) for c in chats])
+
+    def _stream_ready(self, state: BotState, after: int) -> bool:
+        return (bool(state.events) and state.events[-1]["seq"] > after) or self._closing()
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """GET .../stream?user_id=ID&after=SEQ: Server-Sent Events of every chat ``user_id`` sees.
+
+        Both sides' events (the bot's ``message``/``edit``/... and the users'
+        ``user_message``/``user_edit``/``chat``), history first, then live,
+        until the client goes away. The web chat reads this.
+        """
+        state = self._state(request)
+        query = dict(request.query)
+        user_id = _int(query, "user_id")
+        after = _int(query, "after", default=0)
+        if "Last-Event-ID" in request.headers:  # the browser reconnects where it left off
+            after = _int({"id": request.headers["Last-Event-ID"]}, "id")
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # the page was closed: nothing to do
+            await self._stream_events(response, state, user_id, after)
+        return response
+
+    async def _stream_events(
+        self, response: web.StreamResponse, state: BotState, user_id: int, after: int
+    ) -> None:
+        while not self._closing():
+            events = [
+                e
+                for e in state.events
+                if e["seq"] > after and _sees(state.chats.get(e["chat_id"]), user_id)
+            ]
+            if state.events:
+                after = max(after, state.events[-1]["seq"])
+            for event in events:
+                line = json.dumps(event, ensure_ascii=False)
+                await response.write(f"id: {event['seq']}\ndata: {line}\n\n".encode())
+            if not events:
+                await response.write(b": keep-alive\n\n")  # finds a gone client
+            await state.signal.wait_for(
+                functools.partial(self._stream_ready, state, after), STREAM_KEEPALIVE
+            )
 
     async def events(self, request: web.Request) -> web.Response:
         """GET .../chats/{chat_id}/events?after=SEQ&timeout=S: what the bot did there."""
@@ -503,6 +647,102 @@ def _queue_press(
     return _json_response({"update_id": update_id, "callback_query_id": query.id})
 
 
+def _text(body: Json, name: str, *, limit: int = MAX_USER_TEXT) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise UserApiError(400, f"{name!r} must be a non-empty string")
+    if len(value) > limit:
+        raise UserApiError(400, f"{name!r} is longer than {limit} characters")
+    return value
+
+
+def _content(state: BotState, kind: str, body: Json) -> Json:
+    """The StoredMessage fields of a user's message of ``kind``, shaped as Telegram's."""
+    if kind == "text":
+        text = _text(body, "text")
+        return {"text": text, "entities": finish_entities(text, [])}
+    if kind == "location":
+        return {"location": _location(body.get("location"))}
+    if kind == "sticker":
+        return {"sticker": _sticker(state, body.get("sticker"))}
+    stored = _uploaded(state, body.get(kind), kind)
+    fields: Json = {}
+    if "caption" in body:
+        caption = _text(body, "caption", limit=MAX_USER_CAPTION)
+        fields.update(caption=caption, caption_entities=finish_entities(caption, []))
+    if kind == "photo":
+        if not stored.width:
+            raise UserApiError(400, "a photo must be a PNG, JPEG, GIF or WebP image")
+        state.files[stored.file_id + "_s"] = stored  # the thumbnail's id, as bots send
+        fields["photo"] = photo_sizes(stored)
+    else:
+        fields["document"] = {
+            "file_name": stored.file_name,
+            "mime_type": stored.content_type,
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": len(stored.data),
+        }
+    return fields
+
+
+def _uploaded(state: BotState, file_id: object, kind: str) -> StoredFile:
+    if not isinstance(file_id, str) or file_id not in state.files:
+        raise UserApiError(400, f"{kind!r} must be the file_id of an upload (POST .../files first)")
+    return state.files[file_id]
+
+
+def _location(value: object) -> Json:
+    if not isinstance(value, dict):
+        raise UserApiError(400, '\'location\' must be {"latitude": ..., "longitude": ...}')
+    try:
+        latitude, longitude = float(value["latitude"]), float(value["longitude"])
+    except (KeyError, TypeError, ValueError):
+        raise UserApiError(400, "'location' needs numeric 'latitude' and 'longitude'") from None
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+        raise UserApiError(400, "latitude must be within ±90 and longitude within ±180")
+    return {"latitude": latitude, "longitude": longitude}
+
+
+def _sticker(state: BotState, value: object) -> Json:
+    """A regular sticker: an emoji drawn as SVG, or an uploaded image (first emoji 🙂)."""
+    if isinstance(value, str) and value in state.files:
+        stored, emoji = state.files[value], "🙂"
+        if not stored.width:
+            raise UserApiError(400, "a sticker must be an image (WebP or PNG)")
+    elif isinstance(value, str) and value.strip() and len(value) <= 8:
+        emoji = value.strip()
+        stored = state.store_file(
+            emoji_sticker(emoji), "image/svg+xml", width=512, height=512, prefix="CAAC"
+        )
+    else:
+        raise UserApiError(400, "'sticker' must be an emoji or the file_id of an uploaded image")
+    return {
+        "file_id": stored.file_id,
+        "file_unique_id": stored.file_unique_id,
+        "type": "regular",
+        "width": stored.width,
+        "height": stored.height,
+        "is_animated": False,
+        "is_video": False,
+        "emoji": emoji,
+        "file_size": len(stored.data),
+    }
+
+
+def _file_json(stored: StoredFile) -> Json:
+    data: Json = {
+        "file_id": stored.file_id,
+        "file_unique_id": stored.file_unique_id,
+        "file_size": len(stored.data),
+        "file_name": stored.file_name,
+        "mime_type": stored.content_type,
+    }
+    if stored.width:
+        data.update(width=stored.width, height=stored.height)
+    return data
+
+
 def _button_data(markup: Json | None, label: object) -> str:
     """The callback_data of the button whose text (or 1-based number) is ``label``."""
     buttons = [b for row in (markup or {}).get("inline_keyboard", []) for b in row]
@@ -539,8 +779,28 @@ def _bot_json(bot: SandboxBot) -> Json:
     }
 
 
-def _chat_json(chat: Chat) -> Json:
+def _chat_json(chat: Chat, state: BotState | None = None) -> Json:
     data = chat.to_json()
     data["members"] = sorted(chat.members)
     data["admins"] = sorted(chat.admins)
+    if state is not None:
+        data["member_names"] = {
+            str(uid): state.users[uid].first_name
+            for uid in sorted(chat.members)
+            if uid in state.users
+        }
+        if chat.type == "private":
+            data["blocked"] = chat.id in state.blocked
     return data
+
+
+def _chat_changed(state: BotState, chat: Chat) -> None:
+    """Tell the readers of the user side (the web chat) that a chat's members changed."""
+    state.add_event(chat.id, "chat", chat=_chat_json(chat, state))
+
+
+def _sees(chat: Chat | None, user_id: int) -> bool:
+    """Whether ``user_id`` sees ``chat``: their private chat, or a group they are in."""
+    if chat is None:
+        return False
+    return chat.id == user_id if chat.type == "private" else user_id in chat.members

@@ -1,10 +1,14 @@
 """``botbus chat``: talk to a sandboxed bot as a Telegram user, from a terminal.
 
-One-shot (scripts): ``botbus chat --send "/help"`` prints the bot's answer and
-exits 0, or exits 1 when nothing came back in time. Without ``--send`` or
-``--press`` it is interactive: type text, ``:press LABEL``, ``:user ID``,
-``:chat ID``, ``:lang es``, ``:group ID TITLE``, ``:join ID``, ``:help``, ``:quit``
-(or Ctrl-D / Ctrl-C); a bad line gets an ``error:`` line and the session goes on.
+One-shot (scripts): ``botbus chat --send "/help"`` prints the bot's answer to
+that message and exits 0, or exits 1 when a command got no answer in time
+(plain text nobody answers is not an error). Without ``--send`` or ``--press``
+it is interactive: type text, ``:press LABEL``, ``:photo PATH``, ``:edit N TEXT``
+and the other commands of :data:`HELP`, ``:quit`` (or Ctrl-D / Ctrl-C); a bad
+line gets an ``error:`` line and the session goes on.
+
+The sandbox is found from ``--url``, ``TELEGRAM_API_URL``, or the sandbox
+running on ``BOTBUS_DATA_DIR`` (``make run`` / ``botbus sandbox``).
 """
 
 from __future__ import annotations
@@ -16,17 +20,21 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 
 from botbus.errors import ConfigError
 from botbus.sandbox._errors import UserApiError
+from botbus.sandbox._persist import running_url, state_dir
 from botbus.sandbox.client import SandboxClient
 from botbus.settings import load_settings
 
 DEFAULT_TIMEOUT = 10.0  # seconds to wait for the bot's first answer
+PLAIN_TEXT_WAIT = 3.0  # seconds to wait for an answer to text that is not a command
 SETTLE = 0.5  # seconds of quiet after which the bot is considered done answering
+NO_PLAIN_REPLY = "no reply: the bot does not answer plain text here"
 
 
 @dataclass
@@ -47,14 +55,20 @@ def _sandbox_url(url: str | None) -> str:
     if url:
         return url
     try:
-        configured = load_settings().telegram_api_url
+        settings = load_settings()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    if not configured:
+    if settings.telegram_api_url:
+        return settings.telegram_api_url.rstrip("/").removesuffix("/bot")
+    directory = state_dir(settings.data_dir)
+    running = running_url(directory)
+    if running is None:
         raise click.ClickException(
-            "no sandbox URL: pass --url http://127.0.0.1:8081 or set TELEGRAM_API_URL"
+            f"no sandbox is running with the data directory {directory.resolve()}: "
+            "start one with `make run` or `botbus sandbox` here, "
+            "or pass --url http://127.0.0.1:8081 (or set TELEGRAM_API_URL)"
         )
-    return configured.rstrip("/").removesuffix("/bot")
+    return running
 
 
 async def _pick_bot(client: SandboxClient, bot_id: int | None) -> int:
@@ -76,6 +90,8 @@ def _render(event: dict[str, Any]) -> str:
         text = message.get("text") or message.get("caption") or ""
         if "photo" in message:
             text = f"[photo {message['photo'][-1]['file_id']}] {text}".strip()
+        elif "document" in message:
+            text = f"[document {message['document'].get('file_name', '')}] {text}".strip()
         prefix = "bot" if kind == "message" else f"bot (edited #{message.get('message_id')})"
         lines = [f"{prefix}: {text}"]
         rows = (message.get("reply_markup") or {}).get("inline_keyboard", [])
@@ -106,23 +122,61 @@ def _show(session: Session, events: list[dict[str, Any]]) -> None:
         click.echo(json.dumps(event, ensure_ascii=False) if session.as_json else _render(event))
 
 
-async def _answer(session: Session, timeout: float) -> list[dict[str, Any]]:
-    """Events after the cursor: wait up to ``timeout`` for one, then until quiet."""
-    first = await session.client.messages(
-        session.bot_id, session.chat, after=session.cursor, timeout=timeout
-    )
-    answered = [e for e in first if e["kind"] != "chat_action"]
-    events = list(first)
+def _belongs(event: dict[str, Any], asked: int | None, ours: set[int]) -> bool | None:
+    """Whether ``event`` answers what we did: True, False, or None (does not tell).
+
+    A message replying to another message answers that one, not ours; an edit
+    or a button answer concerns ours only if it touches a message we got.
+    """
+    kind = event["kind"]
+    message = event.get("message") or {}
+    if kind == "message":
+        replied = (message.get("reply_to_message") or {}).get("message_id")
+        return replied is None or replied == asked
+    if kind == "edit":
+        return message.get("message_id") in ours or message.get("message_id") == asked
+    if kind == "callback_answer":
+        return event.get("message_id") == asked
+    if kind == "delete":
+        return event.get("message_id") in ours or event.get("message_id") == asked
+    return None
+
+
+async def _answer(
+    session: Session, timeout: float, asked: int | None = None
+) -> list[dict[str, Any]]:
+    """The bot's events after the cursor that answer ``asked`` (our message, or the pressed one).
+
+    Waits up to ``timeout`` for the first answer, then until the bot is quiet
+    for SETTLE; answers to other messages are skipped, chat actions kept.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while first and loop.time() < deadline:
+    events: list[dict[str, Any]] = []
+    ours: set[int] = set()
+    answered = False
+    while True:
         wait = SETTLE if answered else deadline - loop.time()
-        first = await session.client.messages(
-            session.bot_id, session.chat, after=events[-1]["seq"], timeout=max(0.0, wait)
+        if wait <= 0:
+            return events
+        batch = await session.client.messages(
+            session.bot_id, session.chat, after=session.cursor, timeout=wait
         )
-        events.extend(first)
-        answered += [e for e in first if e["kind"] != "chat_action"]
-    return events
+        if not batch:
+            if answered:
+                return events
+            continue
+        for event in batch:
+            session.cursor = max(session.cursor, int(event["seq"]))
+            verdict = _belongs(event, asked, ours)
+            if verdict is False:
+                continue
+            events.append(event)
+            if verdict:
+                answered = True
+                message_id = (event.get("message") or {}).get("message_id")
+                if isinstance(message_id, int):
+                    ours.add(message_id)
 
 
 async def _latest(session: Session, chat_id: int) -> tuple[int, int | None]:
@@ -141,9 +195,11 @@ async def _latest_seq(session: Session) -> int:
     return seq
 
 
-async def _press(session: Session, label: str) -> None:
+async def _press(session: Session, label: str) -> int:
+    """Press ``label`` on the latest message with buttons; returns that message's id."""
     if session.keyboard_message is None:
         raise click.ClickException(f"no message with buttons in chat {session.chat} to press")
+    pressed = session.keyboard_message
     await session.client.press(
         session.bot_id,
         chat_id=session.chat,
@@ -152,28 +208,41 @@ async def _press(session: Session, label: str) -> None:
         label=label,
         lang=session.lang,
     )
+    return pressed
 
 
 async def _one_shot(session: Session, text: str | None, label: str | None, timeout: float) -> int:
     session.cursor = await _latest_seq(session)
-    steps: list[tuple[str, str]] = []
     if text is not None:
-        steps.append(("send", text))
-    if label is not None:
-        steps.append(("press", label))
-    for step, value in steps:
-        if step == "send":
-            await session.client.send_text(
-                session.bot_id, value, user=session.user, chat_id=session.chat, lang=session.lang
+        sent = await session.client.send_text(
+            session.bot_id, text, user=session.user, chat_id=session.chat, lang=session.lang
+        )
+        # Bot events before our own message in the chat answer something else.
+        session.cursor = max(session.cursor, int(sent.get("seq", 0)))
+        command = text.lstrip().startswith("/")
+        wait = timeout if command else min(timeout, PLAIN_TEXT_WAIT)
+        events = await _answer(session, wait, int(sent["message_id"]))
+        if not _answered(events):
+            _show(session, events)
+            if not command:
+                click.echo(NO_PLAIN_REPLY)
+                return 0
+            click.echo(
+                f"error: bot {session.bot_id} did not answer {text!r} in chat {session.chat} "
+                f"within {timeout:g}s; is the gateway (and the service owning this command) "
+                "running?",
+                err=True,
             )
-        else:
-            await _press(session, value)
-        events = await _answer(session, timeout)
-        if not any(e["kind"] != "chat_action" for e in events):
+            return 1
+        _show(session, events)
+    if label is not None:
+        pressed = await _press(session, label)
+        events = await _answer(session, timeout, pressed)
+        if not _answered(events):
             _show(session, events)
             click.echo(
-                f"error: bot {session.bot_id} did not answer in chat {session.chat} within "
-                f"{timeout:g}s; is the gateway (and the service owning this command) running?",
+                f"error: bot {session.bot_id} did not answer the press of {label!r} within "
+                f"{timeout:g}s; is the service owning this button running?",
                 err=True,
             )
             return 1
@@ -181,9 +250,14 @@ async def _one_shot(session: Session, text: str | None, label: str | None, timeo
     return 0
 
 
+def _answered(events: list[dict[str, Any]]) -> bool:
+    return any(e["kind"] != "chat_action" for e in events)
+
+
 HELP = (
-    "Type text, or :press LABEL|N, :user ID, :chat ID, :lang xx, :group ID TITLE, "
-    ":join ID, :help, :quit"
+    "Type text, or :press LABEL|N, :reply N TEXT, :edit N TEXT, :photo PATH [CAPTION], "
+    ":doc PATH [CAPTION], :location LAT LON, :sticker EMOJI, :user ID, :chat ID, :lang xx, "
+    ":group ID TITLE, :join ID, :help, :quit"
 )
 FOLLOW_POLL = 20.0  # seconds of one long poll for the bot's events
 FOLLOW_RETRY = 1.0  # seconds before following again after the sandbox failed us
@@ -275,9 +349,10 @@ async def _interactive_line(session: Session, line: str) -> bool:
     if not line:
         return True
     if not line.startswith(":"):
-        await session.client.send_text(
+        sent = await session.client.send_text(
             session.bot_id, line, user=session.user, chat_id=session.chat, lang=session.lang
         )
+        click.echo(f"you #{sent['message_id']}")
         return True
     command, _, arg = line[1:].partition(" ")
     arg = arg.strip()
@@ -285,6 +360,9 @@ async def _interactive_line(session: Session, line: str) -> bool:
         return False
     if command == "help":
         click.echo(HELP)
+    elif command in MEDIA_COMMANDS:
+        sent = await _send_media(session, command, arg)
+        click.echo(f"you #{sent['message_id']} ({command})")
     elif command == "press":
         if not arg:
             raise click.ClickException(":press needs a button label or number, e.g. :press 1")
@@ -317,6 +395,58 @@ async def _interactive_line(session: Session, line: str) -> bool:
     else:
         raise click.ClickException(f"unknown command :{command}. {HELP}")
     return True
+
+
+MEDIA_COMMANDS = ("reply", "edit", "photo", "doc", "location", "sticker")
+
+
+def _number_and_rest(command: str, arg: str, what: str) -> tuple[int, str]:
+    number, _, rest = arg.partition(" ")
+    if not number.isdigit() or not rest.strip():
+        raise click.ClickException(f":{command} needs a message number and {what}")
+    return int(number), rest.strip()
+
+
+def _file(command: str, arg: str) -> tuple[Path, bytes, str | None]:
+    path_text, _, caption = arg.partition(" ")
+    if not path_text:
+        raise click.ClickException(f":{command} needs a file path, e.g. :{command} ~/cat.png")
+    path = Path(path_text).expanduser()
+    try:
+        return path, path.read_bytes(), caption.strip() or None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+async def _send_media(session: Session, command: str, arg: str) -> dict[str, Any]:
+    """The user side of the media commands (``:photo``, ``:edit``, ...)."""
+    client, bot_id = session.client, session.bot_id
+    where: dict[str, Any] = {"user": session.user, "chat_id": session.chat, "lang": session.lang}
+    if command == "reply":
+        number, text = _number_and_rest(command, arg, "a text, e.g. :reply 3 thanks")
+        return await client.send_text(bot_id, text, reply_to=number, **where)
+    if command == "edit":
+        number, text = _number_and_rest(command, arg, "the new text, e.g. :edit 3 fixed")
+        return await client.edit_text(
+            bot_id, session.chat, number, text, user=session.user, lang=session.lang
+        )
+    if command == "photo":
+        path, data, caption = _file(command, arg)
+        return await client.send_photo(bot_id, data, caption=caption, filename=path.name, **where)
+    if command == "doc":
+        path, data, caption = _file(command, arg)
+        return await client.send_document(bot_id, data, path.name, caption=caption, **where)
+    if command == "location":
+        try:
+            latitude, longitude = (float(x) for x in arg.replace(",", " ").split())
+        except ValueError:
+            raise click.ClickException(
+                ":location needs latitude and longitude, e.g. :location 40.4 -3.7"
+            ) from None
+        return await client.send_location(bot_id, latitude, longitude, **where)
+    if not arg:
+        raise click.ClickException(":sticker needs an emoji, e.g. :sticker 👍")
+    return await client.send_sticker(bot_id, arg, **where)
 
 
 async def _switch_chat(session: Session, chat_id: int) -> None:
@@ -361,7 +491,11 @@ async def _run(
     help="Seconds to wait for an answer.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the bot's events as JSON lines.")
-@click.option("--url", help="Sandbox base URL (default: TELEGRAM_API_URL without /bot).")
+@click.option(
+    "--url",
+    help="Sandbox base URL (default: TELEGRAM_API_URL without /bot, "
+    "else the sandbox running on BOTBUS_DATA_DIR).",
+)
 @click.option("--bot-id", type=int, help="Which bot (needed when the sandbox has several).")
 def chat(
     send: str | None,

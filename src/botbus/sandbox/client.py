@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 from types import TracebackType
 from typing import Any
 
@@ -52,6 +53,7 @@ class SandboxClient:
         path: str,
         *,
         json: Any = None,
+        data: Any = None,
         params: dict[str, str] | None = None,
         timeout: float = 30.0,
     ) -> Any:
@@ -63,6 +65,7 @@ class SandboxClient:
                 method,
                 url,
                 json=json,
+                data=data,
                 params=params,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
@@ -129,16 +132,126 @@ class SandboxClient:
         ``thread_id``: in that forum topic of a forum group. ``as_group``: an
         admin writes anonymously, as the group (from GroupAnonymousBot).
         """
-        body: dict[str, Any] = {"text": text, "user": user, "lang": lang}
+        extra: dict[str, Any] = {"text": text}
+        if thread_id is not None:
+            extra["thread_id"] = thread_id
+        if as_group:
+            extra["as_group"] = True
+        return await self._send(bot_id, extra, user, chat_id, lang, reply_to)
+
+    async def _send(
+        self,
+        bot_id: int,
+        content: dict[str, Any],
+        user: int | dict[str, Any],
+        chat_id: int | None,
+        lang: str,
+        reply_to: int | None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {**content, "user": user, "lang": lang}
         if chat_id is not None:
             body["chat_id"] = chat_id
         if reply_to is not None:
             body["reply_to"] = reply_to
-        if thread_id is not None:
-            body["thread_id"] = thread_id
-        if as_group:
-            body["as_group"] = True
         result: dict[str, Any] = await self._request("POST", f"/bots/{bot_id}/messages", json=body)
+        return result
+
+    async def upload(
+        self, bot_id: int, data: bytes, filename: str, content_type: str | None = None
+    ) -> dict[str, Any]:
+        """Upload a user's file; returns ``{"file_id", "file_size", "mime_type", ...}``."""
+        form = aiohttp.FormData()
+        form.add_field(
+            "file",
+            data,
+            filename=filename,
+            content_type=content_type or mimetypes.guess_type(filename)[0] or "",
+        )
+        result: dict[str, Any] = await self._request("POST", f"/bots/{bot_id}/files", data=form)
+        return result
+
+    async def send_photo(
+        self,
+        bot_id: int,
+        data: bytes,
+        *,
+        caption: str | None = None,
+        filename: str = "photo.png",
+        user: int | dict[str, Any] = DEFAULT_USER_ID,
+        chat_id: int | None = None,
+        lang: str = "en",
+        reply_to: int | None = None,
+    ) -> dict[str, Any]:
+        """A user sends an image (PNG, JPEG, GIF, WebP) as a photo, with an optional caption."""
+        uploaded = await self.upload(bot_id, data, filename)
+        content: dict[str, Any] = {"photo": uploaded["file_id"]}
+        if caption is not None:
+            content["caption"] = caption
+        return await self._send(bot_id, content, user, chat_id, lang, reply_to)
+
+    async def send_document(
+        self,
+        bot_id: int,
+        data: bytes,
+        filename: str,
+        *,
+        caption: str | None = None,
+        user: int | dict[str, Any] = DEFAULT_USER_ID,
+        chat_id: int | None = None,
+        lang: str = "en",
+        reply_to: int | None = None,
+    ) -> dict[str, Any]:
+        """A user sends any file as a document, with an optional caption."""
+        uploaded = await self.upload(bot_id, data, filename)
+        content: dict[str, Any] = {"document": uploaded["file_id"]}
+        if caption is not None:
+            content["caption"] = caption
+        return await self._send(bot_id, content, user, chat_id, lang, reply_to)
+
+    async def send_location(
+        self,
+        bot_id: int,
+        latitude: float,
+        longitude: float,
+        *,
+        user: int | dict[str, Any] = DEFAULT_USER_ID,
+        chat_id: int | None = None,
+        lang: str = "en",
+        reply_to: int | None = None,
+    ) -> dict[str, Any]:
+        """A user shares a location."""
+        content = {"location": {"latitude": latitude, "longitude": longitude}}
+        return await self._send(bot_id, content, user, chat_id, lang, reply_to)
+
+    async def send_sticker(
+        self,
+        bot_id: int,
+        emoji: str,
+        *,
+        user: int | dict[str, Any] = DEFAULT_USER_ID,
+        chat_id: int | None = None,
+        lang: str = "en",
+        reply_to: int | None = None,
+    ) -> dict[str, Any]:
+        """A user sends a sticker showing ``emoji`` (or an uploaded image's file_id)."""
+        return await self._send(bot_id, {"sticker": emoji}, user, chat_id, lang, reply_to)
+
+    async def edit_text(
+        self,
+        bot_id: int,
+        chat_id: int,
+        message_id: int,
+        text: str,
+        *,
+        user: int | dict[str, Any] = DEFAULT_USER_ID,
+        lang: str = "en",
+    ) -> dict[str, Any]:
+        """A user edits their own message (its text, or its caption): an edited_message."""
+        result: dict[str, Any] = await self._request(
+            "PATCH",
+            f"/bots/{bot_id}/chats/{chat_id}/messages/{message_id}",
+            json={"text": text, "caption": text, "user": user, "lang": lang},
+        )
         return result
 
     async def create_group(
@@ -239,9 +352,12 @@ class SandboxClient:
         return result
 
     # -- what users read -------------------------------------------------
-    async def chats(self, bot_id: int) -> list[dict[str, Any]]:
-        """Every chat the bot is in."""
-        result: list[dict[str, Any]] = await self._request("GET", f"/bots/{bot_id}/chats")
+    async def chats(self, bot_id: int, *, user_id: int | None = None) -> list[dict[str, Any]]:
+        """Every chat the bot is in (only those ``user_id`` sees, when given)."""
+        params = {} if user_id is None else {"user_id": str(user_id)}
+        result: list[dict[str, Any]] = await self._request(
+            "GET", f"/bots/{bot_id}/chats", params=params
+        )
         return result
 
     async def messages(
