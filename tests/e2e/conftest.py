@@ -228,6 +228,47 @@ class Chat:
 StartStack = Callable[..., Awaitable[Stack]]
 
 
+async def launch_stack(
+    data_dir: Path,
+    nats_server: NatsServer,
+    sandbox: SandboxServer,
+    client: SandboxClient,
+    *services: Service,
+    **extra: Any,
+) -> Stack:
+    """A new bot in ``sandbox`` with the gateway and ``services`` running for it.
+
+    Extra keyword arguments are settings by environment name. The caller
+    closes the stack (``await stack.close()``); the browser tests share one
+    per module, the e2e tests one per test (``start_stack``).
+    """
+    bot = sandbox.add_bot(username=BOT_USERNAME)
+    values: dict[str, Any] = {
+        "BOTBUS_DATA_DIR": str(data_dir),
+        "NATS_URL": nats_server.url,
+        "TELEGRAM_BOT_TOKEN": bot.token,
+        "TELEGRAM_API_URL": sandbox.api_url,
+        "BOTBUS_GATEWAY_HTTP": "127.0.0.1:0",
+        "BOTBUS_ALERTS_HTTP": "127.0.0.1:0",
+        "BOTBUS_ADMIN_IDS": [ADMIN["id"]],
+        # Tests write faster than people do; flood control has its own tests.
+        "BOTBUS_FLOOD_RATE": 100.0,
+        "BOTBUS_FLOOD_BURST": 100,
+    }
+    values.update(extra)
+    settings = load_settings(_env_file=None, **values)
+    stack = Stack(sandbox, client, bot, nats_server, settings)
+    try:
+        await stack.acks.start(nats_server, settings)
+        await stack.start_gateway()
+        for service in services:
+            await stack.start_service(service)
+    except BaseException:
+        await stack.close()
+        raise
+    return stack
+
+
 @pytest.fixture
 async def e2e_sandbox() -> AsyncIterator[SandboxServer]:
     """The local Telegram, without flood limits."""
@@ -252,27 +293,10 @@ async def start_stack(
     stacks: list[Stack] = []
 
     async def start(*services: Service, **extra: Any) -> Stack:
-        bot = e2e_sandbox.add_bot(username=BOT_USERNAME)
-        values: dict[str, Any] = {
-            "BOTBUS_DATA_DIR": str(tmp_path / "data"),
-            "NATS_URL": nats_server.url,
-            "TELEGRAM_BOT_TOKEN": bot.token,
-            "TELEGRAM_API_URL": e2e_sandbox.api_url,
-            "BOTBUS_GATEWAY_HTTP": "127.0.0.1:0",
-            "BOTBUS_ALERTS_HTTP": "127.0.0.1:0",
-            "BOTBUS_ADMIN_IDS": [ADMIN["id"]],
-            # Tests write faster than people do; flood control has its own tests.
-            "BOTBUS_FLOOD_RATE": 100.0,
-            "BOTBUS_FLOOD_BURST": 100,
-        }
-        values.update(extra)
-        settings = load_settings(_env_file=None, **values)
-        stack = Stack(e2e_sandbox, client, bot, nats_server, settings)
+        stack = await launch_stack(
+            tmp_path / "data", nats_server, e2e_sandbox, client, *services, **extra
+        )
         stacks.append(stack)
-        await stack.acks.start(nats_server, settings)
-        await stack.start_gateway()
-        for service in services:
-            await stack.start_service(service)
         return stack
 
     try:

@@ -21,7 +21,7 @@ from botbus.sandbox._limits import Limits
 from botbus.sandbox._params import Params
 from botbus.sandbox._persist import StateDir
 from botbus.sandbox._state import BotState, SandboxBot
-from botbus.sandbox._userapi import UserApi
+from botbus.sandbox._userapi import UserApi, from_browser
 from botbus.sandbox._webhook import deliver_forever
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_WEBHOOK_RETRY_DELAY = 1.0  # seconds before the first redelivery; doubles each time
 SHUTDOWN_TIMEOUT = 2.0  # seconds open requests get when the server stops
 SAVE_INTERVAL = 1.0  # seconds between saves of a changed state (persistent sandboxes)
+WEB_DIR = Path(__file__).with_name("web")  # the web chat's static files
+# The web chat loads only its own files and talks only to its own origin.
+WEB_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 _TOKEN = re.compile(r"([0-9]{1,15}):([A-Za-z0-9_-]{1,64})")
 
 
@@ -186,6 +192,8 @@ class SandboxServer:
                 web.route("*", "/bot{token}/{method}", self._bot_call),
                 web.get("/file/bot{token}/{path:.+}", self._bot_file),
                 *self._user_api.routes(),
+                web.get("/", self._web_index),
+                web.static("/web", WEB_DIR),
             ]
         )
         self._closing = False
@@ -262,8 +270,13 @@ class SandboxServer:
     @web.middleware
     async def _errors_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         user_side = request.path.startswith("/sandbox")
+        refusal = _browser_refusal(request, user_side)
+        if refusal is not None:
+            return refusal
         try:
             response: web.StreamResponse = await handler(request)
+            if request.path == "/" or request.path.startswith("/web/"):
+                response.headers["Content-Security-Policy"] = WEB_POLICY
             return response
         except UserApiError as exc:
             return web.json_response({"ok": False, "error": exc.message}, status=exc.status)
@@ -300,6 +313,9 @@ class SandboxServer:
             return web.json_response(exc.envelope(), status=exc.error_code)
         return web.json_response({"ok": True, "result": result})
 
+    async def _web_index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
     async def _bot_file(self, request: web.Request) -> web.Response:
         state = self._by_token.get(request.match_info["token"])
         if state is None:
@@ -309,6 +325,26 @@ class SandboxServer:
         if stored is None:
             return web.json_response(ApiError(404, err.NOT_FOUND).envelope(), status=404)
         return web.Response(body=stored.data, content_type=stored.content_type)
+
+
+def _browser_refusal(request: web.Request, user_side: bool) -> web.Response | None:
+    """Keep web pages away from the bot's side and other sites away from the user side.
+
+    The web chat must never reach the Bot API (it has no token, and a page
+    that learnt one still cannot use it here); a page of another site must
+    not act as a sandbox user behind the developer's back.
+    """
+    if not from_browser(request):
+        return None
+    if request.path.startswith(("/bot", "/file/bot")):
+        refusal = ApiError(403, "Forbidden: the Bot API side does not answer web pages")
+        return web.json_response(refusal.envelope(), status=403)
+    origin = request.headers.get("Origin")
+    cross_site = request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site")
+    if user_side and (cross_site or (origin and origin != f"{request.scheme}://{request.host}")):
+        body = {"ok": False, "error": "the sandbox answers only its own web chat's pages"}
+        return web.json_response(body, status=403)
+    return None
 
 
 def _redact(path: str) -> str:

@@ -157,7 +157,8 @@ class UserApi:
     # -- bots and limits -------------------------------------------------
     async def list_bots(self, request: web.Request) -> web.Response:
         """GET /sandbox/bots: every registered bot."""
-        return _json_response([_bot_json(s.bot) for s in self._bots.values()])
+        token = not from_browser(request)  # the web chat never sees a bot token
+        return _json_response([_bot_json(s.bot, token=token) for s in self._bots.values()])
 
     async def create_bot(self, request: web.Request) -> web.Response:
         """POST /sandbox/bots: register a bot; body {username?, token?, first_name?}."""
@@ -175,7 +176,7 @@ class UserApi:
             bot = self._add_bot(token, **kwargs)
         except ValueError as exc:
             raise UserApiError(400, str(exc)) from None
-        return _json_response(_bot_json(bot), status=201)
+        return _json_response(_bot_json(bot, token=not from_browser(request)), status=201)
 
     async def get_limits(self, request: web.Request) -> web.Response:
         """GET /sandbox/limits: the flood limits in force."""
@@ -770,13 +771,16 @@ def _chat_instance(bot_id: int, chat_id: int) -> str:
     return str(int.from_bytes(digest[:8], "big") >> 1)
 
 
-def _bot_json(bot: SandboxBot) -> Json:
-    return {
-        "id": bot.id,
-        "token": bot.token,
-        "username": bot.username,
-        "first_name": bot.first_name,
-    }
+def _bot_json(bot: SandboxBot, *, token: bool = True) -> Json:
+    data = {"id": bot.id, "username": bot.username, "first_name": bot.first_name}
+    if token:
+        data["token"] = bot.token
+    return data
+
+
+def from_browser(request: web.Request) -> bool:
+    """Whether a web page made this request (browsers add these headers; API clients do not)."""
+    return "Sec-Fetch-Site" in request.headers or "Origin" in request.headers
 
 
 def _chat_json(chat: Chat, state: BotState | None = None) -> Json:
