@@ -35,6 +35,7 @@ KV_GATEWAY_REGISTRY = "botbus_registry"
 KV_GATEWAY_USERS = "botbus_users"
 KV_GATEWAY_SENT = "botbus_sent"  # idempotency keys of actions Telegram accepted
 KV_GATEWAY_UPDATES = "botbus_updates"  # update ids ingested within Telegram's redelivery window
+KV_GATEWAY_LEASE = "botbus_lease"  # which gateway of a bot is active (gateway/lease.py)
 
 # The gateway's durable consumer of every service's outbound actions.
 # The gateway consumes each outbound lane with its own consumer, so a reply never

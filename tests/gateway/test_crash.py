@@ -154,7 +154,7 @@ async def inbound_ids(nc: Client) -> Counter[str]:
     while True:
         try:
             msgs = await psub.fetch(500, timeout=1)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
             return ids
         for msg in msgs:
             ids[decode_inbound(msg.data).correlation_id] += 1

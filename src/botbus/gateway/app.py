@@ -43,6 +43,8 @@ from botbus.gateway.ingest import (
     Ingest,
     Poller,
 )
+from botbus.gateway.lease import DEFAULT_TTL as LEASE_TTL
+from botbus.gateway.lease import Lease, LeaseLost, holder_id, lease_key
 from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.outbound import OutboundRelay
 from botbus.gateway.registry import Registry
@@ -136,6 +138,7 @@ class Gateway:
         self._handled: SentKeys | None = None
         self._opened = contextlib.AsyncExitStack()  # what initialize() opened
         self._poll_request: AiohttpRequest | None = None
+        self.lease: Lease | None = None  # which gateway of this bot is active
         self.http_port: int | None = None  # health/metrics, once started
         self.webhook_port: int | None = None
         self.bot_id = 0
@@ -166,8 +169,10 @@ class Gateway:
             users_kv = await _bucket(js, subjects.KV_GATEWAY_USERS)
             await _bucket(js, subjects.KV_GATEWAY_SENT, ttl=SENT_KEYS_TTL)
             await _bucket(js, subjects.KV_GATEWAY_UPDATES, ttl=REDELIVERY_WINDOW)
+            lease_kv = await _bucket(js, subjects.KV_GATEWAY_LEASE, ttl=LEASE_TTL)
             await self._init_bot()
             opened.push_async_callback(self._shutdown_bot)
+            self.lease = Lease(lease_kv, lease_key(self.bot_id), holder_id(self.settings.data_dir))
             self.registry = Registry(self._nc, registry_kv)
             if self._discovery_interval is not None:
                 self.registry.poll_interval = self._discovery_interval
@@ -250,8 +255,21 @@ class Gateway:
         log.info("gateway for @%s (id %s)", self.bot_username, self.bot_id)
 
     async def start(self) -> None:
-        """Start ingest, outbound relay, discovery and the health endpoint."""
+        """Serve health, wait to be the active gateway, then start ingest, relay, discovery.
+
+        A standby (another gateway of the same bot holds the lease) waits in
+        here, answering ``/healthz``, until the lease is free or it is stopped.
+        """
         assert self.ingest is not None and self.relay is not None and self.registry is not None
+        if self.settings.gateway_http_listen != "off":
+            host, port = _host_port(self.settings.gateway_http_listen)
+            self.http_port = await self._serve(
+                health_app(self.metrics, self.health), host, port, "BOTBUS_GATEWAY_HTTP"
+            )
+            log.info("health and metrics on http://%s:%s/healthz", host, self.http_port)
+        if not await self._become_active():
+            return
+        self._spawn(self._keep_lease(), "lease")
         await self.sender.start()
         self._status_sub = await self.nc.subscribe(subjects.GATEWAY_STATUS, cb=self._answer_status)
         await self.sync_menu()
@@ -269,15 +287,33 @@ class Gateway:
                 self._poll_request,
                 self.bot.base_url,
                 timeout=self._poll_timeout,
+                gate=self.lease.guard if self.lease is not None else None,
             )
             self._spawn(self.poller.run(), "polling")
             log.info("ingest: long polling")
-        if self.settings.gateway_http_listen != "off":
-            host, port = _host_port(self.settings.gateway_http_listen)
-            self.http_port = await self._serve(
-                health_app(self.metrics, self.health), host, port, "BOTBUS_GATEWAY_HTTP"
-            )
-            log.info("health and metrics on http://%s:%s/healthz", host, self.http_port)
+
+    async def _become_active(self) -> bool:
+        """Take the lease (waiting as a standby); False if stopped first."""
+        assert self.lease is not None
+        acquiring = asyncio.ensure_future(self.lease.acquire())
+        stopping = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not acquiring.done():
+                acquiring.cancel()
+                await asyncio.wait({acquiring})
+        return acquiring.done() and not acquiring.cancelled() and self.lease.held
+
+    async def _keep_lease(self) -> None:
+        assert self.lease is not None
+        try:
+            await self.lease.keep()
+        except LeaseLost as exc:
+            # Another gateway is active now; this one steps down (a restart makes it a standby).
+            log.error("%s; stopping", exc)
+            self._stopped.set()
 
     async def _start_webhook(self) -> None:
         assert self.ingest is not None and self.settings.webhook_url is not None
@@ -354,7 +390,10 @@ class Gateway:
         """Named checks behind ``/healthz``."""
         return {
             "nats_connected": self._nc is not None and self._nc.is_connected,
-            "tasks_running": bool(self._tasks) and all(not t.done() for t in self._tasks),
+            # A standby runs no task yet: it is healthy while it waits for the lease.
+            "tasks_running": all(not t.done() for t in self._tasks)
+            if self._tasks
+            else self.lease is not None and not self.lease.held,
         }
 
     async def stop(self) -> None:
@@ -389,6 +428,9 @@ class Gateway:
             for task in stuck:
                 log.warning("gateway task %s did not stop; leaving it", task.get_name())
         self._tasks.clear()
+        if self.lease is not None and self.lease.held:
+            # Handed over at once: a standby need not wait for the lease to expire.
+            await self.lease.release()
         if self._poll_request is not None:
             await self._poll_request.shutdown()
             self._poll_request = None

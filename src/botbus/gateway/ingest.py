@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from urllib.parse import urlencode
 
 from nats.errors import Error as NatsError
@@ -27,6 +27,7 @@ from nats.js.client import JetStreamContext
 from telegram.error import Conflict, InvalidToken, TelegramError
 from telegram.request import BaseRequest
 
+from botbus.gateway.lease import LeaseInvalid
 from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.normalize import Ignored, MalformedUpdate, parse_update, update_id_of
 from botbus.gateway.router import Publication, Router
@@ -156,8 +157,17 @@ class Ingest:
         return fresh, sorted(keys - seen)
 
 
+# Runs one getUpdates call only while this gateway may poll (the lease's guard).
+PollGate = Callable[[Coroutine[object, object, list[object]]], Awaitable[list[object]]]
+
+
 class Poller:
-    """Long polling that confirms an offset only after JetStream acked the batch."""
+    """Long polling that confirms an offset only after JetStream acked the batch.
+
+    With a ``gate`` (a standby-capable gateway's lease), each ``getUpdates``
+    runs through it: it waits while the lease is not valid and is cancelled
+    the moment it stops being valid, so two gateways never poll at once.
+    """
 
     def __init__(
         self,
@@ -167,8 +177,10 @@ class Poller:
         *,
         timeout: int = DEFAULT_POLL_TIMEOUT,
         limit: int = DEFAULT_POLL_LIMIT,
+        gate: PollGate | None = None,
     ) -> None:
         self._ingest = ingest
+        self._gate = gate
         self._request = request
         self._url = f"{api_base_url}/getUpdates"
         self._timeout = timeout
@@ -195,7 +207,9 @@ class Poller:
         delay = BACKOFF_START
         while True:
             try:
-                updates = await self._fetch()
+                updates = await (self._gate(self._fetch()) if self._gate else self._fetch())
+            except LeaseInvalid:
+                continue  # the gate waits for the lease to be valid again
             except (Conflict, InvalidToken) as exc:
                 log.error(
                     "getUpdates refused: %s. Another process polls this bot or a webhook is "
