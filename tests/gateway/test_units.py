@@ -8,8 +8,8 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from botbus import subjects
 from botbus.gateway import Gateway
+from botbus.gateway.calls import split_text
 from botbus.gateway.normalize import Ignored, parse_command, parse_update
-from botbus.gateway.outbound import split_text
 from botbus.gateway.users import FloodControl
 from botbus.models import InboundMessage, decode_as
 from botbus.natsserver import NatsServer

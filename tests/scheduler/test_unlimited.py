@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from botbus.gateway.scheduler import Budget, OutboundJob, OutboundScheduler, Outcome
+from botbus.gateway.scheduler import Budget, OutboundJob, Outcome
 
-from .conftest import FakeTelegram, max_in_window
+from .conftest import FakeTelegram, VirtualClock, max_in_window, scheduler_on
 
 WAIT = 10.0  # seconds: generous bound on any batch of outcomes
 
@@ -28,9 +28,10 @@ async def outcomes(futures: list[asyncio.Future[Outcome]]) -> list[Outcome]:
 
 async def test_unlimited_jobs_skip_the_per_chat_limit_but_keep_order(
     telegram: FakeTelegram,
+    clock: VirtualClock,
 ) -> None:
     budget = Budget(global_per_second=100, per_chat_per_second=1, per_chat_burst=1)
-    async with OutboundScheduler(budget) as scheduler:
+    async with scheduler_on(clock, budget) as scheduler:
         jobs = [
             telegram.job(7, "text 1"),
             unlimited(telegram.job(7, "typing 1")),
@@ -51,17 +52,17 @@ async def test_unlimited_jobs_skip_the_per_chat_limit_but_keep_order(
 
 async def test_unlimited_jobs_go_while_the_global_budget_is_spent(
     telegram: FakeTelegram,
+    clock: VirtualClock,
 ) -> None:
     budget = Budget(global_per_second=4, per_chat_per_second=100, per_chat_burst=100)
-    loop = asyncio.get_running_loop()
-    async with OutboundScheduler(budget) as scheduler:
-        started = loop.time()
+    async with scheduler_on(clock, budget) as scheduler:
+        started = clock.now()
         texts = [scheduler.submit(telegram.job(chat, f"text {chat}")) for chat in range(12)]
         answers = [
             scheduler.submit(unlimited(telegram.job(100 + n, f"answer {n}"))) for n in range(20)
         ]
         await outcomes(answers)
-        answers_took = loop.time() - started
+        answers_took = clock.now() - started
         await outcomes(texts)
     assert answers_took < 1.0  # 20 calls, while the texts go out at 4/s
     text_times = [c.at for c in telegram.calls if c.key.startswith("text")]

@@ -1,4 +1,4 @@
-"""Outbound actions from the bus to Telegram, each sent once.
+"""Outbound actions from the bus to Telegram, each sent once, in each chat's order.
 
 :class:`OutboundRelay` consumes ``botbus.out.<service>.<priority>`` with one
 durable pull consumer per lane (interactive, bulk), so a reply never waits
@@ -11,13 +11,18 @@ in the stream behind a broadcast. For each fetched batch it:
    already recorded as sent in the gateway's ``sent`` bucket
    (:class:`~botbus.gateway.sentkeys.SentKeys`; a service's redelivery, or
    the gateway's own after a crash) and skips those;
-3. hands each call to the outbound scheduler (the ``submit`` seam of
-   :mod:`botbus.gateway.sender`), splitting long texts and retrying as plain
-   text when Telegram cannot parse the entities; answering a callback and
-   a chat action send no message, so they skip Telegram's message budgets;
-4. records the key right after Telegram accepted, then acks. A permanent
-   refusal is acked too and reported to the owning service as a
-   :class:`~botbus.models.DeliveryEvent`. If the sender gave up on a
+3. for a batch of replies: sends first the bulk actions to the same chats
+   that were stored before them and are still unfinished, wherever they
+   wait (:class:`~botbus.gateway.backlog.BulkBacklog`), at interactive
+   priority;
+4. submits every call of every action at once to the outbound scheduler
+   (the ``submit`` seam of :mod:`botbus.gateway.sender`), batches of a lane
+   in the order they were fetched, each job carrying its action's stream
+   sequence: the scheduler alone keeps each chat's order and Telegram's
+   budgets. The calls come from :mod:`botbus.gateway.calls`;
+5. records each call's key right after Telegram accepted it, then acks. A
+   permanent refusal is acked too and reported to the owning service as a
+   :class:`~botbus.models.DeliveryEvent`. If the scheduler gave up on a
    transient failure the message is nak'ed and comes back later.
 
 The one window for a duplicate is a crash between Telegram accepting a
@@ -28,11 +33,11 @@ instant.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from nats.aio.msg import Msg
@@ -40,37 +45,18 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
-from telegram import (
-    Bot,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    InputFile,
-    LinkPreviewOptions,
-    ReplyParameters,
-)
-from telegram.error import BadRequest
+from telegram import Bot
 
 from botbus import subjects
 from botbus.errors import PayloadError
+from botbus.gateway.backlog import BacklogError, BulkBacklog, Stored
+from botbus.gateway.calls import SendAction, TelegramCall, error_code, is_harmless, telegram_calls
 from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.scheduler import SchedulerClosedError
 from botbus.gateway.sender import OutboundJob, Outcome, Sender
 from botbus.gateway.sentkeys import SentKeyLookupError, SentKeys
 from botbus.keepalive import KeepAlive
-from botbus.models import (
-    MAX_MESSAGE_TEXT,
-    AnswerCallback,
-    DeleteMessage,
-    DeliveryEvent,
-    EditText,
-    InlineKeyboard,
-    Priority,
-    SendChatAction,
-    SendPhoto,
-    SendText,
-    decode_action,
-    encode,
-)
+from botbus.models import DeliveryEvent, Priority, SendText, decode_action, encode
 
 log = logging.getLogger(__name__)
 
@@ -81,71 +67,13 @@ DEFAULT_FETCH_TIMEOUT = 1.0  # seconds a pull waits for messages
 # num_pending): then the batch is there to take at once, without waiting.
 BACKLOG_FETCH_TIMEOUT = 0.05  # seconds
 DEFAULT_ACK_WAIT = 10  # seconds: how soon a restarted gateway retries what a dead one held
-# Actions held at once. JetStream hands them out in stream order, so a reply
-# published behind a broadcast waits until the backlog ahead of it fits here:
-# large enough that a 10,000-chat broadcast is all in the scheduler, where
-# interactive jobs overtake bulk ones.
+# Actions held at once per lane. A 10,000-chat broadcast fits whole, so the
+# scheduler sees all of it; beyond this the backlog lookup keeps replies in order.
 DEFAULT_MAX_ACK_PENDING = 20_000
 NAK_DELAY = 5.0  # seconds before an action the sender gave up on comes back
 PROGRESS_EVERY = 5.0  # seconds an action is held before JetStream is told "still working"
 PROGRESS_TICK = 1.0  # seconds between two looks at what is held
 RECENT_KEYS = 50_000  # sent keys remembered in memory (about 5 MB)
-
-SendAction = SendText | EditText | AnswerCallback | SendPhoto | SendChatAction | DeleteMessage
-# Built once: PTB objects are costly to construct, and this one never changes.
-_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
-# One Telegram call of an action, and its plain-text fallback when it has entities.
-_Call = tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[object]] | None]
-
-
-def split_text(text: str, limit: int = MAX_MESSAGE_TEXT) -> list[str]:
-    """Cut ``text`` into pieces of at most ``limit`` characters.
-
-    Cuts at the last line break in reach, else the last space, else hard (a
-    boundary that would leave a part under half the limit does not count).
-    """
-    parts: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        window = rest[:limit]
-        # A boundary in the first half would leave a stub of a message: cut hard instead.
-        cut = window.rfind("\n")
-        if cut < limit // 2:
-            cut = max(window.rfind(" "), window.rfind("\t"))
-        if cut < limit // 2:
-            cut = limit
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip("\n ")
-    if rest.strip() or not parts:
-        parts.append(rest)
-    return [p for p in parts if p] or [text[:limit]]
-
-
-def _markup(keyboard: InlineKeyboard | None) -> InlineKeyboardMarkup | None:
-    if keyboard is None:
-        return None
-    return InlineKeyboardMarkup(
-        [
-            [InlineKeyboardButton(b.text, callback_data=b.callback_data, url=b.url) for b in row]
-            for row in keyboard.rows
-        ]
-    )
-
-
-def _cannot_parse(error: BaseException | None) -> bool:
-    return isinstance(error, BadRequest) and "can't parse entities" in error.message.lower()
-
-
-def _harmless(error: BaseException | None) -> bool:
-    # Editing a message to the text it already has changes nothing the user sees.
-    return isinstance(error, BadRequest) and "message is not modified" in error.message.lower()
-
-
-def _error_code(error: BaseException | None) -> int:
-    if isinstance(error, BadRequest):
-        return 400
-    name = type(error).__name__
-    return {"Forbidden": 403, "ChatMigrated": 400, "InvalidToken": 401}.get(name, 400)
 
 
 def _more_pending(msgs: list[Msg]) -> bool:
@@ -158,8 +86,29 @@ def _more_pending(msgs: list[Msg]) -> bool:
         return False
 
 
+def _stream_seq(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except (NatsError, ValueError, IndexError):  # not a JetStream message: no order
+        return 0
+
+
 class _Withdrawn(Exception):
     """The scheduler withdrew a queued call: the gateway is stopping."""
+
+
+@dataclass
+class _Delivery:
+    """One action on its way: its message (None when lifted from the backlog) and calls."""
+
+    msg: Msg | None
+    action: SendAction
+    calls: list[TelegramCall]
+    seq: int  # stream sequence: the action's place in its chat's order
+    key: str = ""  # service + idempotency key, while active
+
+    def __post_init__(self) -> None:
+        self.key = f"{self.action.service}\x00{self.action.idempotency_key}"
 
 
 class OutboundRelay:
@@ -187,16 +136,18 @@ class OutboundRelay:
         self._metrics = metrics
         self._sent_actions = metrics.actions.labels("sent")  # once per message: looked up once
         self._fetch_batch = fetch_batch
+        self._backlog = BulkBacklog(js)
         self._inflight: set[asyncio.Task[None]] = set()
         # A chat paused by a long 429, or a long broadcast queue, must not make
         # JetStream hand an action to us again while we hold it.
         self._keep_alive = KeepAlive(PROGRESS_EVERY, tick=PROGRESS_TICK)
-        self._active_keys: set[str] = set()  # idempotency keys being delivered right now
+        self._active_keys: set[str] = set()  # actions being delivered right now
         # Keys this relay recorded lately: a second copy whose batch was looked up
         # before the first copy's record was written is still caught.
         self._recorded: OrderedDict[str, None] = OrderedDict()
-        self._chat_locks: dict[int, tuple[asyncio.Lock, int]] = {}
-        self._replies_waiting: Counter[int] = Counter()  # chat -> interactive actions queued
+        # Per lane, the last fetched batch's hand-over to the scheduler: batches
+        # are submitted in the order they were fetched, whatever their lookups take.
+        self._handed_over: dict[Priority, asyncio.Future[None]] = {}
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -206,6 +157,7 @@ class OutboundRelay:
             await asyncio.gather(*(self._pull(lane) for lane in get_args(Priority)))
         finally:
             await self._keep_alive.stop()
+            await self._backlog.close()
 
     async def _pull(self, lane: Priority) -> None:
         durable = subjects.CONSUMER_GATEWAY_OUTBOUND[lane]
@@ -242,9 +194,15 @@ class OutboundRelay:
             backlog = _more_pending(msgs)
             for msg in msgs:
                 self._keep_alive.hold(msg)
-            task = asyncio.create_task(self._handle_batch(msgs))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            before = self._handed_over.get(lane)
+            handed_over = asyncio.get_running_loop().create_future()
+            self._handed_over[lane] = handed_over
+            self._spawn(self._handle_batch(lane, msgs, before, handed_over))
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def drain(self, timeout: float = 10.0, *, cancel_late: bool = True) -> None:
         """Stop pulling and let the actions in flight finish (or time out).
@@ -263,30 +221,97 @@ class OutboundRelay:
                         task.cancel()
                 return
 
-    async def _handle_batch(self, msgs: list[Msg]) -> None:
-        """Decode a fetched batch, look up its sent keys at once, deliver each action."""
-        todo: list[tuple[Msg, SendAction, list[_Call]]] = []
-        for msg in msgs:
-            action = await self._decode(msg)
-            if action is not None:
-                todo.append((msg, action, self._calls(action)))
-        if not todo:
+    # -- a fetched batch ---------------------------------------------------------
+
+    async def _handle_batch(
+        self,
+        lane: Priority,
+        msgs: list[Msg],
+        before: asyncio.Future[None] | None,
+        handed_over: asyncio.Future[None],
+    ) -> None:
+        """Decode a batch, look up its sent keys, hand it over after the batch before it."""
+        try:
+            todo: list[_Delivery] = []
+            for msg in msgs:
+                action = await self._decode(msg)
+                if action is not None:
+                    calls = telegram_calls(self._bot, action)
+                    todo.append(_Delivery(msg, action, calls, _stream_seq(msg)))
+            try:
+                sent = await self._find_sent(todo)
+            except (SentKeyLookupError, NatsError) as exc:
+                log.warning("could not look up sent keys (%s); the batch comes back later", exc)
+                for delivery in todo:
+                    await self._settle(delivery.msg, "later")
+                return
+            if before is not None:
+                await before
+            if lane == "interactive" and todo:
+                await self._send_earlier_bulk_first(todo)
+            for delivery in todo:
+                self._start(delivery, delivery.action.priority, sent)
+        finally:
+            if not handed_over.done():
+                handed_over.set_result(None)
+
+    async def _find_sent(self, todo: Iterable[_Delivery]) -> set[str]:
+        return await self._sent.find(
+            self._record_key(d.action, i if len(d.calls) > 1 else None)
+            for d in todo
+            for i in range(len(d.calls))
+        )
+
+    async def _send_earlier_bulk_first(self, replies: list[_Delivery]) -> None:
+        """Hand over the unfinished bulk actions stored before these replies to their chats.
+
+        Bulk batches already fetched are handed over first (the scheduler orders
+        them by stream sequence); those still in the stream, or held by a gateway
+        that died, are read back and sent at interactive priority, ahead of the
+        reply. The bulk consumer gets its copy later and finds it sent.
+        """
+        bulk_fetched = self._handed_over.get("bulk")
+        if bulk_fetched is not None:
+            await bulk_fetched
+        before: dict[int, int] = {}
+        for reply in replies:
+            before[reply.action.chat_id] = max(before.get(reply.action.chat_id, 0), reply.seq)
+        try:
+            stored = await self._backlog.earlier(before)
+        except BacklogError as exc:
+            log.warning("%s; replies go without waiting for earlier bulk actions", exc)
+            return
+        lifted: list[_Delivery] = []
+        for item in stored:
+            action = self._decode_stored(item)
+            if action is None:
+                continue
+            key = f"{action.service}\x00{action.idempotency_key}"
+            if key in self._active_keys:
+                continue  # fetched by the bulk consumer and with the scheduler already
+            lifted.append(_Delivery(None, action, telegram_calls(self._bot, action), item.seq))
+        if not lifted:
             return
         try:
-            sent = await self._sent.find(
-                self._record_key(action, i if len(calls) > 1 else None)
-                for _, action, calls in todo
-                for i in range(len(calls))
-            )
+            sent = await self._find_sent(lifted)
         except (SentKeyLookupError, NatsError) as exc:
-            log.warning("could not look up sent keys (%s); the batch comes back later", exc)
-            for msg, _, _ in todo:
-                await self._settle(msg, "later")
+            log.warning("could not look up sent keys of earlier bulk actions (%s)", exc)
             return
-        for msg, action, calls in todo:
-            task = asyncio.create_task(self._handle(msg, action, calls, sent))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+        log.info(
+            "sending %s earlier bulk action(s) ahead of replies to the same chats", len(lifted)
+        )
+        for delivery in lifted:
+            if delivery.key not in self._active_keys:
+                self._start(delivery, "interactive", sent)
+
+    def _decode_stored(self, item: Stored) -> SendAction | None:
+        try:
+            action = decode_action(item.data, item.subject)
+        except PayloadError:
+            return None  # the bulk consumer terminates it when it gets there
+        if subjects.outbound(action.service, action.priority) != item.subject:
+            return None
+        return action
 
     async def _decode(self, msg: Msg) -> SendAction | None:
         try:
@@ -309,8 +334,10 @@ class OutboundRelay:
             return None
         return action
 
-    async def _settle(self, msg: Msg, how: Literal["ack", "term", "nak", "later"]) -> None:
+    async def _settle(self, msg: Msg | None, how: Literal["ack", "term", "nak", "later"]) -> None:
         """Ack, term or nak ``msg`` and stop keeping it alive."""
+        if msg is None:
+            return  # lifted from the backlog: the bulk consumer's copy is settled later
         self._keep_alive.release(msg)
         try:
             if how == "ack":
@@ -325,96 +352,116 @@ class OutboundRelay:
             # JetStream redelivers; the sent-key check stops a second send.
             log.warning("outbound action on %s not settled: %s", msg.subject, exc)
 
-    async def _handle(
-        self, msg: Msg, action: SendAction, calls: list[_Call], sent: set[str]
-    ) -> None:
-        key = f"{action.service}\x00{action.idempotency_key}"
-        if key in self._active_keys:
+    # -- one action ---------------------------------------------------------------
+
+    def _start(self, delivery: _Delivery, priority: Priority, sent: set[str]) -> None:
+        """Submit every call of ``delivery`` now (in order) and see it through in a task."""
+        if delivery.key in self._active_keys:
             # A second copy while the first is being delivered (a redelivery that
-            # overtook it): it comes back once the first one is recorded.
-            await self._settle(msg, "later")
+            # overtook it, or an action sent ahead of a reply): it comes back once
+            # the first one is recorded.
+            self._spawn(self._settle(delivery.msg, "later"))
             return
-        self._active_keys.add(key)
         try:
-            async with self._chat_turn(action.chat_id, action.priority):
-                settled = await self._deliver(action, calls, sent)
+            parts = self._submit(delivery, priority, sent)
+        except SchedulerClosedError:
+            self._spawn(self._settle(delivery.msg, "nak"))
+            return
+        self._active_keys.add(delivery.key)
+        self._spawn(self._see_through(delivery, parts))
+
+    def _submit(
+        self, delivery: _Delivery, priority: Priority, sent: set[str]
+    ) -> list[tuple[str, asyncio.Future[Outcome] | None]]:
+        """One job per call not yet sent, each after the previous one of the action."""
+        action, calls = delivery.action, delivery.calls
+        parts: list[tuple[str, asyncio.Future[Outcome] | None]] = []
+        previous: asyncio.Future[Outcome] | None = None
+        try:
+            for index, call in enumerate(calls):
+                key = self._record_key(action, index if len(calls) > 1 else None)
+                if key in sent or key in self._recorded:
+                    parts.append((key, None))
+                    continue
+                previous = self._sender.submit(
+                    OutboundJob(
+                        chat_id=action.chat_id,
+                        is_group=action.chat_id < 0,
+                        priority=priority,
+                        send=call.send,
+                        key=action.idempotency_key,
+                        unlimited=call.unlimited,
+                        seq=delivery.seq,
+                        after=previous,
+                    )
+                )
+                parts.append((key, previous))
+        except SchedulerClosedError:
+            for _, future in parts:
+                if future is not None:
+                    future.cancel()
+            raise
+        return parts
+
+    async def _see_through(
+        self, delivery: _Delivery, parts: list[tuple[str, asyncio.Future[Outcome] | None]]
+    ) -> None:
+        try:
+            settled = await self._outcome(delivery, parts)
         except (_Withdrawn, SchedulerClosedError):
             # The gateway is stopping: hand the action back at once, so the next
             # gateway need not wait for ack_wait to get it (parts of a split text
             # already sent are recorded and skipped then).
-            log.debug("outbound action on %s left for the next gateway", msg.subject)
-            await self._settle(msg, "nak")
+            log.debug(
+                "outbound action %s left for the next gateway", delivery.action.idempotency_key
+            )
+            await self._settle(delivery.msg, "nak")
             return
         except Exception:
-            log.exception("outbound action on %s failed; it will be redelivered", msg.subject)
-            self._keep_alive.release(msg)
+            log.exception(
+                "outbound action %s failed; it will be redelivered", delivery.action.idempotency_key
+            )
+            if delivery.msg is not None:
+                self._keep_alive.release(delivery.msg)
             return
         finally:
-            self._active_keys.discard(key)
-        await self._settle(msg, "ack" if settled else "later")
+            self._active_keys.discard(delivery.key)
+            for _, future in parts:
+                if future is not None and not future.done():
+                    future.cancel()  # withdraw what is left of an action that ended early
+        await self._settle(delivery.msg, "ack" if settled else "later")
 
-    @contextlib.asynccontextmanager
-    async def _chat_turn(self, chat_id: int, priority: Priority) -> AsyncIterator[None]:
-        # Actions to one chat are delivered one after the other, in stream order (the
-        # lock wakes waiters first-come first-served), so two replies never swap places
-        # and the parts of a split text stay together.
-        lock, users = self._chat_locks.get(chat_id, (asyncio.Lock(), 0))
-        self._chat_locks[chat_id] = (lock, users + 1)
-        # A reply queued behind a bulk action to the same chat would wait in the bulk
-        # lane with it: the actions ahead of it go at interactive priority instead.
-        waiting = priority == "interactive" and lock.locked()
-        if waiting:
-            self._replies_waiting[chat_id] += 1
-            self._sender.promote(chat_id)
-        try:
-            async with lock:
-                if waiting:
-                    waiting = False
-                    self._replies_waiting[chat_id] -= 1
-                yield
-        finally:
-            if waiting:
-                self._replies_waiting[chat_id] -= 1
-            if chat_id in self._replies_waiting and self._replies_waiting[chat_id] <= 0:
-                del self._replies_waiting[chat_id]
-            lock, users = self._chat_locks[chat_id]
-            if users <= 1:
-                del self._chat_locks[chat_id]
-            else:
-                self._chat_locks[chat_id] = (lock, users - 1)
-
-    # -- delivering ---------------------------------------------------------
-
-    async def _deliver(self, action: SendAction, calls: list[_Call], sent: set[str]) -> bool:
-        """Deliver every call of ``action`` not in ``sent``; True when it may be acked."""
-        for index, (call, plain) in enumerate(calls):
-            key = self._record_key(action, index if len(calls) > 1 else None)
-            if key in sent or key in self._recorded:
+    async def _outcome(
+        self, delivery: _Delivery, parts: list[tuple[str, asyncio.Future[Outcome] | None]]
+    ) -> bool:
+        """Await each call's outcome in order; True when the action may be acked."""
+        action = delivery.action
+        for index, (key, future) in enumerate(parts):
+            if future is None:
                 self._metrics.duplicates_skipped.inc()
                 log.info("skipping %s: already sent", action.idempotency_key)
                 continue
-            outcome = await self._outcome(action, call)
-            if outcome.status == "refused" and plain is not None and _cannot_parse(outcome.error):
-                log.info("resending %s as plain text: %s", action.idempotency_key, outcome.error)
-                outcome = await self._outcome(action, plain)
-            if outcome.status == "refused" and _harmless(outcome.error):
+            outcome = await self._await(future)
+            if outcome.status == "refused" and is_harmless(outcome.error):
                 outcome = Outcome("sent", error=outcome.error)
-            if outcome.status == "gave_up":
+            if outcome.status in ("gave_up", "skipped"):
                 self._metrics.actions.labels("retry_later").inc()
                 return False
             if outcome.status == "refused":
                 self._metrics.actions.labels("refused").inc()
+                if delivery.msg is None:
+                    self._remember(key)  # its own copy is acked unsent, not reported twice
                 await self._report_refusal(action, outcome.error)
                 return True
             await self._sent.record(key)
             self._remember(key)
             self._sent_actions.inc()
-            if isinstance(action, SendText) and action.receipt and index == len(calls) - 1:
+            if isinstance(action, SendText) and action.receipt and index == len(parts) - 1:
                 await self._report_sent(action, outcome.result)
         return True
 
-    async def _outcome(self, action: SendAction, call: Callable[[], Awaitable[object]]) -> Outcome:
-        future = self._submit(action, call)
+    @staticmethod
+    async def _await(future: asyncio.Future[Outcome]) -> Outcome:
         try:
             return await future
         except asyncio.CancelledError:
@@ -422,20 +469,6 @@ class OutboundRelay:
             if future.cancelled() and task is not None and not task.cancelling():
                 raise _Withdrawn from None  # the scheduler withdrew it, nobody cancelled us
             raise
-
-    def _submit(
-        self, action: SendAction, call: Callable[[], Awaitable[object]]
-    ) -> asyncio.Future[Outcome]:
-        job = OutboundJob(
-            chat_id=action.chat_id,
-            is_group=action.chat_id < 0,
-            # A reply waits for this chat's turn: what holds it goes first.
-            priority="interactive" if self._replies_waiting[action.chat_id] else action.priority,
-            send=call,
-            key=action.idempotency_key,
-            unlimited=isinstance(action, AnswerCallback | SendChatAction),
-        )
-        return self._sender.submit(job)
 
     @staticmethod
     def _record_key(action: SendAction, part: int | None) -> str:
@@ -464,7 +497,7 @@ class OutboundRelay:
             description,
         )
         await self._report(
-            action, "delivery", error_code=_error_code(error), description=description[:500]
+            action, "delivery", error_code=error_code(error), description=description[:500]
         )
 
     async def _report(self, action: SendAction, dedupe: str, **fields: Any) -> None:
@@ -483,92 +516,3 @@ class OutboundRelay:
             encode(event),
             headers={"Nats-Msg-Id": f"{dedupe}:{action.service}:{action.idempotency_key}"},
         )
-
-    # -- Bot API calls --------------------------------------------------------
-
-    def _calls(self, action: SendAction) -> list[_Call]:
-        """(call, plain-text fallback) for each Telegram call the action needs."""
-        bot = self._bot
-        if isinstance(action, SendText):
-            return self._text_calls(action)
-        if isinstance(action, EditText):
-            a = action
-
-            def edit(mode: str | None) -> Callable[[], Awaitable[object]]:
-                return lambda: bot.edit_message_text(
-                    a.text,
-                    chat_id=a.chat_id,
-                    message_id=a.message_id,
-                    parse_mode=mode,
-                    reply_markup=_markup(a.keyboard),
-                )
-
-            return [(edit(a.parse_mode), edit(None) if a.parse_mode else None)]
-        if isinstance(action, AnswerCallback):
-            b = action
-            return [
-                (
-                    lambda: bot.answer_callback_query(
-                        b.callback_query_id, text=b.text, show_alert=b.show_alert
-                    ),
-                    None,
-                )
-            ]
-        if isinstance(action, SendPhoto):
-            p = action
-
-            def photo(mode: str | None) -> Callable[[], Awaitable[object]]:
-                return lambda: bot.send_photo(
-                    p.chat_id,
-                    InputFile(p.photo, filename=p.filename),
-                    caption=p.caption,
-                    parse_mode=mode,
-                    message_thread_id=p.message_thread_id,
-                )
-
-            return [(photo(p.parse_mode), photo(None) if p.parse_mode else None)]
-        if isinstance(action, SendChatAction):
-            c = action
-            return [
-                (
-                    lambda: bot.send_chat_action(
-                        c.chat_id, c.action, message_thread_id=c.message_thread_id
-                    ),
-                    None,
-                )
-            ]
-        d = action
-        return [(lambda: bot.delete_message(d.chat_id, d.message_id), None)]
-
-    def _text_calls(self, action: SendText) -> list[_Call]:
-        bot = self._bot
-        parts = split_text(action.text)
-        calls: list[_Call] = []
-        preview = _NO_PREVIEW if action.disable_link_preview else None
-        for index, part in enumerate(parts):
-            last = index == len(parts) - 1
-            markup = _markup(action.keyboard) if last else None
-            reply_to = (
-                ReplyParameters(action.reply_to_message_id, allow_sending_without_reply=True)
-                if index == 0 and action.reply_to_message_id is not None
-                else None
-            )
-
-            def call(
-                mode: str | None,
-                part: str = part,
-                markup: InlineKeyboardMarkup | None = markup,
-                reply_to: ReplyParameters | None = reply_to,
-            ) -> Callable[[], Awaitable[object]]:
-                return lambda: bot.send_message(
-                    action.chat_id,
-                    part,
-                    parse_mode=mode,
-                    reply_markup=markup,
-                    link_preview_options=preview,
-                    reply_parameters=reply_to,
-                    message_thread_id=action.message_thread_id,
-                )
-
-            calls.append((call(action.parse_mode), call(None) if action.parse_mode else None))
-        return calls

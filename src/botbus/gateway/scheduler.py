@@ -22,13 +22,18 @@ Lanes. Each job is ``interactive`` (a reply to something a user just did) or
 is left, and at least ``bulk_share`` of the global slots whenever it has work, so
 it never starves.
 
-Per-chat order. Jobs to one chat are sent strictly in submission order, one at a
-time, across lanes and retries: a chat has a single FIFO and at most one call in
-flight. An interactive job never overtakes an earlier bulk job to the *same*
-chat (that would reorder what the user reads); instead the whole chat is
-promoted to the interactive lane while it holds an interactive job ("priority
-inheritance"), so the earlier bulk jobs of that chat go first at interactive
-priority, and the reply follows them as soon as the per-chat limit allows.
+Per-chat order. The scheduler is the one owner of it. Jobs to one chat are sent
+one at a time, across lanes and retries, in the order of their ``seq`` (the
+caller's position of the job, e.g. the action's stream sequence; jobs with
+equal ``seq`` keep their submission order): a chat has a single queue and at
+most one call in flight. An interactive job never overtakes an earlier bulk job
+to the *same* chat (that would reorder what the user reads); instead the whole
+chat is promoted to the interactive lane while it holds an interactive job
+("priority inheritance"), so the earlier bulk jobs of that chat go first at
+interactive priority, and the reply follows them as soon as the per-chat limit
+allows. A job may name the job it follows (``after``, e.g. the previous part of
+a split text): if that one was not sent, this one is not attempted either
+(outcome ``skipped``), so a later part never arrives without the earlier one.
 
 Rate-limit replies (429). Telegram does not say which limit a 429 concerns, so:
 a ``RetryAfter`` pauses only the chat that got it for ``retry_after`` seconds
@@ -37,17 +42,21 @@ a ``RetryAfter`` pauses only the chat that got it for ``retry_after`` seconds
 bot as a whole is taken to be over its budget and *all* sends pause for the
 longest ``retry_after`` seen. Other chats keep flowing otherwise.
 
-Failures. ``Forbidden`` (blocked, kicked), ``BadRequest`` (chat not found, bad
-text), ``ChatMigrated``, ``InvalidToken``, ``EndPointNotFound`` and ``Conflict``
-are refusals for good: never retried, the outcome is ``refused``. Network
-errors, timeouts and 5xx (PTB raises ``NetworkError``/``TimedOut``) and any other
-``TelegramError`` are retried with exponential backoff (``backoff_base`` doubling,
+Failures. What an exception means is decided by the ``classify`` function the
+scheduler is given (by default
+:func:`~botbus.gateway.calls.classify_telegram_error`): a 429 with its
+``retry_after``, a refusal for good (blocked, chat not found, bad text: never
+retried, the outcome is ``refused``), or a transient failure (network errors,
+timeouts, 5xx), retried with exponential backoff (``backoff_base`` doubling,
 capped at ``backoff_max``), each delay drawn between half and all of it. Every
 attempt, including one answered by a 429, counts towards ``max_attempts``;
-after that the outcome is ``gave_up``. A ``TimedOut`` call may have reached
-Telegram, so a retry after it can duplicate a message (at-least-once). An
-exception that is not a ``TelegramError`` is a bug in the ``send`` callable: it
-is logged with its traceback and the job is ``refused`` (a retry would repeat it).
+after that the outcome is ``gave_up``. A timed-out call may have reached
+Telegram, so a retry after it can duplicate a message (at-least-once).
+
+Time. Every reading of the time and every timer goes through the ``clock`` the
+scheduler is given (by default :class:`LoopClock`, the event loop's), and the
+backoff jitter through its ``rng``: its tests run on a virtual clock and a
+seeded generator, deterministic and without sleeping.
 
 Calls that send no message. Telegram's limits are about messages; an
 ``answerCallbackQuery`` or ``sendChatAction`` is not one, so a job marked
@@ -75,41 +84,32 @@ import logging
 import math
 import random
 import time
-import warnings
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from telegram.error import (
-    BadRequest,
-    ChatMigrated,
-    Conflict,
-    EndPointNotFound,
-    Forbidden,
-    InvalidToken,
-    RetryAfter,
-    TelegramError,
-)
-from telegram.warnings import PTBDeprecationWarning
 
 from botbus.errors import BotbusError
+from botbus.gateway.calls import Verdict, classify_telegram_error
 from botbus.models import OutboundStatus, Priority
 from botbus.settings import Settings
 
 __all__ = [
     "Budget",
+    "Classify",
+    "Clock",
+    "LoopClock",
     "OutboundJob",
     "OutboundScheduler",
     "Outcome",
     "SchedulerClosedError",
     "SchedulerStats",
+    "Timer",
     "budget_from_settings",
-    "retry_after_seconds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,15 +133,45 @@ PACING_CATCH_UP = 0.02  # seconds of lateness the global pacing makes up for
 RATE_WINDOW = 5.0  # seconds of history behind SchedulerStats.sends_per_second
 IDLE_FORGET_AFTER = 120.0  # seconds: an idle chat's limiter history no longer matters
 
-# Telegram's answers that will not change on a retry.
-PERMANENT_ERRORS: tuple[type[TelegramError], ...] = (
-    Forbidden,
-    BadRequest,  # a subclass of NetworkError: must be matched before the transient ones
-    ChatMigrated,
-    InvalidToken,
-    EndPointNotFound,
-    Conflict,
-)
+Classify = Callable[[Exception], Verdict]
+
+
+class Timer(Protocol):
+    """A pending timer; cancelling it means its callback never runs."""
+
+    def cancel(self) -> None:
+        """Cancel the timer."""
+        ...
+
+
+class Clock(Protocol):
+    """Where the scheduler reads the time and sets its timers (seconds, monotonic)."""
+
+    def now(self) -> float:
+        """The current time."""
+        ...
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
+        """Run ``callback`` at ``when`` (at once if that has passed)."""
+        ...
+
+
+class LoopClock:
+    """The running event loop's clock: the scheduler's clock in production."""
+
+    def now(self) -> float:
+        """The precise monotonic time, never behind the loop's.
+
+        The loop's clock is cached per loop turn, and uvloop's is whole
+        milliseconds: a stamp up to a millisecond early, which at 1000 msg/s
+        frees the budget one message too soon. CLOCK_MONOTONIC is the loop's
+        clock too, read precisely.
+        """
+        return max(asyncio.get_running_loop().time(), time.monotonic())
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
+        """A loop timer."""
+        return asyncio.get_running_loop().call_at(when, callback)
 
 
 class SchedulerClosedError(BotbusError):
@@ -197,13 +227,20 @@ class OutboundJob:
     # message budgets do not apply, so it skips the global, per-chat and group limits.
     # It still keeps its chat's order and counts towards max_in_flight.
     unlimited: bool = False
+    # Position in the chat's order: jobs to one chat go in ascending seq, equal
+    # ones in submission order. The gateway uses the action's stream sequence.
+    seq: int = 0
+    # The earlier job to the same chat this one belongs after (the previous part of
+    # a split text): when that one was not sent, this one is skipped.
+    after: asyncio.Future[Outcome] | None = None
 
 
 @dataclass
 class Outcome:
-    """How a job ended: accepted, refused for good, or out of attempts."""
+    """How a job ended: accepted, refused for good, out of attempts, or not attempted
+    because the job it follows (``OutboundJob.after``) was not sent."""
 
-    status: Literal["sent", "refused", "gave_up"]
+    status: Literal["sent", "refused", "gave_up", "skipped"]
     result: object | None = None
     error: Exception | None = None
 
@@ -239,22 +276,6 @@ class SchedulerStats:
             gave_up_total=self.gave_up_total,
             paused_chats=self.paused_chats,
         )
-
-
-def retry_after_seconds(exc: RetryAfter) -> float:
-    """``exc.retry_after`` in seconds, whether PTB hands out an int or a timedelta.
-
-    PTB 22.2+ warns on reading the attribute unless ``PTB_TIMEDELTA`` is set; the
-    value is the same either way, so the warning is silenced here only.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value: object = exc.retry_after
-    if isinstance(value, timedelta):
-        return max(value.total_seconds(), 0.0)
-    if isinstance(value, int | float):
-        return max(float(value), 0.0)
-    raise TypeError(f"RetryAfter.retry_after has unexpected type {type(value).__name__}")
 
 
 class _Window:
@@ -349,6 +370,22 @@ class _Chat:
         return at
 
 
+def _not_sent(after: asyncio.Future[Outcome] | None) -> bool:
+    """True when the job ``after`` stands for has ended without being sent."""
+    if after is None or not after.done():
+        return False
+    return after.cancelled() or after.result().status != "sent"
+
+
+def _insert_in_order(queue: deque[_Entry], entry: _Entry) -> None:
+    """Queue ``entry`` after every job of lower or equal ``seq`` (usually: append)."""
+    seq = entry.job.seq
+    at = len(queue)
+    while at > 0 and queue[at - 1].job.seq > seq:
+        at -= 1
+    queue.insert(at, entry)
+
+
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.queue_depth = Gauge(
@@ -398,6 +435,8 @@ class OutboundScheduler:
 
     ``registry`` receives the Prometheus metrics; without one a private registry
     is used (so several schedulers can live in one process, e.g. in tests).
+    ``clock``, ``classify`` and ``rng`` are the time, the reading of errors and
+    the backoff jitter (defaults: the event loop, Telegram's errors, ``random``).
     """
 
     def __init__(
@@ -412,6 +451,9 @@ class OutboundScheduler:
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         global_429_chats: int = DEFAULT_GLOBAL_429_CHATS,
         global_429_window: float = DEFAULT_GLOBAL_429_WINDOW,
+        clock: Clock | None = None,
+        classify: Classify = classify_telegram_error,
+        rng: random.Random | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
@@ -426,6 +468,9 @@ class OutboundScheduler:
         self.backoff_max = backoff_max
         self.global_429_chats = global_429_chats
         self.global_429_window = global_429_window
+        self._clock: Clock = clock if clock is not None else LoopClock()
+        self._classify = classify
+        self._rng = rng if rng is not None else random.Random()
         # After this many interactive dispatches in a row while bulk waits, bulk gets one.
         self._interactive_streak_max = max(math.ceil(1 / bulk_share) - 1, 0)
         self._interactive_streak = 0
@@ -561,7 +606,7 @@ class OutboundScheduler:
             chat.is_group = True
             chat.group_window = _Window(self.budget.group_per_minute, GROUP_WINDOW)
         self._idle_since.pop(chat.chat_id, None)
-        chat.queue.append(entry)
+        _insert_in_order(chat.queue, entry)
         self._change_queued(job.priority, +1)
         self._pending += 1
         self._drained.clear()
@@ -573,26 +618,6 @@ class OutboundScheduler:
             self._schedule(chat, self._now())
         self._wakeup.set()
         return future
-
-    def promote(self, chat_id: int) -> None:
-        """Send what is queued for ``chat_id`` at interactive priority.
-
-        For a caller holding back a reply until that chat's earlier jobs are
-        sent (it keeps per-chat order itself): those jobs must not wait in the
-        bulk lane, or the reply waits with them.
-        """
-        chat = self._chats.get(chat_id)
-        if chat is None:
-            return
-        for entry in chat.queue:
-            if entry.job.priority == "bulk":
-                entry.job = replace(entry.job, priority="interactive")
-                self._change_queued("bulk", -1)
-                self._change_queued("interactive", +1)
-                chat.interactive_queued += 1
-        if chat.state is _State.READY and chat.lane == "bulk" and chat.interactive_queued > 0:
-            self._make_ready(chat)
-            self._wakeup.set()
 
     def snapshot(self) -> SchedulerStats:
         """Counters and gauges as they are now."""
@@ -614,17 +639,8 @@ class OutboundScheduler:
 
     # ------------------------------------------------------------------ dispatch loop
 
-    @staticmethod
-    def _now() -> float:
-        return asyncio.get_running_loop().time()
-
-    @staticmethod
-    def _answer_time() -> float:
-        # The loop's clock is cached per loop turn, and uvloop's is whole
-        # milliseconds: a stamp up to a millisecond early, which at 1000 msg/s
-        # frees the budget one message too soon. An answer is stamped with the
-        # precise clock (CLOCK_MONOTONIC, the loop's clock too), never earlier.
-        return max(asyncio.get_running_loop().time(), time.monotonic())
+    def _now(self) -> float:
+        return self._clock.now()
 
     async def _run(self) -> None:
         while True:
@@ -658,7 +674,7 @@ class OutboundScheduler:
         # wait, and no 3.11 wait_for race that can swallow stop()'s cancellation.
         timer = None
         if timeout is not None:
-            timer = asyncio.get_running_loop().call_later(timeout, self._wakeup.set)
+            timer = self._clock.call_at(self._now() + timeout, self._wakeup.set)
         try:
             await self._wakeup.wait()
         finally:
@@ -757,29 +773,19 @@ class OutboundScheduler:
         entry.attempts += 1
         job = entry.job
         retry_at: float | None = None
+        if _not_sent(job.after):
+            # The job this one follows was not sent: sending this one would leave a
+            # gap (a split text without its first part).
+            self._finish(chat, entry, Outcome("skipped"))
+            self._after_call(chat, entry)
+            return
         try:
             result = await job.send()
-        except RetryAfter as exc:
-            retry_at = self._on_rate_limited(chat, entry, exc)
-        except PERMANENT_ERRORS as exc:
-            logger.info(
-                "Telegram refused job %s for chat %s for good: %s", job.key, chat.chat_id, exc
-            )
-            self._refused_total += 1
-            self._metrics.permanent_failures.inc()
-            self._finish(chat, entry, Outcome("refused", error=exc))
-        except TelegramError as exc:  # NetworkError, TimedOut, 5xx and the unforeseen
-            retry_at = self._on_transient(chat, entry, exc)
         except asyncio.CancelledError:
             self._finish_cancelled(chat, entry)
             raise
         except Exception as exc:
-            # Not Telegram's answer but a bug in the send callable: retrying would
-            # repeat it, so it is refused and logged loudly.
-            logger.exception("job %s for chat %s failed outside Telegram", job.key, chat.chat_id)
-            self._refused_total += 1
-            self._metrics.permanent_failures.inc()
-            self._finish(chat, entry, Outcome("refused", error=exc))
+            retry_at = self._on_failure(chat, entry, exc)
         else:
             self._sent_total += 1
             self._metrics.sends_of[job.priority].inc()
@@ -791,9 +797,35 @@ class OutboundScheduler:
             chat.not_before = max(chat.not_before, retry_at)
         self._after_call(chat, entry)
 
-    def _on_rate_limited(self, chat: _Chat, entry: _Entry, exc: RetryAfter) -> float | None:
+    def _on_failure(self, chat: _Chat, entry: _Entry, exc: Exception) -> float | None:
+        """Count a failed attempt; the time to retry it, or None when it has ended."""
+        job = entry.job
+        try:
+            verdict = self._classify(exc)
+        except Exception:
+            logger.exception("classifying the failure of job %s raised; refusing it", job.key)
+            verdict = Verdict("bug")
+        if verdict.kind == "rate_limited":
+            return self._on_rate_limited(chat, entry, exc, verdict.retry_after)
+        if verdict.kind == "transient":
+            return self._on_transient(chat, entry, exc)
+        if verdict.kind == "permanent":
+            logger.info("refused job %s for chat %s for good: %s", job.key, chat.chat_id, exc)
+        else:
+            # Not an answer from the other side but a bug in the send callable:
+            # retrying would repeat it, so it is refused and logged loudly.
+            logger.error(
+                "job %s for chat %s failed outside Telegram", job.key, chat.chat_id, exc_info=exc
+            )
+        self._refused_total += 1
+        self._metrics.permanent_failures.inc()
+        self._finish(chat, entry, Outcome("refused", error=exc))
+        return None
+
+    def _on_rate_limited(
+        self, chat: _Chat, entry: _Entry, exc: Exception, delay: float
+    ) -> float | None:
         now = self._now()
-        delay = retry_after_seconds(exc)
         self._rate_limited_total += 1
         self._metrics.rate_limited.inc()
         until = now + delay
@@ -828,11 +860,11 @@ class OutboundScheduler:
                     pause,
                 )
 
-    def _on_transient(self, chat: _Chat, entry: _Entry, exc: TelegramError) -> float | None:
+    def _on_transient(self, chat: _Chat, entry: _Entry, exc: Exception) -> float | None:
         if self._give_up_if_spent(chat, entry, exc):
             return None
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** (entry.attempts - 1))
-        delay = random.uniform(ceiling / 2, ceiling)  # jitter spreads a burst of retries
+        delay = self._rng.uniform(ceiling / 2, ceiling)  # jitter spreads a burst of retries
         logger.info(
             "transient failure of job %s for chat %s (attempt %s/%s), retrying in %.2fs: %s",
             entry.job.key,
@@ -869,7 +901,7 @@ class OutboundScheduler:
         if not entry.job.unlimited:
             # Recorded when the answer arrives, i.e. no earlier than Telegram counted
             # it, so the limits err on the safe side.
-            answered = self._answer_time()
+            answered = self._now()
             chat.window.record(answered)
             if chat.group_window is not None:
                 chat.group_window.record(answered)
@@ -901,7 +933,7 @@ class OutboundScheduler:
         self._pending -= 1
         entry.future.cancel()
         if not entry.job.unlimited:
-            self._global_window.answered(self._answer_time())
+            self._global_window.answered(self._now())
         self._in_flight -= 1
         self._metrics.in_flight.set(self._in_flight)
         self._set_state(chat, _State.IDLE)

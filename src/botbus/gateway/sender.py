@@ -21,9 +21,10 @@ class Sender(Protocol):
     """Anything that runs outbound jobs (the scheduler)."""
 
     def submit(self, job: OutboundJob) -> asyncio.Future[Outcome]:
-        """Queue ``job``; the future resolves with its outcome (never raises)."""
-        ...
+        """Queue ``job``; the future resolves with its outcome (never raises).
 
-    def promote(self, chat_id: int) -> None:
-        """Send what is queued for ``chat_id`` at interactive priority (a reply waits)."""
+        The sender owns each chat's order: jobs to one chat go in ascending
+        ``job.seq`` (equal ones in submission order), a job whose ``after``
+        was not sent is skipped.
+        """
         ...
