@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -46,8 +46,9 @@ from botbus import subjects
 log = logging.getLogger(__name__)
 
 SCAN_BATCH = 1000  # messages per fetch while indexing
-SCAN_IDLE = 0.05  # seconds a scan fetch waits when the lane has nothing more
-READ_TIMEOUT = 2.0  # seconds to read back one action
+# Seconds to wait for messages known to be there (a fetch asks only for as many
+# as are pending, so it returns as soon as they arrive, never at its timeout).
+READ_TIMEOUT = 2.0
 SCANNER_INACTIVE = 60.0  # seconds before the server drops an unused scanner consumer
 READER_INACTIVE = 5.0  # seconds before the server drops a one-shot reader consumer
 
@@ -87,6 +88,7 @@ class BulkBacklog:
         self._lane = subjects.outbound_lane("bulk")
         self._durable = subjects.CONSUMER_GATEWAY_OUTBOUND["bulk"]
         self._scanner: JetStreamContext.PullSubscription | None = None
+        self._scanner_pending = 0  # bulk actions known to wait for the scanner
         self._scanned = 0  # the index covers the bulk lane's sequences (floor, scanned]
         self._floor = 0
         self._index: dict[int, list[int]] = {}
@@ -98,24 +100,26 @@ class BulkBacklog:
         """Bulk actions in the index (for logs and tests)."""
         return self._indexed
 
-    async def earlier(self, before: Mapping[int, int]) -> list[Stored]:
+    async def earlier(
+        self, before: Mapping[int, int], known: Container[int] = frozenset()
+    ) -> list[Stored]:
         """Unfinished bulk actions to each chat stored before ``before[chat]``.
 
-        ``before`` maps a chat id to a stream sequence (the reply's). The result
-        is in stream order. Actions the bulk consumer acked are never returned;
-        actions it delivered but did not ack yet may be (the caller knows
-        which of those it holds).
+        ``before`` maps a chat id to a stream sequence (the reply's); ``known``
+        holds the stream sequences the caller fetched itself, which are not
+        read back. The result is in stream order. Actions the bulk consumer
+        acked are never returned; others it delivered may be.
         """
         if not before:
             return []
         async with self._lock:
             try:
-                return await self._earlier(before)
+                return await self._earlier(before, known)
             except (NatsError, NatsTimeoutError, TimeoutError) as exc:
                 await self._drop_scanner()
                 raise BacklogError(f"bulk backlog lookup failed: {exc}") from exc
 
-    async def _earlier(self, before: Mapping[int, int]) -> list[Stored]:
+    async def _earlier(self, before: Mapping[int, int], known: Container[int]) -> list[Stored]:
         try:
             info = await self._js.consumer_info(subjects.STREAM_OUTBOUND, self._durable)
         except NotFoundError:
@@ -134,7 +138,7 @@ class BulkBacklog:
             seq
             for chat, reply_seq in before.items()
             for seq in self._index.get(chat, ())
-            if floor < seq < reply_seq
+            if floor < seq < reply_seq and seq not in known
         )
         if not seqs:
             return []
@@ -150,7 +154,7 @@ class BulkBacklog:
     async def _reset(self, floor: int) -> None:
         self._index.clear()
         self._indexed = 0
-        self._floor = self._scanned = floor
+        self._floor = self._scanned = max(floor, self._floor)
         await self._drop_scanner()
 
     async def _advance_floor(self, floor: int) -> None:
@@ -175,15 +179,14 @@ class BulkBacklog:
         """Extend the index until it covers every bulk action up to ``target``."""
         while self._scanned < target:
             scanner = await self._scanner_sub()
-            try:
-                msgs = await scanner.fetch(SCAN_BATCH, timeout=SCAN_IDLE)
-            except (TimeoutError, NatsTimeoutError):
-                msgs = []
-            if not msgs:
-                # Nothing more in the lane: every bulk action stored so far is
-                # indexed, so the index covers everything up to the target.
-                self._scanned = max(self._scanned, target)
-                return
+            if self._scanner_pending == 0:
+                # Asked after the replies were stored: nothing pending means every
+                # bulk action before them was indexed.
+                self._scanner_pending = int((await scanner.consumer_info()).num_pending or 0)
+                if self._scanner_pending == 0:
+                    self._scanned = target
+                    return
+            msgs = await scanner.fetch(min(self._scanner_pending, SCAN_BATCH), timeout=READ_TIMEOUT)
             for msg in msgs:
                 seq = _stream_seq(msg)
                 chat = _chat_of(msg.data)
@@ -191,9 +194,7 @@ class BulkBacklog:
                     self._index.setdefault(chat, []).append(seq)
                     self._indexed += 1
                 self._scanned = max(self._scanned, seq)
-            if msgs[-1].metadata.num_pending == 0:
-                self._scanned = max(self._scanned, target)
-                return
+            self._scanner_pending = int(msgs[-1].metadata.num_pending or 0) if msgs else 0
 
     async def _scanner_sub(self) -> JetStreamContext.PullSubscription:
         if self._scanner is None:
@@ -212,6 +213,7 @@ class BulkBacklog:
 
     async def _drop_scanner(self) -> None:
         scanner, self._scanner = self._scanner, None
+        self._scanner_pending = 0
         if scanner is None:
             return
         try:

@@ -93,6 +93,32 @@ def _stream_seq(msg: Msg) -> int:
         return 0
 
 
+class _Fetched:
+    """Stream sequences this relay fetched: those it holds, and the latest it settled."""
+
+    def __init__(self, remember: int = RECENT_KEYS) -> None:
+        self._held: set[int] = set()
+        self._settled: OrderedDict[int, None] = OrderedDict()
+        self._remember = remember
+
+    def hold(self, seq: int) -> None:
+        """``seq`` was fetched."""
+        self._held.add(seq)
+
+    def settled(self, seq: int, *, done: bool) -> None:
+        """``seq`` was acked or terminated (``done``), or nak'ed: it comes back."""
+        self._held.discard(seq)
+        if not done:
+            self._settled.pop(seq, None)
+            return
+        self._settled[seq] = None
+        if len(self._settled) > self._remember:
+            self._settled.popitem(last=False)
+
+    def __contains__(self, seq: object) -> bool:
+        return seq in self._held or seq in self._settled
+
+
 class _Withdrawn(Exception):
     """The scheduler withdrew a queued call: the gateway is stopping."""
 
@@ -148,6 +174,9 @@ class OutboundRelay:
         # Per lane, the last fetched batch's hand-over to the scheduler: batches
         # are submitted in the order they were fetched, whatever their lookups take.
         self._handed_over: dict[Priority, asyncio.Future[None]] = {}
+        # Stream sequences of the actions this relay fetched: the backlog lookup
+        # need not read those back.
+        self._fetched = _Fetched()
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -194,6 +223,8 @@ class OutboundRelay:
             backlog = _more_pending(msgs)
             for msg in msgs:
                 self._keep_alive.hold(msg)
+            for msg in msgs:
+                self._fetched.hold(_stream_seq(msg))
             before = self._handed_over.get(lane)
             handed_over = asyncio.get_running_loop().create_future()
             self._handed_over[lane] = handed_over
@@ -277,7 +308,7 @@ class OutboundRelay:
         for reply in replies:
             before[reply.action.chat_id] = max(before.get(reply.action.chat_id, 0), reply.seq)
         try:
-            stored = await self._backlog.earlier(before)
+            stored = await self._backlog.earlier(before, self._fetched)
         except BacklogError as exc:
             log.warning("%s; replies go without waiting for earlier bulk actions", exc)
             return
@@ -339,6 +370,7 @@ class OutboundRelay:
         if msg is None:
             return  # lifted from the backlog: the bulk consumer's copy is settled later
         self._keep_alive.release(msg)
+        self._fetched.settled(_stream_seq(msg), done=how in ("ack", "term"))
         try:
             if how == "ack":
                 await msg.ack()
