@@ -177,7 +177,7 @@ async def subscribe(ctx: Context, cmd: InboundCommand) -> None:
                 es=f"No existe el canal {name!r}. Mira /channels.",
             )
         )
-    if await store.subscribe(name, cmd.chat.id, cmd.language):
+    if await store.subscribe(name, cmd.chat.id, "es" if cmd.language == "es" else "en"):
         await ctx.reply(
             ctx.t(
                 en=f"Subscribed to {name}. Stop with /unsubscribe {name}",

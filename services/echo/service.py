@@ -11,11 +11,8 @@ from datetime import UTC, datetime
 from botbus.models import InboundCommand
 from botbus.service import Context, Refuse, Service
 
-service = Service(
-    name="echo",
-    version="1.0.0",
-    description={"en": "Repeats what you say", "es": "Repite lo que dices"},
-)
+# Texts live in locales/<language>.toml: adding a language is adding a file.
+service = Service(name="echo", version="1.0.0", locales=__package__)
 
 
 def latency_ms(sent: datetime, now: datetime) -> int:
@@ -23,21 +20,16 @@ def latency_ms(sent: datetime, now: datetime) -> int:
     return max(0, round((now - sent).total_seconds() * 1000))
 
 
-@service.command("echo", en="Repeat TEXT", es="Repite TEXTO")
+@service.command("echo")
 async def echo(ctx: Context, cmd: InboundCommand) -> None:
     """Reply with the command's text."""
     if not cmd.args.strip():
-        raise Refuse(ctx.t(en="Usage: /echo TEXT", es="Uso: /echo TEXTO"))
+        raise Refuse(ctx.t("usage"))
     await ctx.reply(cmd.args)
 
 
-@service.command("ping", en="Check the bot is alive", es="Comprueba que el bot responde")
+@service.command("ping")
 async def ping(ctx: Context, cmd: InboundCommand) -> None:
     """Reply with this instance's id and the time since the user sent /ping."""
     ms = latency_ms(cmd.date, datetime.now(UTC))
-    await ctx.reply(
-        ctx.t(
-            en=f"pong from echo instance {ctx.app.instance_id} ({ms} ms)",
-            es=f"pong desde la instancia {ctx.app.instance_id} de echo ({ms} ms)",
-        )
-    )
+    await ctx.reply(ctx.t("pong", instance=ctx.app.instance_id, ms=ms))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Literal
 
 from botbus.models import (
     DeliveryEvent,
@@ -31,6 +32,12 @@ from services.games.tictactoe import TicTacToe
 from services.games.trivia import DEFAULT_ROUND, MAX_ROUND, Trivia
 
 GameState = TicTacToe | Trivia | Hangman | Guess
+
+
+def _language(cmd: InboundCommand) -> Literal["en", "es"]:
+    """The games speak English and Spanish; any other language gets English."""
+    return "es" if cmd.language == "es" else "en"
+
 
 service = Service(
     name="games",
@@ -116,7 +123,7 @@ async def trivia(ctx: Context, cmd: InboundCommand) -> None:
                 es=f"Uso: /trivia [1-{MAX_ROUND}] (cuántas preguntas)",
             )
         )
-    game = Trivia.start(new_game_id(), cmd.language, group=cmd.chat.is_group, count=count)
+    game = Trivia.start(new_game_id(), _language(cmd), group=cmd.chat.is_group, count=count)
     await _start(ctx, cmd, game)
 
 
@@ -128,14 +135,14 @@ async def trivia(ctx: Context, cmd: InboundCommand) -> None:
 async def tictactoe(ctx: Context, cmd: InboundCommand) -> None:
     """Open a board: vs the bot in private chats, vs the first member who joins in groups."""
     vs_bot = not cmd.chat.is_group or cmd.args.strip().lower() in ("bot", "ai")
-    game = TicTacToe.start(new_game_id(), cmd.language, player_of(cmd), vs_bot=vs_bot)
+    game = TicTacToe.start(new_game_id(), _language(cmd), player_of(cmd), vs_bot=vs_bot)
     await _start(ctx, cmd, game)
 
 
 @service.command("hangman", en="Play hangman", es="Juega al ahorcado")
 async def hangman(ctx: Context, cmd: InboundCommand) -> None:
     """Start hangman with a word in the user's language."""
-    await _start(ctx, cmd, Hangman.start(new_game_id(), cmd.language))
+    await _start(ctx, cmd, Hangman.start(new_game_id(), _language(cmd)))
 
 
 @service.command(
@@ -146,7 +153,7 @@ async def hangman(ctx: Context, cmd: InboundCommand) -> None:
 async def guess(ctx: Context, cmd: InboundCommand) -> None:
     """Without a number: start a game. With one: guess, and hear "higher" or "lower"."""
     if not cmd.args.strip():
-        await _start(ctx, cmd, Guess.start(new_game_id(), cmd.language))
+        await _start(ctx, cmd, Guess.start(new_game_id(), _language(cmd)))
         return
     user = player_of(cmd)
     outcome = await _apply(ctx, cmd.chat.id, lambda record: engine.guess(record, user, cmd.args))

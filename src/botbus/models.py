@@ -120,7 +120,8 @@ class InboundBase(BusModel):
     update_id: int
     chat: Chat
     user: User
-    language: Literal["en", "es"] = "en"
+    # A language code the gateway has texts for ("en", "es", ... one file each).
+    language: str = Field(default="en", pattern=r"^[a-z]{2,3}$")
     date: datetime = Field(default_factory=_now)
     is_admin: bool = False  # user id is in the gateway's admin list
     chat_admin: bool = False  # the user administers this chat (see the class docstring)

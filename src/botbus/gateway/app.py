@@ -51,7 +51,7 @@ from botbus.gateway.registry import Registry
 from botbus.gateway.router import Router
 from botbus.gateway.scheduler import OutboundScheduler, budget_from_settings
 from botbus.gateway.sentkeys import SentKeys
-from botbus.gateway.texts import LANGUAGES, text
+from botbus.gateway.texts import languages, text
 from botbus.gateway.users import FloodControl, LanguageStore
 from botbus.gateway.webhook import WebhookServer, webhook_app
 from botbus.health import listen_error
@@ -490,7 +490,7 @@ class Gateway:
         """setMyCommands per language from the live registry."""
         assert self.registry is not None
         self.metrics.live_services.set(len(self.registry.live_services()))
-        for language in LANGUAGES:
+        for language in languages():
             commands = [
                 BotCommand("help", text("menu_help", language)),
                 BotCommand("language", text("menu_language", language)),

@@ -23,7 +23,7 @@ from botbus import subjects
 from botbus.gateway.chatadmins import ChatAdmins
 from botbus.gateway.normalize import ParsedUpdate
 from botbus.gateway.registry import Registry
-from botbus.gateway.texts import Language, pick_language, text
+from botbus.gateway.texts import Language, languages, pick_language, text
 from botbus.gateway.users import FloodControl, LanguageStore
 from botbus.models import (
     AnswerCallback,
@@ -190,8 +190,8 @@ class Router:
         name = update.command
         if name == "language":
             choice = update.args.strip().lower()
-            if choice in ("en", "es"):
-                chosen: Language = "es" if choice == "es" else "en"
+            if choice in languages():
+                chosen: Language = choice
                 await self.languages.set(update.user.id, chosen)
                 return Route("builtin", [self._say(update, corr, text("language_set", chosen))])
             usage = text("language_usage", language, current=language)

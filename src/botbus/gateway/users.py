@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from botbus.gateway.texts import LANGUAGES, Language
+from botbus.gateway.texts import Language, languages
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class LanguageStore:
             value = (entry.value or b"").decode()
         except KeyNotFoundError:
             value = ""
-        choice: Language | None = value if value in LANGUAGES else None
+        choice: Language | None = value if value in languages() else None
         self._cache[user_id] = choice
         return choice
 

@@ -30,6 +30,7 @@ from nats.nuid import NUID
 from botbus import subjects, topology
 from botbus.connect import connect, resolve_url
 from botbus.errors import ConfigError, PayloadError, StartupError
+from botbus.i18n import Catalog
 from botbus.models import Action, encode
 from botbus.service._context import Context, CorrelationLogger
 from botbus.service._declare import LifecycleHook, OwnStream, Service
@@ -99,6 +100,11 @@ class ServiceApp:
         return self.service.name
 
     @property
+    def catalog(self) -> Catalog | None:
+        """The service's message catalogue, if it declared ``locales``."""
+        return self.service.catalog
+
+    @property
     def state(self) -> Any:
         """What the service's lifespans yielded (``None`` without one)."""
         return self._state
@@ -124,8 +130,7 @@ class ServiceApp:
                 subject=subjects.inbound_command(name, command.name),
                 queue_group=subjects.consumer_commands(name),
                 metadata={
-                    "description.en": command.description["en"],
-                    "description.es": command.description["es"],
+                    **{f"description.{lang}": text for lang, text in command.description.items()},
                     "admin_only": "true" if command.admin_only else "false",
                 },
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import MutableMapping, Sequence
+from functools import cache
 from typing import Any, Generic, Literal, cast
 
 from nats.aio.client import Client
@@ -13,6 +14,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 from typing_extensions import TypeVar
 
+from botbus.i18n import Catalog
 from botbus.models import (
     MAX_CALLBACK_DATA_BYTES,
     AnswerCallback,
@@ -41,6 +43,12 @@ ChatActionName = Literal["typing", "upload_photo", "upload_document", "find_loca
 
 StateT = TypeVar("StateT", default=Any)
 """The type of what the service's lifespans yield (``ctx.state``)."""
+
+
+@cache
+def sdk_texts() -> Catalog:
+    """The SDK's own catalogue (``botbus/service/locales``), read once."""
+    return Catalog.load("botbus.service")
 
 
 class CorrelationLogger(logging.LoggerAdapter[logging.Logger]):
@@ -124,7 +132,7 @@ class Context(Generic[StateT]):
         return getattr(self.inbound, "correlation_id", None)
 
     @property
-    def language(self) -> Literal["en", "es"]:
+    def language(self) -> str:
         """The user's language ("en" for events)."""
         if isinstance(self.inbound, InboundMessage | InboundCommand | InboundCallback):
             return self.inbound.language
@@ -154,9 +162,38 @@ class Context(Generic[StateT]):
         """The settings the service started with."""
         return self._app.settings
 
-    def t(self, *, en: str, es: str | None = None) -> str:
-        """Pick the text in the user's language (English when none is given)."""
+    def t(
+        self,
+        msg_id: str | None = None,
+        /,
+        *,
+        en: str | None = None,
+        es: str | None = None,
+        **values: object,
+    ) -> str:
+        """The text in the user's language.
+
+        ``ctx.t("usage", n=3)`` reads message ``usage`` from the service's
+        catalogue (``locales/<language>.toml`` in its package, see
+        :mod:`botbus.i18n`), English when the user's language has no file or
+        no such message. ``ctx.t(en=..., es=...)`` picks one of two inline
+        texts: the older way, for services without a catalogue.
+        """
+        if msg_id is not None:
+            catalog = self._app.catalog
+            if catalog is None:
+                raise RuntimeError(
+                    f"ctx.t({msg_id!r}): service {self.service} has no message catalogue; "
+                    "declare Service(..., locales=__package__) and add locales/en.toml"
+                )
+            return catalog.text(self.language, msg_id, **values)
+        if en is None:
+            raise TypeError("ctx.t() needs a message id, or en= (and es=) texts")
         return es if self.language == "es" and es is not None else en
+
+    def sdk_text(self, msg_id: str, /, **values: object) -> str:
+        """A text of the SDK's own catalogue (refusals, "something went wrong")."""
+        return sdk_texts().text(self.language, msg_id, **values)
 
     async def kv(self, suffix: str = "") -> KeyValue:
         """The service's own KV bucket ``svc_<name>[_<suffix>]`` (created on demand)."""

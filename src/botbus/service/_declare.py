@@ -15,6 +15,7 @@ from nats.js.api import DeliverPolicy
 from pydantic import BaseModel
 
 from botbus import subjects
+from botbus.i18n import Catalog
 from botbus.models import (
     DeliveryEvent,
     ForgetUser,
@@ -105,35 +106,40 @@ class Service:
     each retry (the last repeats); ``concurrency`` is how many messages one
     instance handles at once; ``ack_wait`` how long the server waits before
     redelivering a message whose instance went silent (handlers running
-    longer are kept alive with in-progress acks).
+    longer are kept alive with in-progress acks). ``locales`` names the
+    package whose ``locales/<language>.toml`` files hold the service's texts
+    (``ctx.t("id")``); pass ``__package__``.
     """
 
     def __init__(
         self,
         name: str,
         version: str,
-        description: dict[str, str],
+        description: dict[str, str] | None = None,
         *,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
         concurrency: int = DEFAULT_CONCURRENCY,
         ack_wait: float = DEFAULT_ACK_WAIT,
+        locales: str | None = None,
     ) -> None:
         if not subjects.is_valid_name(name):
             raise ValueError(
                 f"invalid service name {name!r}: use 1-32 lowercase letters, digits or '_'"
             )
-        if "en" not in description:
-            raise ValueError("the service description needs at least an English text ('en')")
         if max_deliveries < 1 or concurrency < 1 or ack_wait <= 0:
             raise ValueError("max_deliveries and concurrency must be >= 1, ack_wait > 0")
         self.name = name
         self.version = version
-        self.description = dict(description)
         self.max_deliveries = max_deliveries
         self.retry_delays = retry_delays or (0.0,)
         self.concurrency = concurrency
         self.ack_wait = ack_wait
+        self.locales = locales
+        self._catalog: Catalog | None = None
+        self.description = dict(description) if description else self._translations("description")
+        if "en" not in self.description:
+            raise ValueError("the service description needs at least an English text ('en')")
         self.commands: dict[str, Command] = {}
         self.message_handler: MessageHandler | None = None
         self.callback_handler: CallbackHandler | None = None
@@ -148,16 +154,22 @@ class Service:
     # -- declaration --------------------------------------------------------------
 
     def command(
-        self, name: str, *, en: str, es: str | None = None, admin_only: bool = False
+        self,
+        name: str,
+        *,
+        en: str | None = None,
+        es: str | None = None,
+        admin_only: bool = False,
     ) -> Callable[[CommandHandler], CommandHandler]:
-        """Register ``/name``; ``en``/``es`` are its help texts."""
+        """Register ``/name``; help text: ``en``/``es``, else the catalogue's ``cmd_<name>``."""
         if not subjects.is_valid_name(name):
             raise ValueError(f"invalid command name {name!r}: use lowercase letters, digits, '_'")
         if name in self.commands:
             raise ValueError(f"command /{name} is registered twice in service {self.name}")
 
+        description = {"en": en, "es": es or en} if en else self._translations(f"cmd_{name}")
+
         def register(handler: CommandHandler) -> CommandHandler:
-            description = {"en": en, "es": es or en}
             self.commands[name] = Command(name, description, admin_only, handler)
             return handler
 
@@ -289,6 +301,23 @@ class Service:
         """Run ``hook(app)`` once per instance after in-flight work finished."""
         self.shutdown_hooks.append(hook)
         return hook
+
+    @property
+    def catalog(self) -> Catalog | None:
+        """The message catalogue in ``<locales>/locales/*.toml`` (read on first use)."""
+        if self._catalog is None and self.locales is not None:
+            self._catalog = Catalog.load(self.locales)
+        return self._catalog
+
+    def _translations(self, msg_id: str) -> dict[str, str]:
+        """``msg_id`` in every language of the catalogue (help texts, description)."""
+        catalog = self.catalog
+        if catalog is None:
+            raise ValueError(
+                f"service {self.name}: give the {msg_id} text (en=...), or a catalogue "
+                "(locales=__package__) holding it"
+            )
+        return {lang: catalog.text(lang, msg_id) for lang in catalog.languages}
 
     # -- introspection --------------------------------------------------------------
 

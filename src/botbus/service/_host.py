@@ -14,6 +14,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from botbus.i18n import Catalog
 from botbus.models import Action
 from botbus.settings import Settings
 
@@ -40,6 +41,10 @@ class App(Protocol):
     @property
     def js(self) -> JetStreamContext:
         """The JetStream context."""
+
+    @property
+    def catalog(self) -> Catalog | None:
+        """The service's message catalogue (``ctx.t(id)``), if it declared ``locales``."""
 
     @property
     def state(self) -> Any:

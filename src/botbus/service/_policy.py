@@ -25,7 +25,7 @@ from nats.errors import Error as NatsError
 
 from botbus import subjects
 from botbus.models import AnswerCallback, DeadLetter, InboundCallback, SendText, encode
-from botbus.service._context import Context, CorrelationLogger
+from botbus.service._context import Context, CorrelationLogger, sdk_texts
 from botbus.service._declare import Service
 from botbus.service._host import App
 from botbus.service._outcomes import Ack, Outcome, Refuse, Reject, Retry
@@ -180,18 +180,14 @@ class Policy:
             kind = peek.get("kind")
             chat = peek.get("chat")
             chat_id = chat.get("id") if isinstance(chat, dict) else None
-            language = "es" if peek.get("language") == "es" else "en"
+            language = str(peek.get("language") or "en")
             query_id = peek.get("callback_query_id")
             answered = False
         if kind not in ("command", "callback") or not isinstance(chat_id, int):
             # Only a command or a button press has a user waiting for an answer;
             # a fanned-out plain message or an event does not.
             return
-        text = (
-            "Lo siento, algo salió mal y no pude responder. Inténtalo más tarde."
-            if language == "es"
-            else "Sorry, something went wrong and I could not answer. Please try again later."
-        )
+        text = sdk_texts().text(language, "sorry")
         key = f"{name}:{correlation or 'dlq'}"
         if kind == "callback" and isinstance(query_id, str) and query_id and not answered:
             await self.app.publish(

@@ -180,19 +180,9 @@ def endpoint_of(route: Route, payload: Any, subject: str) -> str:
 async def _run_command(service: Service, ctx: Context[Any], cmd: InboundCommand) -> HandlerResult:
     command = service.commands.get(cmd.command)
     if command is None:
-        return Refuse(
-            ctx.t(
-                en=f"/{cmd.command} is not a command of {service.name}.",
-                es=f"/{cmd.command} no es un comando de {service.name}.",
-            )
-        )
+        return Refuse(ctx.sdk_text("unknown_command", command=cmd.command, service=service.name))
     if command.admin_only and not cmd.is_admin:
-        return Refuse(
-            ctx.t(
-                en=f"/{cmd.command} is for the bot's admins only.",
-                es=f"/{cmd.command} es solo para los administradores del bot.",
-            )
-        )
+        return Refuse(ctx.sdk_text("admin_only", command=cmd.command))
     return await command.handler(ctx, cmd)
 
 
