@@ -106,6 +106,9 @@ class InboundBase(BusModel):
     the JetStream message id (dedupe) and echoed by every action answering it.
     ``language`` is the user's preferred language as the gateway resolved it
     (``/language`` setting, else language_code, else "en").
+    ``user`` is who wrote; for a message sent on behalf of a chat (an
+    anonymous group admin, a member posting as a channel) that chat, with its
+    negative id and its title as ``first_name``.
     ``is_admin``: the user is one of the *bot's* admins (``BOTBUS_ADMIN_IDS``).
     ``chat_admin``: the user administers *this chat* — always True in a private
     chat; in a group, Telegram's owner/administrator status as the gateway read

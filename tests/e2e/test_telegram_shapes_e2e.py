@@ -70,3 +70,20 @@ async def test_help_marks_admin_commands_once(start_stack: StartStack) -> None:
     help_text = await Chat(stack, ADMIN["id"]).reply_text("/help", ADMIN)
     assert "/newchannel - Create channel NAME description (admin)" in help_text.splitlines()
     assert "(admins)" not in help_text
+
+
+async def test_anonymous_admins_of_two_groups_do_not_share_reminders(
+    start_stack: StartStack,
+) -> None:
+    stack = await start_stack(alerts_service)
+    client, bot = stack.client, stack.bot
+    await client.create_group(bot.id, FORUM, "Team A", admins=[OWNER])
+    await client.create_group(bot.id, FORUM - 1, "Team B", admins=[MEMBER])
+    team_a, team_b = Chat(stack, FORUM), Chat(stack, FORUM - 1)
+    await client.send_text(bot.id, "/remind in 1h pay", user=OWNER, chat_id=FORUM, as_group=True)
+    assert "Reminder r" in (await team_a.next())["message"]["text"]
+    # Telegram sends both as GroupAnonymousBot; each group is its own sender here.
+    await client.send_text(bot.id, "/reminders", user=MEMBER, chat_id=FORUM - 1, as_group=True)
+    assert (await team_b.next())["message"]["text"] == "You have no reminders."
+    await client.send_text(bot.id, "/reminders", user=OWNER, chat_id=FORUM, as_group=True)
+    assert "— pay" in (await team_a.next())["message"]["text"]

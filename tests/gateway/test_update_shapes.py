@@ -139,7 +139,8 @@ async def test_an_anonymous_group_admin_is_an_admin_of_that_group(
     await group.write("/echo as the group", user=OWNER, as_group=True)
     cmd = await inbox.next()
     assert cmd.chat_admin and not cmd.is_admin
-    assert cmd.user.id == 1087968824 and cmd.user.is_bot  # Telegram's GroupAnonymousBot
+    # The group wrote: not Telegram's GroupAnonymousBot, shared by every group's admins.
+    assert cmd.user.id == GROUP and cmd.user.first_name == "Team" and not cmd.user.is_bot
     # Telegram vouches for it: no getChatAdministrators call was needed.
     assert (await user.stats(group.bot.id))["methods"].get("getChatAdministrators", 0) == 0
     await group.write("/echo as myself", user=MEMBER)
@@ -241,6 +242,7 @@ async def test_every_real_update_shape_is_taken_without_crashing_ingest(
     assert (await inbox.next()).text == "plain"
     as_channel = await inbox.next()
     assert isinstance(as_channel, InboundMessage) and not as_channel.chat_admin
+    assert as_channel.user.id == CHANNEL["id"] and as_channel.user.first_name == "News"
     assert gateway.metrics.updates_malformed._value.get() == 0
     assert gateway.metrics.updates_ignored._value.get() == len(IGNORED_SHAPES)
     assert gateway.health()["tasks_running"]

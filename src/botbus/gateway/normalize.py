@@ -157,7 +157,7 @@ def _parse_message(
     chat = _chat(message.get("chat"))
     if "from" not in message:
         return Ignored(update_id, "message without a sender (channel post)")
-    user = _user(message.get("from"))
+    user = _on_behalf_of(message.get("sender_chat"), _user(message.get("from")))
     text = message.get("text")
     if not isinstance(text, str) or not text:
         kinds = sorted(k for k in message if k not in {"message_id", "chat", "from", "date"})
@@ -197,6 +197,26 @@ def _thread_of(message: dict[str, Any]) -> int | None:
     if message.get("is_topic_message") is True and isinstance(thread, int):
         return thread
     return None
+
+
+def _on_behalf_of(sender_chat: object, user: User) -> User:
+    """The sender as services should know it.
+
+    A message sent on behalf of a chat (an anonymous admin writing as the
+    group, a member posting as their channel) comes ``from`` a stand-in bot
+    that Telegram shares among every such chat. Keyed by it, per-user state
+    (reminders, ``/mood me``, flood control, language) would be shared by
+    strangers in other groups; the chat itself, whose id is negative, is who
+    wrote.
+    """
+    if not isinstance(sender_chat, dict) or not isinstance(sender_chat.get("id"), int):
+        return user
+    title, username = sender_chat.get("title"), sender_chat.get("username")
+    return User(
+        id=sender_chat["id"],
+        first_name=title if isinstance(title, str) else "",
+        username=username if isinstance(username, str) else None,
+    )
 
 
 def _from_anonymous_admin(message: dict[str, Any], chat: Chat) -> bool:
