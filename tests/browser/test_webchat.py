@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import expect
 
 from tests.browser.conftest import DOCS, UI_WAIT, open_chat
 from tests.e2e.conftest import Stack
@@ -68,6 +67,14 @@ async def test_start_then_help_from_the_command_picker_with_the_keyboard(ana: An
     assert await last.locator("a.command").count() > 3
 
 
+NEXT_BOARD = """([id, before]) => {
+    const board = document.getElementById(id);
+    if (!board || board.innerText === before) return false;
+    const free = [...board.querySelectorAll("button.inline")].some(b => b.textContent === "·");
+    return free || /wins!|Draw!/.test(board.innerText);
+}"""
+
+
 async def test_tictactoe_to_the_end_by_clicking(ana: Any) -> None:
     before = await bot_messages(ana)
     await send(ana, "/tictactoe")
@@ -84,7 +91,8 @@ async def test_tictactoe_to_the_end_by_clicking(ana: Any) -> None:
         if "wins!" in text or "Draw!" in text:
             break
         await board.locator("button.inline", has_text="·").first.click()
-        await expect(board).not_to_have_text(text, timeout=UI_WAIT)  # edited in place
+        # edited in place, maybe in steps: wait for a board that can be played or is over
+        await ana.wait_for_function(NEXT_BOARD, arg=[board_id, text], timeout=UI_WAIT)
     text = await board.inner_text()
     assert "wins!" in text or "Draw!" in text, text
     # still the same single message, and a finished board has no buttons left
