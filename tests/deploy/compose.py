@@ -249,9 +249,9 @@ class Project:
                 shared = self.root / "volumes" / source
                 shared.mkdir(parents=True, exist_ok=True)
                 paths[target] = shared
-        for source, copy in copies:
+        for original, copy in copies:
             copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_text(self._map(source.read_text(), replica.address, addresses, {}))
+            copy.write_text(self._map(original.read_text(), replica.address, addresses, {}))
         environment = spec.get("environment", {})
         if isinstance(environment, list):
             environment = dict(item.partition("=")[::2] for item in environment)

@@ -61,7 +61,7 @@ def test_a_live_token_never_defaults_to_the_sandbox(monkeypatch: pytest.MonkeyPa
     # What the gateway makes of that environment: Telegram's API, long polling.
     for key, value in gateway.items():
         monkeypatch.setenv(key, str(value))
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.telegram_api_url is None
     assert settings.webhook_url is None
     assert settings.webhook_secret is None

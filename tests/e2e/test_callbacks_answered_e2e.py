@@ -117,4 +117,5 @@ async def edit_of(stack: Stack, chat: Chat, message_id: int, *, after: int) -> d
         stack.bot.id, chat.chat_id, kind="edit", after=after, timeout=10
     )
     [edit] = [e["message"] for e in edits if e["message"]["message_id"] == message_id]
+    assert isinstance(edit, dict)
     return edit

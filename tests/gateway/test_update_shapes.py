@@ -239,7 +239,8 @@ async def test_every_real_update_shape_is_taken_without_crashing_ingest(
     await gateway.ingest.handle([*IGNORED_SHAPES, *routed])
     edited = await inbox.next()
     assert isinstance(edited, InboundMessage) and edited.edited and edited.text == "/echo again"
-    assert (await inbox.next()).text == "plain"
+    plain = await inbox.next()
+    assert isinstance(plain, InboundMessage) and plain.text == "plain"
     as_channel = await inbox.next()
     assert isinstance(as_channel, InboundMessage) and not as_channel.chat_admin
     assert as_channel.user.id == CHANNEL["id"] and as_channel.user.first_name == "News"

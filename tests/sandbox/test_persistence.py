@@ -71,9 +71,9 @@ async def test_chats_messages_files_menus_and_pending_updates_survive_a_restart(
                 pending = await ptb.get_updates(offset=updates[-1].update_id + 1, timeout=0)
                 assert [u.message.text for u in pending if u.message] == ["again"]
                 assert pending[0].update_id > updates[-1].update_id
-                (sent,) = [u for u in updates if u.message and u.message.photo]
-                assert sent.message.photo[-1].file_id
-                file = await ptb.get_file(sent.message.photo[-1].file_id)
+                (sent,) = [u.message for u in updates if u.message and u.message.photo]
+                assert sent.photo[-1].file_id
+                file = await ptb.get_file(sent.photo[-1].file_id)
                 assert bytes(await file.download_as_bytearray()) == png(100, 50)
         assert photo["chat_id"] == GROUP
     finally:

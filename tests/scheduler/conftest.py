@@ -59,7 +59,12 @@ class VirtualClock:
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of virtual time."""
         done = asyncio.get_running_loop().create_future()
-        self.call_at(self._now + seconds, lambda: done.done() or done.set_result(None))
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.call_at(self._now + seconds, wake)
         await done
 
     async def run(self) -> None:

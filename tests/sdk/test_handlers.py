@@ -19,7 +19,7 @@ from botbus.models import (
     encode,
 )
 from botbus.natsserver import NatsServer
-from botbus.service import Context, Service, ServiceApp
+from botbus.service import App, Context, Service, ServiceApp
 from botbus.settings import Settings
 from tests.sdk.conftest import Gateway, StreamReader, gather_replies, make_command, make_message
 
@@ -52,13 +52,13 @@ def games_service(seen: dict[str, list[object]]) -> Service:
         seen["delivery"].append(ev.description)
 
     @svc.on_startup
-    async def startup(app: ServiceApp) -> None:
+    async def startup(app: App) -> None:
         kv = await app.kv()
         await kv.put("score.42", b"3")
         seen["startup"].append(app.instance_id)
 
     @svc.on_shutdown
-    async def shutdown(app: ServiceApp) -> None:
+    async def shutdown(app: App) -> None:
         seen["shutdown"].append(app.instance_id)
 
     return svc

@@ -224,7 +224,7 @@ async def problem(running: Running, cmd: InboundCommand) -> str | None:
     answer = await running.answers.first_message(cmd.correlation_id)
     if answer is None:
         return f"{said} got no answer within {ANSWER_WAIT}s"
-    shown = answer.caption if isinstance(answer, SendPhoto) else answer.text
+    shown = answer.caption if isinstance(answer, SendPhoto) else getattr(answer, "text", None)
     if any(s in (shown or "").lower() for s in SORRY):
         return f"{said} crashed"
     return None

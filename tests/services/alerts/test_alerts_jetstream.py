@@ -36,7 +36,10 @@ async def ensure_stream(js: JetStreamContext) -> None:
 WAIT = 10.0  # seconds: upper bound for anything the server does "now"
 
 
-async def _fired(js: JetStreamContext, timeout: float) -> list[tuple[float, ReminderRef, dict]]:
+Fired = list[tuple[float, ReminderRef, dict[str, str]]]
+
+
+async def _fired(js: JetStreamContext, timeout: float) -> Fired:
     """Collect reminders fired within ``timeout`` seconds, with their arrival times."""
     sub = await js.pull_subscribe(
         REMINDER_FIRED,
@@ -46,7 +49,7 @@ async def _fired(js: JetStreamContext, timeout: float) -> list[tuple[float, Remi
     )
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
-    got: list[tuple[float, ReminderRef, dict]] = []
+    got: Fired = []
     while (left := end - loop.time()) > 0:
         try:
             msgs = await sub.fetch(10, timeout=min(left, 0.5))
@@ -149,6 +152,7 @@ async def _outbound(js: JetStreamContext) -> list[str]:
     keys = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         msg = await js.get_msg(subjects.STREAM_OUTBOUND, seq)
+        assert msg.data is not None, f"outbound message {seq} has no payload"
         keys.append(decode_action(msg.data).idempotency_key)
     return keys
 

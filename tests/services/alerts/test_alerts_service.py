@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import pytest
@@ -49,7 +49,7 @@ async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 
         await asyncio.sleep(0.05)
 
 
-def alerts_by_chat(actions: list[object]) -> dict[int, list[SendText]]:
+def alerts_by_chat(actions: Sequence[object]) -> dict[int, list[SendText]]:
     """Alert actions (idempotency key alert:...) grouped by chat."""
     by_chat: dict[int, list[SendText]] = {}
     for action in actions:

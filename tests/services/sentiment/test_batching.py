@@ -10,6 +10,15 @@ import pytest
 from services.sentiment.batching import KeyBatcher
 
 
+def _append(value: int) -> Callable[[list[int]], None]:
+    """A change that appends ``value`` to the document."""
+
+    def change(doc: list[int]) -> None:
+        doc.append(value)
+
+    return change
+
+
 class Store:
     """A key -> list store recording each write, like one compare-and-set per call."""
 
@@ -40,7 +49,7 @@ async def test_concurrent_changes_to_one_key_share_one_write_and_all_count() -> 
     store = Store()
     batcher: KeyBatcher[list[int]] = KeyBatcher(store.write)
     docs = await asyncio.gather(
-        *(batcher.apply("chat.1", lambda d, i=i: d.append(i)) for i in range(20)),
+        *(batcher.apply("chat.1", _append(i)) for i in range(20)),
         batcher.apply("user.2", lambda d: d.append(99)),
     )
     assert sorted(store.docs["chat.1"]) == list(range(20))
@@ -53,7 +62,7 @@ async def test_concurrent_changes_to_one_key_share_one_write_and_all_count() -> 
 async def test_changes_arriving_during_a_write_go_into_the_next_bounded_write() -> None:
     store = Store()
     batcher: KeyBatcher[list[int]] = KeyBatcher(store.write, max_batch=4)
-    await asyncio.gather(*(batcher.apply("k", lambda d, i=i: d.append(i)) for i in range(10)))
+    await asyncio.gather(*(batcher.apply("k", _append(i)) for i in range(10)))
     assert sorted(store.docs["k"]) == list(range(10))
     assert store.sizes == [4, 4, 2]  # one write at a time, at most max_batch changes each
 

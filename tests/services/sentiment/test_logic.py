@@ -262,7 +262,7 @@ def test_chart_is_a_valid_png_of_the_expected_size() -> None:
     for hours in range(0, 100, 3):
         doc.add(0.5 if hours % 2 else -0.5, "neutral", NOW - timedelta(hours=hours))
     for period in ("day", "week", "month"):
-        png = render_chart(doc.series(period, NOW), period, "Team", english)  # type: ignore[arg-type]
+        png = render_chart(doc.series(period, NOW), period, "Team", english)
         assert png.startswith(PNG_MAGIC)
         image = imread(io.BytesIO(png), format="png")
         assert image.shape[0] == 360 and image.shape[1] == 800
@@ -308,6 +308,6 @@ def test_each_method_beats_chance_clearly_on_its_labelled_set(
 ) -> None:
     examples = load_eval_set(language)  # type: ignore[arg-type]
     assert len(examples) == 75 and language in EVAL_SET_NAMES
-    result = evaluate(language, lambda text: analyzer.score_as(text, language).label)  # type: ignore[arg-type]
+    result = evaluate(language, lambda text: analyzer.score_as(text, language).label)
     # Three balanced classes: chance is 0.33. The bench prints the exact figures.
     assert result.accuracy > 0.7 and result.macro_f1 > 0.7

@@ -133,7 +133,8 @@ async def publish(nc: Client, payload: InboundCommand | InboundMessage) -> None:
 
 async def load(app: ServiceApp, kind: Kind, entity: Entity) -> MoodDoc:
     """Every instance's counts of ``kind`` ``entity``, merged as /mood reads them."""
-    return await app.state.store.load(kind, entity)
+    doc: MoodDoc = await app.state.store.load(kind, entity)
+    return doc
 
 
 async def wait_count(
@@ -459,7 +460,8 @@ async def test_a_redelivered_message_is_counted_once_in_each_document(
         if kind == "member" and not failed:
             failed.append(f"{kind}.{entity}")
             raise RuntimeError("simulated KV outage while counting the user")
-        return await real_count(kind, entity, change)
+        doc: MoodDoc = await real_count(kind, entity, change)
+        return doc
 
     monkeypatch.setattr(store, "count", count_failing_once)
     await publish(bus, message("what a lovely day", user=13))
