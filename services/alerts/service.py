@@ -108,7 +108,13 @@ async def reminder_fired(ctx: Context[AlertsRuntime], ref: ReminderRef) -> None:
     )
     # One key per firing: a daily reminder fires under a new sequence each day.
     key = f"remind:{reminder.user_id}:{reminder.id}:{ctx.sequence}"
-    await ctx.send(reminder.chat_id, text, priority="interactive", key=key)
+    await ctx.send(
+        reminder.chat_id,
+        text,
+        priority="interactive",
+        key=key,
+        message_thread_id=reminder.thread_id,
+    )
     if reminder.kind == "once":
         await store.delete_reminder(reminder.user_id, reminder.id)
 
@@ -368,6 +374,7 @@ async def remind(ctx: Context, cmd: InboundCommand) -> None:
             hour=spec.hour,
             minute=spec.minute,
             language=cmd.language,
+            thread_id=cmd.message_thread_id,
         )
         if await rt.store.create_reminder(reminder):
             break

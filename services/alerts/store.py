@@ -81,6 +81,7 @@ class Reminder(_Record):
     minute: int = 0
     language: Literal["en", "es"] = "en"
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    thread_id: int | None = None  # the forum topic it was set in: it fires there
 
 
 class AlertProgress(_Record):

@@ -87,3 +87,15 @@ async def test_anonymous_admins_of_two_groups_do_not_share_reminders(
     assert (await team_b.next())["message"]["text"] == "You have no reminders."
     await client.send_text(bot.id, "/reminders", user=OWNER, chat_id=FORUM, as_group=True)
     assert "— pay" in (await team_a.next())["message"]["text"]
+
+
+async def test_a_reminder_set_in_a_topic_fires_in_that_topic(start_stack: StartStack) -> None:
+    stack = await start_stack(alerts_service)
+    await stack.client.create_group(
+        stack.bot.id, FORUM, "Forum", admins=[OWNER], members=[MEMBER], forum=True
+    )
+    forum = Chat(stack, FORUM)
+    confirmation = await in_topic(forum, "/remind in 1s stand up", MEMBER, 41)
+    assert confirmation["message_thread_id"] == 41
+    fired = (await forum.next())["message"]
+    assert fired["text"] == "⏰ Reminder: stand up" and fired["message_thread_id"] == 41

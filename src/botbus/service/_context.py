@@ -274,14 +274,19 @@ class Context(Generic[StateT]):
         parse_mode: ParseMode | None = None,
         priority: Priority = "bulk",
         key: str | None = None,
+        message_thread_id: int | None = None,
     ) -> SendText:
-        """Send an unsolicited message (alerts...); ``key`` overrides the idempotency key."""
+        """Send an unsolicited message (alerts...); ``key`` overrides the idempotency key.
+
+        ``message_thread_id``: the forum topic to post in (default: the inbound's,
+        when ``chat_id`` is its chat).
+        """
         action = SendText(
             **self._common(chat_id, priority, key),
             text=text,
             parse_mode=parse_mode,
             keyboard=_keyboard(keyboard),
-            message_thread_id=self._thread(chat_id),
+            message_thread_id=message_thread_id or self._thread(chat_id),
         )
         await self._app.publish(action)
         return action
