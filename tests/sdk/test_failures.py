@@ -144,9 +144,11 @@ async def test_refusal_is_a_reply_not_a_retry_nor_an_error(
         await outbound.actions(1, timeout=0.5)  # nothing more (no retries)
         counters = {c.name: c for c in app.stats}
         await eventually(lambda: counters["refuse"].num_requests == 1)
+    secret = make_command(command="secret")
     assert replies == [
         "/nope is not a command of echo.",
-        "/secret is for the bot's admins only.",
+        "/secret is for the bot's admins only. To become one, the bot's operator adds your "
+        f"user id {secret.user.id} to BOTBUS_ADMIN_IDS and restarts the bot.",
         "Ni hablar.",
     ]
     # Refusals are answers, not errors: `botbus status` counts only failures.

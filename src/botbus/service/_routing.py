@@ -182,7 +182,7 @@ async def _run_command(service: Service, ctx: Context[Any], cmd: InboundCommand)
     if command is None:
         return Refuse(ctx.sdk_text("unknown_command", command=cmd.command, service=service.name))
     if command.admin_only and not cmd.is_admin:
-        return Refuse(ctx.sdk_text("admin_only", command=cmd.command))
+        return Refuse(ctx.sdk_text("admin_only", command=cmd.command, user_id=cmd.user.id))
     return await command.handler(ctx, cmd)
 
 
