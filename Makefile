@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CODE   := $(wildcard src services tests bench)
 
-.PHONY: run test test-fast lint fmt bench clean venv
+.PHONY: run test test-fast lint fmt bench clean venv train-sentiment
 
 venv: $(STAMP)
 
@@ -40,6 +40,12 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Retrain the sentiment models into services/sentiment/data/model_{en,es}.npz from the
+# public sets in .sentiment-data/ (`python -m services.sentiment.datasets` lists them).
+train-sentiment: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[train]'
+	$(BIN)/python -m services.sentiment.train
 
 clean:
 	rm -rf $(VENV) .botbus .pytest_cache .mypy_cache .ruff_cache

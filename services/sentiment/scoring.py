@@ -41,7 +41,9 @@ from vaderSentiment.vaderSentiment import (
     SentiText,
 )
 
+from services.sentiment.features import SPANISH_NEGATORS
 from services.sentiment.language import Lang, LanguageGuesser
+from services.sentiment.model import LinearModel
 
 Label = Literal["negative", "neutral", "positive"]
 
@@ -55,27 +57,8 @@ SPANISH_OVERRIDES_FILE = "es_lexicon_overrides.txt"
 
 # Spanish function words playing the roles VADER's NEGATE and BOOSTER_DICT
 # play in English. Written unaccented: tokens are compared after accent folding.
-_ES_NEGATORS = frozenset(
-    {
-        "no",
-        "nunca",
-        "jamas",
-        "tampoco",
-        "ni",
-        "sin",
-        "nada",
-        "nadie",
-        "ningun",
-        "ninguna",
-        "ninguno",
-        "ningunos",
-        "ningunas",
-        "poco",  # "poco util" means "not useful"; "un poco" is handled as a dampener
-        "poca",
-        "pocos",
-        "pocas",
-    }
-)
+# "poco util" means "not useful"; "un poco" is handled as a dampener.
+_ES_NEGATORS = SPANISH_NEGATORS | {"ningunos", "ningunas", "poco", "poca", "pocos", "pocas"}
 _ES_INTENSIFIERS = frozenset(
     {
         "muy",
@@ -436,15 +419,29 @@ def _contrast(tokens: list[_EsToken], valences: list[float]) -> list[float]:
 
 
 class SentimentAnalyzer:
-    """Detects each message's language and scores it with that language's method."""
+    """Detects each message's language and scores it with that language's method.
 
-    def __init__(self, guesser: LanguageGuesser | None = None) -> None:
+    The method is the lexicon rules (VADER; SentiLeak with our corrections).
+    ``use_model=True`` scores with the trained model of :mod:`.model` instead
+    (``data/model_<lang>.npz``), which reads the lexicon's verdict among its
+    features and adds it to its own in the proportion chosen at training; the
+    lexicon still names the words that drove the score (those that agree with
+    the final label). The model is not the default because it did not beat the
+    rules on the held-out public sets (``bench/sentiment.py`` prints both).
+    """
+
+    def __init__(self, guesser: LanguageGuesser | None = None, *, use_model: bool = False) -> None:
         vader = _Vader()
         self._guesser = guesser or LanguageGuesser()
         self._scorers: dict[Lang, EnglishScorer | SpanishScorer] = {
             "en": EnglishScorer(vader),
             "es": SpanishScorer(vader),
         }
+        self._models: dict[Lang, LinearModel] = (
+            {language: LinearModel.load(language) for language in self._scorers}
+            if use_model
+            else {}
+        )
 
     def score(self, text: str, language_hint: str | None = None) -> Score:
         """Score ``text``; ``language_hint`` (e.g. Telegram's language_code) breaks ties."""
@@ -452,4 +449,18 @@ class SentimentAnalyzer:
 
     def score_as(self, text: str, language: Lang) -> Score:
         """Score ``text`` in a known language."""
+        lexical = self._scorers[language].score(text)
+        model = self._models.get(language)
+        if model is None:
+            return lexical
+        prediction = model.predict(text, lexical.compound)
+        label = prediction.label
+        drivers = lexical.drivers
+        if label != "neutral":
+            sign = 1 if label == "positive" else -1
+            drivers = tuple(d for d in drivers if d.valence * sign > 0)
+        return Score(label, round(prediction.polarity, 4), language, drivers)
+
+    def lexical_score_as(self, text: str, language: Lang) -> Score:
+        """Score ``text`` with the lexicon rules alone (the model's input, and a baseline)."""
         return self._scorers[language].score(text)

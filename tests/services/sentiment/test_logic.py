@@ -20,6 +20,7 @@ NOW = datetime(2025, 3, 14, 15, 30, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def analyzer() -> SentimentAnalyzer:
+    # The lexicon rules (the default method); the trained model is tested in test_model.py.
     return SentimentAnalyzer()
 
 

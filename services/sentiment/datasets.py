@@ -1,0 +1,413 @@
+"""The public labelled sets the sentiment model is trained on and measured on.
+
+None of them is in the repository: their files are read from a data
+directory (``--data-dir``, default ``.sentiment-data/``, git-ignored) that
+``python -m services.sentiment.datasets`` explains how to fill, each file
+taken from a pinned commit of a public GitHub repository. Training sets and
+evaluation sets come from different sources, so no figure is measured on
+data the model or its settings were fitted to.
+
+Run ``python -m services.sentiment.datasets`` to list every set with its
+source, licence and role, and the commands that rebuild the data directory
+from clones of those repositories.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from services.sentiment.evaluation import Example, parse_vader_ground_truth
+from services.sentiment.language import Lang
+from services.sentiment.scoring import Label
+
+DEFAULT_DATA_DIR = Path(".sentiment-data")
+Role = Literal["train", "dev", "eval"]
+
+_NUMBERED: dict[str, Label] = {"0": "negative", "1": "neutral", "2": "positive"}
+_SIGNED: dict[str, Label] = {"-1": "negative", "0": "neutral", "1": "positive"}
+# GoEmotions' sentiment grouping (group/labels.txt): 0 ambiguous, 1 negative, 2 neutral,
+# 3 positive. Ambiguous (surprise, confusion, ...) has no polarity and is left out.
+_GOEMOTIONS_GROUPS: dict[str, Label] = {"1": "negative", "2": "neutral", "3": "positive"}
+
+
+class DataMissingError(FileNotFoundError):
+    """A set's files are not in the data directory; the message says how to get them."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublicSet:
+    """One public labelled set: where it comes from and how to read it."""
+
+    key: str
+    language: Lang
+    role: Role
+    name: str
+    repository: str  # owner/name on GitHub
+    commit: str
+    files: tuple[tuple[str, str], ...]  # (path in the repository, file name in the data dir)
+    licence: str
+    gold: str
+    parse: Callable[[list[str]], list[Example]]
+
+    def load(self, data_dir: Path) -> list[Example]:
+        """The set's examples, read from ``data_dir``."""
+        texts = []
+        for path, local in self.files:
+            file = data_dir / local
+            if not file.is_file():
+                raise DataMissingError(
+                    f"{self.name}: {file} is missing; it is {path} at commit {self.commit} "
+                    f"of github.com/{self.repository} "
+                    "(`python -m services.sentiment.datasets` prints the commands)"
+                )
+            texts.append(file.read_text(encoding="utf-8"))
+        return self.parse(texts)
+
+
+def _goemotions(texts: list[str]) -> list[Example]:
+    examples = []
+    for text in texts:
+        for line in text.splitlines():
+            fields = line.split("\t")
+            if len(fields) == 3 and fields[1] in _GOEMOTIONS_GROUPS:
+                examples.append(Example(fields[0], _GOEMOTIONS_GROUPS[fields[1]]))
+    return examples
+
+
+def _mozetic(texts: list[str]) -> list[Example]:
+    # TweetID<TAB>Positive|Negative<TAB>text; a text with a line break continues on
+    # lines of its own, which are left out (only the labelled first line is kept).
+    labels: dict[str, Label] = {"Positive": "positive", "Negative": "negative"}
+    examples = []
+    for line in texts[0].splitlines():
+        fields = line.split("\t", 2)
+        if len(fields) == 3 and fields[1] in labels:
+            examples.append(Example(fields[2].removeprefix("\\"), labels[fields[1]]))
+    return examples
+
+
+# XED's Plutchik emotions (1 anger, 2 anticipation, 3 disgust, 4 fear, 5 joy, 6 sadness,
+# 7 surprise, 8 trust) grouped by polarity; anticipation and surprise have none.
+_XED_POSITIVE = frozenset({"5", "8"})
+_XED_NEGATIVE = frozenset({"1", "3", "4", "6"})
+
+
+def _xed(texts: list[str]) -> list[Example]:
+    # sentence<TAB>comma-separated emotion numbers; a line whose emotions are all
+    # positive (or all negative, ignoring the polarity-free ones) gets that label.
+    examples = []
+    for line in texts[0].splitlines():
+        text, sep, codes = line.rpartition("\t")
+        if not sep or not text.strip():
+            continue
+        emotions = {c.strip() for c in codes.split(",")}
+        positive, negative = emotions & _XED_POSITIVE, emotions & _XED_NEGATIVE
+        if positive and not negative:
+            examples.append(Example(text, "positive"))
+        elif negative and not positive:
+            examples.append(Example(text, "negative"))
+    return examples
+
+
+def _xed_neutral(texts: list[str]) -> list[Example]:
+    # Lines the XED annotators marked as neutral: "<label><TAB>sentence".
+    return [
+        Example(line.partition("\t")[2], "neutral")
+        for line in texts[0].splitlines()
+        if line.partition("\t")[2].strip()
+    ]
+
+
+def _conllu_sentences_as_neutral(texts: list[str]) -> list[Example]:
+    # Encyclopaedia and news sentences: a stand-in for neutral Spanish text, which
+    # no openly licensed labelled Spanish tweet set provides.
+    return [
+        Example(line.removeprefix("# text = "), "neutral")
+        for text in texts
+        for line in text.splitlines()
+        if line.startswith("# text = ")
+    ]
+
+
+def _lines_and_labels(texts: list[str]) -> list[Example]:
+    lines, labels = texts[0].splitlines(), texts[1].split()
+    if len(lines) != len(labels):
+        raise ValueError(f"{len(lines)} texts but {len(labels)} labels")
+    return [Example(t, _NUMBERED[g]) for t, g in zip(lines, labels, strict=True)]
+
+
+def _sentimp(texts: list[str]) -> list[Example]:
+    # tweet_id,full_text,final_label with -1/0/1 ("x" = discarded by the annotators).
+    rows = csv.DictReader(io.StringIO(texts[0]))
+    return [
+        Example(row["full_text"], _SIGNED[row["final_label"]])
+        for row in rows
+        if row["final_label"] in _SIGNED
+    ]
+
+
+def _vader_snippets(texts: list[str]) -> list[Example]:
+    return parse_vader_ground_truth(texts[0], "review snippets")
+
+
+_UD_GSD = "UniversalDependencies/UD_Spanish-GSD"
+_GOEMO_REPO = "matanbt/emotion-recognition-nlp-project"
+_MOZETIC_REPO = "joemzhao/tweets-retriever"
+_SENTIMP = "ari-dasci/OD-SentiMP-21"
+_XED = "Helsinki-NLP/XED"
+_XED_COMMIT = "76666d251f147cf518071bef4f8415dab6b96115"
+_XED_LICENCE = "CC BY 4.0 (the repository's README)"
+_MOZETIC_LICENCE = (
+    "labels CC BY-SA 4.0 (Mozetič, Grčar & Smailović 2016, CLARIN.SI handle 11356/1054); "
+    "tweet texts as retrieved from Twitter by the repository's author (no licence file)"
+)
+
+PUBLIC_SETS: tuple[PublicSet, ...] = (
+    # -- training ---------------------------------------------------------------
+    PublicSet(
+        "goemotions",
+        "en",
+        "train",
+        "GoEmotions (Demszky et al., ACL 2020), train + dev splits, Reddit comments",
+        _GOEMO_REPO,
+        "25df7400107fbd5d59fcdff9d843db1df633dc62",
+        (
+            ("data/goemotions/group/train.tsv", "goemotions_group_train.tsv"),
+            ("data/goemotions/group/dev.tsv", "goemotions_group_dev.tsv"),
+        ),
+        "Apache-2.0 (google-research/google-research, goemotions/data; copied unchanged "
+        "with the paper's sentiment grouping in the repository above)",
+        "single-label comments of the paper's groups negative/neutral/positive (ambiguous "
+        "and mixed left out)",
+        _goemotions,
+    ),
+    PublicSet(
+        "mozetic_en",
+        "en",
+        "train",
+        "Twitter sentiment for 15 European languages, English part (positive/negative)",
+        _MOZETIC_REPO,
+        "03636bf528ffe70decb989ae9b0d03b708ab6e0c",
+        (("retrieved_dataset/eng.txt", "mozetic_eng.txt"),),
+        _MOZETIC_LICENCE,
+        "one annotator's label per tweet; neutral tweets were not retrieved",
+        _mozetic,
+    ),
+    PublicSet(
+        "xed_en",
+        "en",
+        "train",
+        "XED English (Öhman et al., COLING 2020): annotated movie subtitle lines",
+        _XED,
+        _XED_COMMIT,
+        (("AnnotatedData/en-annotated.tsv", "xed_en-annotated.tsv"),),
+        _XED_LICENCE,
+        "Plutchik emotions grouped by polarity (joy, trust / anger, disgust, fear, sadness); "
+        "lines with both polarities or only anticipation/surprise left out",
+        _xed,
+    ),
+    PublicSet(
+        "xed_neutral_en",
+        "en",
+        "train",
+        "XED English neutral subtitle lines",
+        _XED,
+        _XED_COMMIT,
+        (("AnnotatedData/neu_en.txt", "xed_neu_en.txt"),),
+        _XED_LICENCE,
+        "lines the annotators marked neutral",
+        _xed_neutral,
+    ),
+    PublicSet(
+        "xed_es",
+        "es",
+        "train",
+        "XED Spanish: English subtitle annotations projected onto aligned Spanish subtitles",
+        _XED,
+        _XED_COMMIT,
+        (("Projections/es-projections.tsv", "xed_es-projections.tsv"),),
+        _XED_LICENCE,
+        "projected Plutchik emotions grouped by polarity, as for XED English",
+        _xed,
+    ),
+    PublicSet(
+        "mozetic_es",
+        "es",
+        "train",
+        "Twitter sentiment for 15 European languages, Spanish part (positive/negative)",
+        _MOZETIC_REPO,
+        "03636bf528ffe70decb989ae9b0d03b708ab6e0c",
+        (("retrieved_dataset/spa.txt", "mozetic_spa.txt"),),
+        _MOZETIC_LICENCE,
+        "one annotator's label per tweet; neutral tweets were not retrieved",
+        _mozetic,
+    ),
+    PublicSet(
+        "ud_gsd_es",
+        "es",
+        "train",
+        "UD Spanish-GSD dev + test sentences (web, news, encyclopaedia), as neutral",
+        _UD_GSD,
+        "57c045644664e5c1e169263cc4e3b95e40c078ba",
+        (
+            ("es_gsd-ud-dev.conllu", "es_gsd-ud-dev.conllu"),
+            ("es_gsd-ud-test.conllu", "es_gsd-ud-test.conllu"),
+        ),
+        "CC BY-SA 4.0 (the treebank's LICENSE.txt)",
+        "not labelled for sentiment: every sentence is taken as neutral (mostly factual prose)",
+        _conllu_sentences_as_neutral,
+    ),
+    # -- development: one scalar (how much the lexicon adds) is chosen on these ------
+    PublicSet(
+        "semeval17_en_val",
+        "en",
+        "dev",
+        "SemEval-2017 Task 4A tweets, TweetEval's validation split",
+        "cardiffnlp/tweeteval",
+        "4fbd22cd78421f05b1ecdb4fc5725bc7a7bd8f66",
+        (
+            ("datasets/sentiment/val_text.txt", "semeval17_en_val_text.txt"),
+            ("datasets/sentiment/val_labels.txt", "semeval17_en_val_labels.txt"),
+        ),
+        "as SemEval-2017 below; used for tuning only, never copied into the repository",
+        "crowd-sourced majority label, 0 negative / 1 neutral / 2 positive",
+        _lines_and_labels,
+    ),
+    PublicSet(
+        "intertass_es_val",
+        "es",
+        "dev",
+        "InterTASS 2017 Spanish tweets, UMSAB's validation split",
+        "cardiffnlp/xlm-t",
+        "874214d64d96599eb869a033c22ec2cc57d19256",
+        (
+            ("data/sentiment/spanish/val_text.txt", "intertass_es_val_text.txt"),
+            ("data/sentiment/spanish/val_labels.txt", "intertass_es_val_labels.txt"),
+        ),
+        "as InterTASS below; used for tuning only, never copied into the repository",
+        "TASS annotators' label, 0 negative / 1 neutral / 2 positive",
+        _lines_and_labels,
+    ),
+    # -- held-out evaluation (other sources than training) --------------------------
+    PublicSet(
+        "semeval17_en",
+        "en",
+        "eval",
+        "SemEval-2017 Task 4A test tweets (Rosenthal et al., 2017), as TweetEval ships them",
+        "cardiffnlp/tweeteval",
+        "4fbd22cd78421f05b1ecdb4fc5725bc7a7bd8f66",
+        (
+            ("datasets/sentiment/test_text.txt", "semeval17_en_test_text.txt"),
+            ("datasets/sentiment/test_labels.txt", "semeval17_en_test_labels.txt"),
+        ),
+        "TweetEval: no restriction of its own, the SemEval data and Twitter's terms apply; "
+        "used for measurement only, never copied into the repository",
+        "crowd-sourced majority label, 0 negative / 1 neutral / 2 positive",
+        _lines_and_labels,
+    ),
+    PublicSet(
+        "sentimp21_uk",
+        "en",
+        "eval",
+        "SentiMP-21 United Kingdom: tweets of members of parliament, 2021",
+        _SENTIMP,
+        "2360c6c50386e9ee4d77a624ddcf56a1cbc9a7e5",
+        (("uk/uk_simple.csv", "sentimp21_uk.csv"),),
+        "CC BY-SA 4.0 (the repository's README)",
+        "majority of 3 annotators, ties broken by a fourth; discarded tweets left out",
+        _sentimp,
+    ),
+    PublicSet(
+        "vader_movies",
+        "en",
+        "eval",
+        "VADER movie review snippets (Hutto & Gilbert 2014, from Pang & Lee 2005)",
+        "pypi:vaderSentiment-3.3.2.tar.gz",
+        "3.3.2",
+        (
+            (
+                "additional_resources/hutto_ICWSM_2014.tar.gz:movieReviewSnippets_GroundTruth.txt",
+                "movieReviewSnippets_GroundTruth.txt",
+            ),
+        ),
+        "MIT (the sdist's LICENSE.txt)",
+        "mean of >= 20 human ratings (-4..+4) / 4, cut at +/-0.05",
+        _vader_snippets,
+    ),
+    PublicSet(
+        "intertass_es",
+        "es",
+        "eval",
+        "InterTASS 2017 Spanish test tweets (Díaz Galiano et al., 2018), as UMSAB ships them",
+        "cardiffnlp/xlm-t",
+        "874214d64d96599eb869a033c22ec2cc57d19256",
+        (
+            ("data/sentiment/spanish/test_text.txt", "intertass_es_test_text.txt"),
+            ("data/sentiment/spanish/test_labels.txt", "intertass_es_test_labels.txt"),
+        ),
+        "TASS corpus terms (research use) and Twitter's terms; used for measurement only, "
+        "never copied into the repository",
+        "TASS annotators' label, 0 negative / 1 neutral / 2 positive (balanced, 290 each)",
+        _lines_and_labels,
+    ),
+    PublicSet(
+        "sentimp21_es",
+        "es",
+        "eval",
+        "SentiMP-21 Spain: tweets of members of parliament, 2021",
+        _SENTIMP,
+        "2360c6c50386e9ee4d77a624ddcf56a1cbc9a7e5",
+        (("sp/sp_simple.csv", "sentimp21_es.csv"),),
+        "CC BY-SA 4.0 (the repository's README)",
+        "majority of 5 annotators, ties broken by another; discarded tweets left out",
+        _sentimp,
+    ),
+)
+
+
+def public_sets(language: Lang, role: Role) -> list[PublicSet]:
+    """The sets of ``language`` with ``role``, in the order above."""
+    return [s for s in PUBLIC_SETS if s.language == language and s.role == role]
+
+
+def how_to_fetch(data_dir: Path = DEFAULT_DATA_DIR) -> str:
+    """The shell commands that fill ``data_dir`` from clones of the repositories."""
+    lines = [f"mkdir -p {data_dir}"]
+    for s in PUBLIC_SETS:
+        lines.append(f"# {s.key} ({s.role}, {s.language}): {s.name}; licence: {s.licence}")
+        for path, local in s.files:
+            if s.repository.startswith("pypi:"):
+                archive, _, member = path.partition(":")
+                lines.append(
+                    f"pip download --no-deps --no-binary :all: vaderSentiment=={s.commit} -d /tmp "
+                    f"&& tar -xOzf <(tar -xOzf /tmp/vaderSentiment-{s.commit}.tar.gz "
+                    f"vaderSentiment-{s.commit}/{archive}) hutto_ICWSM_2014/{member} "
+                    f"> {data_dir}/{local}"
+                )
+            else:
+                clone = s.repository.replace("/", "+")
+                lines.append(
+                    f"git clone -q https://github.com/{s.repository} {clone} 2>/dev/null; "
+                    f"git -C {clone} show {s.commit}:{path} > {data_dir}/{local}"
+                )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Print every set and how to fetch it."""
+    out = sys.stdout
+    for s in PUBLIC_SETS:
+        out.write(f"{s.key:14} {s.role:5} {s.language}  {s.name}\n")
+        out.write(f"{'':23}github.com/{s.repository} @ {s.commit}\n")
+        out.write(f"{'':23}licence: {s.licence}\n{'':23}gold: {s.gold}\n")
+    out.write("\n" + how_to_fetch() + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The features the sentiment model reads from one message, hashed to fixed buckets.
+
+One function, :func:`featurize`, shared by training (``train.py``) and by
+inference (``model.py``), so the two cannot drift apart. A message becomes:
+
+- word unigrams and bigrams, lower-cased and accent-folded, with user names,
+  links and digits replaced by placeholders and letter runs shortened
+  ("goooood" -> "good");
+- negation marking (Das & Chen, 2001): words after a negator, up to the end
+  of their clause, carry a ``NOT_`` prefix, so "not good" and "good" are
+  different features;
+- character 4-grams of each word (spelling variants, Spanish inflections);
+- emoji and emoticons as tokens, "!" and "?" runs;
+- the lexicon's verdict (the compound value of VADER or of the Spanish
+  lexicon rules) as bins, so the model learns how far to trust it.
+
+Each feature name is hashed with CRC-32 (stable across processes, unlike
+``hash``) into ``2**bits`` buckets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+import zlib
+
+DEFAULT_BITS = 18  # 262,144 buckets per language
+
+_URL = re.compile(r"https?://\S+|www\.\S+")
+_USER = re.compile(r"@\w+")
+_DIGITS = re.compile(r"\d+")
+_RUNS = re.compile(r"(\w)\1{2,}")
+# Words (letters, digits, apostrophes inside), emoticons, emoji and symbols, ! and ? runs.
+_TOKEN = re.compile(
+    r"[:;=8][\-o']?[()\[\]dpDP/\\|*]+|<3|[^\W\d_]+(?:'[^\W\d_]+)?|\d+|[!?]+|[.,;:…]+"
+    r"|[\U0001F000-\U0001FAFF\u2600-\u27BF]"
+)
+_CLAUSE_END = frozenset(".,;:…!?")
+ENGLISH_NEGATORS = frozenset(
+    {"not", "no", "never", "nothing", "nobody", "none", "neither", "nor", "without", "cannot"}
+    | {"cant", "dont", "doesnt", "didnt", "isnt", "wasnt", "arent", "werent", "wont"}
+    | {"wouldnt", "shouldnt", "couldnt", "havent", "hasnt", "aint"}
+)
+# Accent-folded, as tokens are compared.
+SPANISH_NEGATORS = frozenset(
+    {"no", "nunca", "jamas", "tampoco", "ni", "sin", "nada", "nadie"}
+    | {"ningun", "ninguna", "ninguno"}
+)
+_NEGATORS = ENGLISH_NEGATORS | SPANISH_NEGATORS
+_NEGATION_REACH = 4  # words after a negator that it marks, at most
+# Lexicon compound bins: strongly/mildly negative, none, mildly/strongly positive.
+_LEXICON_BINS = ((-0.5, "--"), (-0.05, "-"), (0.05, "0"), (0.5, "+"))
+
+
+def fold(text: str) -> str:
+    """Lower-case ``text`` and drop accents and diaereses, keeping ñ."""
+    out = []
+    for ch in text.lower():
+        if ch == "ñ" or ch.isascii():
+            out.append(ch)
+            continue
+        decomposed = unicodedata.normalize("NFD", ch)
+        out.append("".join(c for c in decomposed if unicodedata.category(c) != "Mn") or ch)
+    return "".join(out)
+
+
+def tokens(text: str) -> list[str]:
+    """The normalised tokens of ``text``, negated words prefixed with ``NOT_``."""
+    text = _URL.sub(" httpurl ", text)
+    text = _USER.sub(" atuser ", text)
+    text = _RUNS.sub(r"\1\1", fold(text))
+    out: list[str] = []
+    reach = 0
+    for raw in _TOKEN.findall(text):
+        token = _DIGITS.sub("0", raw.replace("'", ""))
+        if all(c in _CLAUSE_END for c in token):
+            reach = 0
+            if token[0] in "!?":
+                out.append(token[:3])
+            continue
+        if token in _NEGATORS:
+            out.append(token)
+            reach = _NEGATION_REACH
+            continue
+        if reach and token[0].isalpha():
+            out.append("NOT_" + token)
+            reach -= 1
+        else:
+            out.append(token)
+    return out
+
+
+def lexicon_bin(compound: float) -> str:
+    """The bin name of a lexicon compound value in [-1, 1]."""
+    for upper, name in _LEXICON_BINS:
+        if compound <= upper:
+            return name
+    return "++"
+
+
+def feature_names(text: str, lexicon_compound: float) -> list[str]:
+    """Every feature of ``text`` by name (readable; :func:`featurize` hashes them)."""
+    words = tokens(text)
+    names = [f"w:{w}" for w in words]
+    names.extend(f"b:{a} {b}" for a, b in itertools.pairwise(words))
+    for word in words:
+        if len(word) > 3 and word.isalpha():
+            padded = f"<{word}>"
+            names.extend(f"c:{padded[i : i + 4]}" for i in range(len(padded) - 3))
+    names.append(f"lex:{lexicon_bin(lexicon_compound)}")
+    if not words:
+        names.append("empty")
+    return names
+
+
+def featurize(text: str, lexicon_compound: float, bits: int = DEFAULT_BITS) -> list[int]:
+    """The hashed feature indices of ``text`` (repeats kept: a count is a repeat)."""
+    mask = (1 << bits) - 1
+    return [zlib.crc32(name.encode()) & mask for name in feature_names(text, lexicon_compound)]

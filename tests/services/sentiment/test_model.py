@@ -1,0 +1,169 @@
+"""The trained model: its features, its file, how it combines with the lexicon, its data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.sentiment.datasets import PUBLIC_SETS, DataMissingError, how_to_fetch, public_sets
+from services.sentiment.features import feature_names, featurize, tokens
+from services.sentiment.model import CLASSES, LinearModel, ModelFileError, combine
+from services.sentiment.scoring import SentimentAnalyzer
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> SentimentAnalyzer:
+    return SentimentAnalyzer(use_model=True)
+
+
+# -- features ---------------------------------------------------------------
+
+
+def test_tokens_normalise_users_links_digits_runs_and_accents() -> None:
+    assert tokens("@bob mira http://x.co/a 2024 ¡Qué BONITOOOO!") == [
+        "atuser",
+        "mira",
+        "httpurl",
+        "0",
+        "que",
+        "bonitoo",
+        "!",
+    ]
+
+
+def test_negation_marks_the_words_of_its_clause_only() -> None:
+    assert tokens("I don't like it. It's great") == [
+        "i",
+        "dont",
+        "NOT_like",
+        "NOT_it",
+        "its",
+        "great",
+    ]
+    assert tokens("no me gusta nada, es horrible") == [
+        "no",
+        "NOT_me",
+        "NOT_gusta",
+        "nada",
+        "es",
+        "horrible",
+    ]
+
+
+def test_emoticons_and_emoji_are_tokens() -> None:
+    assert tokens("great :) 😂") == ["great", ":)", "😂"]
+
+
+def test_features_carry_the_lexicon_verdict_and_hash_stably() -> None:
+    names = feature_names("so good", 0.7)
+    assert "lex:++" in names and "w:good" in names and "b:so good" in names
+    assert featurize("so good", 0.7, bits=10) == featurize("so good", 0.7, bits=10)
+    assert all(0 <= i < 1024 for i in featurize("so good", 0.7, bits=10))
+    assert feature_names("", 0.0) == ["lex:0", "empty"]
+
+
+# -- model ------------------------------------------------------------------
+
+
+def _toy_model(bits: int = 4) -> LinearModel:
+    weights = np.zeros((1 << bits, 3), dtype=np.float32)
+    return LinearModel(weights, np.array([0.0, 1.0, 0.0], dtype=np.float32), bits, {})
+
+
+def test_a_model_round_trips_through_its_file(tmp_path: Path) -> None:
+    model = _toy_model()
+    model.meta["lexicon_weight"] = 2.0
+    model.save(str(tmp_path / "m.npz"))
+    with np.load(tmp_path / "m.npz") as npz:
+        assert npz["weights"].dtype == np.float16
+    loaded = LinearModel(
+        np.load(tmp_path / "m.npz")["weights"].astype(np.float32),
+        np.load(tmp_path / "m.npz")["bias"],
+        4,
+        {"lexicon_weight": 2.0},
+    )
+    assert loaded.predict("hello", 0.0) == model.predict("hello", 0.0)
+
+
+def test_a_model_whose_shape_does_not_fit_is_refused() -> None:
+    with pytest.raises(ModelFileError, match="do not fit"):
+        LinearModel(np.zeros((8, 3), dtype=np.float32), np.zeros(3, dtype=np.float32), 4, {})
+
+
+def test_the_lexicon_weight_decides_how_much_the_lexicon_moves_the_verdict() -> None:
+    neutral_leaning = np.array([0.0, 1.0, 0.0], dtype=np.float32)
+    assert combine(neutral_leaning, 0.9, 0.0).label == "neutral"
+    assert combine(neutral_leaning, 0.9, 2.0).label == "positive"
+    assert combine(neutral_leaning, -0.9, 2.0).label == "negative"
+    probs = combine(neutral_leaning, 0.3, 1.0)
+    assert sum((probs.negative, probs.neutral, probs.positive)) == pytest.approx(1.0)
+
+
+def test_the_shipped_models_are_small_and_say_what_they_were_trained_on() -> None:
+    for language in ("en", "es"):
+        model = LinearModel.load(language)
+        assert model.meta["language"] == language
+        keys = {s["key"] for s in model.meta["training_sets"]}
+        assert keys == {s.key for s in public_sets(language, "train")}
+        assert "lexicon_weight" in model.meta
+    data = Path(__file__).parents[3] / "services" / "sentiment" / "data"
+    assert sum(f.stat().st_size for f in data.glob("model_*.npz")) < 20_000_000
+
+
+def test_the_model_scores_messages_and_keeps_the_words_that_drove_it(
+    analyzer: SentimentAnalyzer,
+) -> None:
+    good = analyzer.score_as("I love this, it is wonderful!", "en")
+    assert good.label == "positive" and good.compound > 0.3
+    assert "love" in good.positive_drivers and not good.negative_drivers
+    bad = analyzer.score_as("Me han cancelado el vuelo, qué vergüenza", "es")
+    assert bad.label == "negative" and bad.compound < 0
+    assert {"vergüenza", "cancelado"} <= set(bad.negative_drivers)
+    assert CLASSES == ("negative", "neutral", "positive")
+
+
+# -- data sets --------------------------------------------------------------
+
+
+def test_training_and_evaluation_sets_never_share_a_source() -> None:
+    def sources(role: str) -> set[str]:
+        return {s.repository for s in PUBLIC_SETS if s.role == role}
+
+    assert not sources("train") & sources("eval")
+    assert not sources("train") & sources("dev")
+    for language in ("en", "es"):
+        assert len(public_sets(language, "eval")) >= 2
+        assert public_sets(language, "train")
+    for public in PUBLIC_SETS:
+        assert public.licence and public.commit and public.gold
+
+
+def test_a_missing_data_file_says_where_it_comes_from(tmp_path: Path) -> None:
+    with pytest.raises(DataMissingError, match=r"github\.com/Helsinki-NLP/XED"):
+        next(s for s in PUBLIC_SETS if s.key == "xed_es").load(tmp_path)
+    assert "git -C Helsinki-NLP+XED show" in how_to_fetch(tmp_path)
+
+
+def test_each_public_format_is_parsed(tmp_path: Path) -> None:
+    files = {
+        "xed_es-projections.tsv": "Qué alegría\t5\nQué asco\t3, 1\nMixto\t5, 1\nVaya\t7\n",
+        "mozetic_spa.txt": "1\tPositive\t\\RT genial\n2\tNegative\tfatal\ncontinuation\n",
+        "sentimp21_es.csv": 'tweet_id,full_text,final_label\n1,"hola, todos",0\n2,x,x\n',
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    by_key = {s.key: s for s in PUBLIC_SETS}
+    xed = by_key["xed_es"].load(tmp_path)
+    assert [(e.text, e.label) for e in xed] == [
+        ("Qué alegría", "positive"),
+        ("Qué asco", "negative"),
+    ]
+    mozetic = by_key["mozetic_es"].load(tmp_path)
+    assert [(e.text, e.label) for e in mozetic] == [
+        ("RT genial", "positive"),
+        ("fatal", "negative"),
+    ]
+    sentimp = by_key["sentimp21_es"].load(tmp_path)
+    assert [(e.text, e.label) for e in sentimp] == [("hola, todos", "neutral")]
