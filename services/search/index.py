@@ -1,8 +1,8 @@
 """The search index: one SQLite file with FTS5 tables, owned by the search service.
 
-Layout (schema version 1)::
+Layout (schema version 2; a version 1 file is upgraded in place)::
 
-    docs(id, file, url)                 knowledge-base documents
+    docs(id, file, url, lang)           knowledge-base documents (lang: "en", "es" or NULL)
     docs_fts(title, body, title_en, body_en, title_es, body_es)
                                         their text + English/Spanish stem shadows
     messages(id, chat_id, chat_type, message_id, user_id, author, date)
@@ -16,6 +16,9 @@ Tokenisation is ``unicode61 remove_diacritics 2`` (case- and accent-
 insensitive); stemming happens in Python (:mod:`services.search.text`), so the
 shadow columns hold ready-made stems. Ranking is FTS5's ``bm25()``; /find
 divides it by ``1 + age / 7 days`` so recent relevant messages come first.
+/search multiplies it by :data:`LANGUAGE_BOOST` for documents in the user's
+language, and a relaxed search (any of the words, see :mod:`.answer`) ranks
+first by how many of the query's words a document holds.
 
 All methods are synchronous and serialised by a lock: the service calls them
 through ``asyncio.to_thread`` so the event loop never waits on the disk.
@@ -37,18 +40,24 @@ from pathlib import Path
 from typing import Generic, Literal, TypeVar
 
 from botbus.errors import BotbusError
-from services.search.kb import Document
+from services.search.kb import Document, plain_text
 from services.search.query import Columns, Query
+from services.search.spelling import Vocabulary
 from services.search.text import Stemmer, clip
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 INDEX_FILENAME = "index.sqlite3"
 DEFAULT_RETENTION = timedelta(days=30)
 SAVED_QUERY_LIFETIME = timedelta(days=7)
 RECENCY_HALF_LIFE = 7 * 24 * 3600.0  # seconds: a week-old message scores half
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process holding the write lock
+# bm25 of a document in the user's language is multiplied by this (bm25 is
+# negative: larger magnitude ranks higher), enough to put a page in the user's
+# language above its translation.
+LANGUAGE_BOOST = 3.0
+RELAXED_CANDIDATES = 500  # best OR-matches a relaxed search counts words in
 
 # Column weights for bm25(): a word in a title counts five times one in the
 # body. Words are matched through their stems; the text columns serve
@@ -64,7 +73,7 @@ _TOKENIZE = "tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3'"
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS docs(
-    id INTEGER PRIMARY KEY, file TEXT NOT NULL, url TEXT);
+    id INTEGER PRIMARY KEY, file TEXT NOT NULL, url TEXT, lang TEXT);
 CREATE INDEX IF NOT EXISTS docs_file ON docs(file);
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(
     title, body, title_en, body_en, title_es, body_es, {_TOKENIZE});
@@ -199,6 +208,7 @@ class SearchIndex:
         self.retention = retention
         self.stemmer = Stemmer()
         self._lock = threading.Lock()
+        self._vocabulary: Vocabulary | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(
@@ -223,6 +233,15 @@ class SearchIndex:
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is not None and row[0] == "1":
+            # Version 2 only adds the documents' language: upgrade in place.
+            columns = {c[1] for c in self._db.execute("PRAGMA table_info(docs)")}
+            if "lang" not in columns:
+                self._db.execute("ALTER TABLE docs ADD COLUMN lang TEXT")
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
+            )
+            row = (str(SCHEMA_VERSION),)
         if row is None:
             self._db.execute(
                 "INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
@@ -267,8 +286,11 @@ class SearchIndex:
             old = [row[0] for row in db.execute("SELECT id FROM docs WHERE file = ?", (file,))]
             db.executemany("DELETE FROM docs_fts WHERE rowid = ?", ((i,) for i in old))
             db.execute("DELETE FROM docs WHERE file = ?", (file,))
+            self._vocabulary = None
             for doc in documents:
-                cursor = db.execute("INSERT INTO docs(file, url) VALUES (?, ?)", (file, doc.url))
+                cursor = db.execute(
+                    "INSERT INTO docs(file, url, lang) VALUES (?, ?, ?)", (file, doc.url, doc.lang)
+                )
                 title_en, title_es = self.stemmer.shadow(doc.title)
                 body_en, body_es = self.stemmer.shadow(doc.body)
                 db.execute(
@@ -282,25 +304,73 @@ class SearchIndex:
         """How many knowledge-base documents are indexed."""
         return int(self._query("SELECT count(*) FROM docs", ())[0][0])
 
+    def vocabulary(self) -> Vocabulary:
+        """The words of every document (for "did you mean"), built once per change."""
+        with self._lock:
+            if self._vocabulary is None:
+                texts = (
+                    f"{title}\n{body}"
+                    for title, body in self._db.execute("SELECT title, body FROM docs_fts")
+                )
+                self._vocabulary = Vocabulary(texts, self.stemmer)
+            return self._vocabulary
+
     def search_documents(
-        self, query: Query, *, page: int = 0, page_size: int = 5
+        self,
+        query: Query,
+        *,
+        page: int = 0,
+        page_size: int = 5,
+        language: str | None = None,
+        relaxed: bool = False,
     ) -> ResultPage[DocumentHit]:
-        """Knowledge-base documents matching ``query``, best first."""
+        """Knowledge-base documents matching ``query``, best first.
+
+        Strict (the default): every group of the query must match. ``relaxed``:
+        any group may, but a result must match at least
+        :attr:`Query.minimum_should_match` groups and ranks by how many it
+        matches, then by bm25. Documents in ``language`` rank above the others.
+        """
         # Ranking runs on ids and scores only; the text of the few shown rows
         # is read afterwards. Carrying every match's body through the sort
         # costs ten times more than the ranking itself.
         # bm25() only works in the query that runs MATCH, so the window
         # function counting all hits sits in an outer query.
-        with self._lock:
-            ranked = _rows(
-                self._db,
-                f"""SELECT hit.id, count(*) OVER () AS total FROM (
-                        SELECT rowid AS id, bm25(docs_fts, {_DOC_WEIGHTS}) AS score
-                        FROM docs_fts WHERE docs_fts MATCH ?) AS hit
-                    ORDER BY hit.score, hit.id
-                    LIMIT ? OFFSET ?""",
-                (query.match(_DOC_COLUMNS, self.stemmer), page_size, page * page_size),
+        boost = f"(CASE WHEN d.lang = :language THEN {LANGUAGE_BOOST} ELSE 1.0 END)"
+        params: dict[str, object] = {
+            "language": language,
+            "limit": page_size,
+            "offset": page * page_size,
+        }
+        if relaxed:
+            groups = query.group_matches(_DOC_COLUMNS, self.stemmer)
+            params["match"] = query.relaxed_match(_DOC_COLUMNS, self.stemmer)
+            params["candidates"] = RELAXED_CANDIDATES
+            params["minimum"] = query.minimum_should_match
+            matched = " + ".join(
+                f"(hit.id IN (SELECT rowid FROM docs_fts WHERE docs_fts MATCH :g{i}))"
+                for i in range(len(groups))
             )
+            params.update({f"g{i}": group for i, group in enumerate(groups)})
+            sql = f"""SELECT id, count(*) OVER () AS total FROM (
+                    SELECT hit.id, hit.score, {matched} AS matched FROM (
+                        SELECT f.rowid AS id, bm25(docs_fts, {_DOC_WEIGHTS}) * {boost} AS score
+                        FROM docs_fts AS f JOIN docs AS d ON d.id = f.rowid
+                        WHERE docs_fts MATCH :match
+                        ORDER BY score LIMIT :candidates) AS hit)
+                WHERE matched >= :minimum
+                ORDER BY matched DESC, score, id
+                LIMIT :limit OFFSET :offset"""
+        else:
+            params["match"] = query.match(_DOC_COLUMNS, self.stemmer)
+            sql = f"""SELECT hit.id, count(*) OVER () AS total FROM (
+                    SELECT f.rowid AS id, bm25(docs_fts, {_DOC_WEIGHTS}) * {boost} AS score
+                    FROM docs_fts AS f JOIN docs AS d ON d.id = f.rowid
+                    WHERE docs_fts MATCH :match) AS hit
+                ORDER BY hit.score, hit.id
+                LIMIT :limit OFFSET :offset"""
+        with self._lock:
+            ranked = _rows(self._db, sql, params)
             ids = [row["id"] for row in ranked]
             details = {
                 row["id"]: row
@@ -316,7 +386,12 @@ class SearchIndex:
         total = int(ranked[0]["total"]) if ranked else 0
         highlighter = query.highlighter(self.stemmer)
         hits = [
-            DocumentHit(clip(row["title"], 200), row["url"], highlighter.snippet(row["body"]))
+            DocumentHit(
+                clip(plain_text(row["title"]), 200),
+                row["url"],
+                # Bodies indexed before Markdown was stripped on load are cleaned here.
+                highlighter.snippet(plain_text(row["body"])),
+            )
             for row in rows
         ]
         return ResultPage(hits, page, page_size, total)

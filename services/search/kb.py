@@ -3,11 +3,15 @@
 Supported files:
 
 - ``.md`` / ``.markdown``: optional front matter (``---`` lines around
-  ``title: ...`` / ``url: ...``); otherwise the title is the first heading.
-  Markdown syntax is reduced to plain text so snippets read cleanly.
+  ``title: ...`` / ``url: ...`` / ``lang: ...``); otherwise the title is the
+  first heading. Markdown syntax is reduced to plain text so snippets read cleanly.
 - ``.txt``: the first non-empty line is the title, the rest the body.
 - ``.jsonl``: one JSON object a line with ``title``, ``body`` and optional
-  ``url`` strings.
+  ``url`` and ``lang`` strings.
+
+A document's language (``en``, ``es``, ...) comes from its ``lang`` field,
+else from a folder of that name on its path (``kb/es/faq.md``); search ranks
+the documents in the user's language first.
 
 A file that cannot be read is reported as a :class:`Problem`, never skipped
 silently; the other files still load.
@@ -18,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 SUFFIXES = frozenset({".md", ".markdown", ".txt", ".jsonl"})
@@ -32,6 +36,25 @@ _LIST_RE = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _QUOTE_RE = re.compile(r"^\s*>\s?")
 _BLANK_LINES_RE = re.compile(r"\n{3,}")
 _TABLE_RULE_RE = re.compile(r"^\s*\|?[\s:|-]+\|[\s:|-]*$")
+_ITALIC_RE = re.compile(r"(?<![\w*])[*_](?=\S)([^*_\n]+?)(?<=\S)[*_](?![\w*])")
+_AUTOLINK_RE = re.compile(r"<(https?://[^>\s]+)>")
+_REFERENCE_RE = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
+_RULE_RE = re.compile(r"^\s*([-*_])(\s*\1){2,}\s*$")
+_LANG_RE = re.compile(r"^[a-z]{2}$")
+# ISO 639-1 codes recognised as folder names (a folder "kb" or "db" is not a language).
+_FOLDER_LANGUAGES = {"ar", "ca", "de", "el", "en", "es", "eu", "fr", "gl", "he", "hi", "it"} | {
+    "ja",
+    "ko",
+    "nl",
+    "pl",
+    "pt",
+    "ro",
+    "ru",
+    "sv",
+    "tr",
+    "uk",
+    "zh",
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,7 @@ class Document:
     title: str
     body: str
     url: str | None = None
+    lang: str | None = None  # two-letter language code, when known
 
 
 @dataclass(frozen=True)
@@ -96,7 +120,23 @@ def load_file(path: Path) -> Loaded:
         _add(loaded, *_plain_text(key, raw, path.stem))
     else:
         _add(loaded, *_markdown(key, raw, path.stem))
+    folder = folder_language(path)
+    loaded.documents = [
+        d if d.lang or not folder else replace(d, lang=folder) for d in loaded.documents
+    ]
     return loaded
+
+
+def folder_language(path: Path) -> str | None:
+    """``es`` for ``.../kb/es/faq.md``: the file's folder, when named by a language code."""
+    folder = path.resolve().parent.name.lower()
+    return folder if folder in _FOLDER_LANGUAGES else None
+
+
+def _language(value: object) -> str | None:
+    if isinstance(value, str) and _LANG_RE.match(value.strip().lower()):
+        return value.strip().lower()
+    return None
 
 
 def _add(loaded: Loaded, document: Document | None, where: str = "") -> None:
@@ -128,7 +168,15 @@ def _load_jsonl(key: str, where: str, raw: str, loaded: Loaded) -> None:
         elif url is not None and not isinstance(url, str):
             loaded.problems.append(Problem(f"{where}:{number}", '"url" must be a string'))
         else:
-            loaded.documents.append(Document(key, title.strip(), body.strip(), url or None))
+            loaded.documents.append(
+                Document(
+                    key,
+                    title.strip(),
+                    plain_text(body.strip()),
+                    url or None,
+                    _language(item.get("lang")),
+                )
+            )
 
 
 def _plain_text(key: str, raw: str, fallback: str) -> tuple[Document | None, str]:
@@ -136,7 +184,7 @@ def _plain_text(key: str, raw: str, fallback: str) -> tuple[Document | None, str
     if not lines:
         return None, key
     title = lines[0].strip() or fallback
-    return Document(key, title, "\n".join(lines[1:]).strip()), key
+    return Document(key, title, plain_text("\n".join(lines[1:]).strip())), key
 
 
 def _front_matter(raw: str) -> tuple[dict[str, str], str]:
@@ -157,14 +205,20 @@ def _front_matter(raw: str) -> tuple[dict[str, str], str]:
 def markdown_to_text(raw: str) -> Iterator[str]:
     """Lines of ``raw`` Markdown with the markup removed (code blocks kept as text)."""
     for line in raw.splitlines():
-        if _FENCE_RE.match(line) or _TABLE_RULE_RE.match(line):
+        if _FENCE_RE.match(line) or _TABLE_RULE_RE.match(line) or _RULE_RE.match(line):
             continue
         heading = _HEADING_RE.match(line)
         if heading:
             line = heading.group(1)
         line = _QUOTE_RE.sub("", _LIST_RE.sub("", line))
-        line = _EMPHASIS_RE.sub("", _LINK_RE.sub(r"\1", line))
+        line = _REFERENCE_RE.sub(r"\1", _LINK_RE.sub(r"\1", _AUTOLINK_RE.sub(r"\1", line)))
+        line = _ITALIC_RE.sub(r"\1", _EMPHASIS_RE.sub("", line))
         yield line.replace("|", " ").strip()
+
+
+def plain_text(text: str) -> str:
+    """``text`` with any Markdown markup removed (plain text passes unchanged)."""
+    return _BLANK_LINES_RE.sub("\n\n", "\n".join(markdown_to_text(text))).strip()
 
 
 def _markdown(key: str, raw: str, fallback: str) -> tuple[Document | None, str]:
@@ -181,4 +235,9 @@ def _markdown(key: str, raw: str, fallback: str) -> tuple[Document | None, str]:
     body = _BLANK_LINES_RE.sub("\n\n", "\n".join(markdown_to_text("\n".join(lines)))).strip()
     if not title and not body:
         return None, key
-    return Document(key, title or fallback, body, meta.get("url") or None), key
+    return (
+        Document(
+            key, title or fallback, body, meta.get("url") or None, _language(meta.get("lang"))
+        ),
+        key,
+    )

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from botbus.errors import ServiceError
+from services.search.stopwords import is_stop_word
 from services.search.text import WORD_RE, Highlighter, Stemmer, normalize
 
 MAX_QUERY_CHARS = 300
@@ -103,6 +104,11 @@ class Term:
     words: tuple[str, ...]
     prefix: bool = False
 
+    @property
+    def is_stop_word(self) -> bool:
+        """True for a single stop word searched as a word (not a phrase or a prefix)."""
+        return len(self.words) == 1 and not self.prefix and is_stop_word(self.words[0])
+
     def match(self, columns: Columns, stemmer: Stemmer) -> str:
         """This term as an FTS5 expression over the text and stem columns."""
         phrase = '"' + " ".join(self.words) + '"'
@@ -137,6 +143,42 @@ class Query:
         for term in self.excluded:
             expression = f"({expression} NOT {term.match(columns, stemmer)})"
         return expression
+
+    def without_stop_words(self) -> Query:
+        """This query without the groups that are only stop words (if any group is left)."""
+        kept = tuple(g for g in self.groups if not all(t.is_stop_word for t in g))
+        if not kept or len(kept) == len(self.groups):
+            return self
+        return Query(self.text, kept, self.excluded)
+
+    def corrected(self, corrections: dict[str, str]) -> Query:
+        """This query with words replaced (normalised word -> replacement) and its text too."""
+        if not corrections:
+            return self
+
+        def fix(term: Term) -> Term:
+            words = tuple(normalize(corrections.get(w, w)) for w in term.words)
+            return Term(words, term.prefix)
+
+        text = WORD_RE.sub(lambda m: corrections.get(normalize(m.group()), m.group()), self.text)
+        return Query(text, tuple(tuple(fix(t) for t in g) for g in self.groups), self.excluded)
+
+    def group_matches(self, columns: Columns, stemmer: Stemmer) -> list[str]:
+        """One FTS5 expression per group: what a relaxed search counts, group by group."""
+        return ["(" + " OR ".join(t.match(columns, stemmer) for t in g) + ")" for g in self.groups]
+
+    def relaxed_match(self, columns: Columns, stemmer: Stemmer) -> str:
+        """Any of the groups (OR), still without the excluded terms."""
+        expression = "(" + " OR ".join(self.group_matches(columns, stemmer)) + ")"
+        for term in self.excluded:
+            expression = f"({expression} NOT {term.match(columns, stemmer)})"
+        return expression
+
+    @property
+    def minimum_should_match(self) -> int:
+        """How many groups a relaxed result must match: one of two, half of more (rounded up)."""
+        count = len(self.groups)
+        return 1 if count <= 2 else -(-count // 2)
 
     def highlighter(self, stemmer: Stemmer) -> Highlighter:
         """What to highlight in the results of this query."""

@@ -72,8 +72,18 @@ def _header(t: Translate, page: PageInfo, shown: int, query: str, *, chat: bool)
     return f"🔎 <b>{what} {first}–{last} {of} {page.total}</b>: <i>{_quoted(query)}</i>"
 
 
-def nothing_found(t: Translate, query: str, *, chat: bool) -> str:
-    """The reply when a query has no result."""
+def _did_you_mean(t: Translate, suggestion: str) -> str:
+    shown = _quoted(suggestion)
+    return t(en=f"Did you mean <i>{shown}</i>?", es=f"¿Quisiste decir <i>{shown}</i>?")
+
+
+def nothing_found(t: Translate, query: str, *, chat: bool, suggestion: str | None = None) -> str:
+    """The reply when a query has no result (with "did you mean …" when a word was corrected)."""
+    if suggestion and not chat:
+        return t(
+            en=f"Nothing found for <i>{_quoted(query)}</i>. ",
+            es=f"No se encontró nada para <i>{_quoted(query)}</i>. ",
+        ) + _did_you_mean(t, suggestion)
     if chat:
         return t(
             en=f"No message in this chat matches <i>{_quoted(query)}</i>. "
@@ -89,14 +99,42 @@ def nothing_found(t: Translate, query: str, *, chat: bool) -> str:
     )
 
 
-def render_documents(t: Translate, page: ResultPage[DocumentHit], query: str) -> str:
-    """A page of knowledge-base results: numbered titles (linked), then snippets."""
-    lines = [_header(t, page, len(page.hits), query, chat=False)]
+def render_documents(
+    t: Translate,
+    page: ResultPage[DocumentHit],
+    query: str,
+    *,
+    suggestion: str | None = None,
+    relaxed: bool = False,
+) -> str:
+    """A page of knowledge-base results: numbered titles, snippets and links.
+
+    ``suggestion``: the results are for this corrected query ("did you mean").
+    ``relaxed``: no document holds every word; these hold most of them. The
+    link is also written out, so clients that show no link markup still show it.
+    """
+    lines = [_header(t, page, len(page.hits), suggestion or query, chat=False)]
+    if suggestion:
+        lines.append(
+            t(
+                en=f"Nothing for <i>{_quoted(query)}</i>; showing <i>{_quoted(suggestion)}</i>.",
+                es=f"Nada para <i>{_quoted(query)}</i>; se muestra <i>{_quoted(suggestion)}</i>.",
+            )
+        )
+    if relaxed:
+        lines.append(
+            t(
+                en="No page has all the words; these have most of them.",
+                es="Ninguna página tiene todas las palabras; estas tienen la mayoría.",
+            )
+        )
     for number, hit in enumerate(page.hits, start=page.page * page.page_size + 1):
         title = html.escape(hit.title, quote=False)
+        entry = f"\n{number}. <b>{title}</b>\n{hit.snippet}"
         if hit.url:
-            title = f'<a href="{html.escape(hit.url, quote=True)}">{title}</a>'
-        lines.append(f"\n{number}. <b>{title}</b>\n{hit.snippet}")
+            link = html.escape(hit.url, quote=True)
+            entry += f'\n🔗 <a href="{link}">{html.escape(hit.url, quote=False)}</a>'
+        lines.append(entry)
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from botbus.models import (
     InlineButton,
 )
 from botbus.service import App, Context, Refuse, Service
+from services.search.answer import answer
 from services.search.index import (
     ChatMessage,
     DocumentHit,
@@ -160,12 +161,16 @@ async def _run(
 ) -> tuple[str, list[tuple[str, str]]]:
     """Run ``query`` and render one page: (HTML text, paging buttons)."""
     result: ResultPage[DocumentHit] | ResultPage[MessageHit]
+    suggestion: str | None = None
     for _attempt in range(2):
         if scope == "kb":
-            docs = await asyncio.to_thread(
-                index.search_documents, query, page=page, page_size=PAGE_SIZE
+            found = await asyncio.to_thread(
+                answer, index, query, page=page, page_size=PAGE_SIZE, language=ctx.language
             )
-            result, text = docs, render_documents(ctx.t, docs, query.text)
+            result, suggestion = found.page, found.suggestion
+            text = render_documents(
+                ctx.t, found.page, query.text, suggestion=suggestion, relaxed=found.relaxed
+            )
         else:
             msgs = await asyncio.to_thread(
                 index.find_messages, chat_id, query, page=page, page_size=PAGE_SIZE
@@ -177,7 +182,7 @@ async def _run(
         # show its last page rather than an empty one.
         page = result.pages - 1
     if not result.hits:
-        return nothing_found(ctx.t, query.text, chat=scope == "chat"), []
+        return nothing_found(ctx.t, query.text, chat=scope == "chat", suggestion=suggestion), []
     buttons: list[tuple[str, str]] = []
     if result.has_next or result.has_previous:
         query_id = await asyncio.to_thread(index.save_query, scope, chat_id, query.text)

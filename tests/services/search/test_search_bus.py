@@ -203,7 +203,7 @@ async def test_search_pages_with_next_and_previous_buttons(
     first = await bus.reply_to(cmd)
     assert first.parse_mode == "HTML"
     assert first.text.startswith("🔎 <b>Results 1–5 of 7</b>: <i>gateway</i>")
-    assert '<b><a href="https://e.org/' in first.text
+    assert '🔗 <a href="https://e.org/' in first.text
     assert "The <b>gateway</b> relays action" in first.text
     [(label, data)] = buttons(first.keyboard)
     assert label == "Next ▶" and data.startswith("search:") and len(data.encode()) <= 64
