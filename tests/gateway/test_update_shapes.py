@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from botbus.gateway import Gateway
-from botbus.models import InboundMessage
+from botbus.models import InboundCommand, InboundMessage
 from botbus.sandbox import SandboxBot, SandboxClient
 
 from .conftest import Inbox, MiniService, wait_until_live
@@ -247,3 +247,24 @@ async def test_every_real_update_shape_is_taken_without_crashing_ingest(
     assert gateway.metrics.updates_malformed._value.get() == 0
     assert gateway.metrics.updates_ignored._value.get() == len(IGNORED_SHAPES)
     assert gateway.health()["tasks_running"]
+
+
+async def test_edits_are_not_run_again_and_media_is_passed_over(
+    gateway: Gateway, echo: MiniService, group: Room, inbox: Inbox, user: SandboxClient
+) -> None:
+    await wait_until_live(gateway, "echo")
+    sent = await group.write("/echo one", user=MEMBER)
+    assert (await inbox.next()).kind == "command"
+    assert (await group.next())["message"]["text"] == "one"
+    # Editing a command does not run it again; services see the edit as edited text.
+    await user.edit_text(group.bot.id, GROUP, sent["message_id"], "/echo two", user=MEMBER)
+    edited = await inbox.next()
+    assert isinstance(edited, InboundMessage) and edited.edited and edited.text == "/echo two"
+    # A sticker, a location and a photo carry no text for the services: nothing is routed.
+    await user.send_sticker(group.bot.id, "👍", user=MEMBER, chat_id=GROUP)
+    await user.send_location(group.bot.id, 40.4, -3.7, user=MEMBER, chat_id=GROUP)
+    await group.write("/echo three", user=MEMBER)
+    after = await inbox.next()
+    assert isinstance(after, InboundCommand) and after.args == "three"
+    assert (await group.next())["message"]["text"] == "three"  # nothing was said in between
+    assert gateway.metrics.updates_malformed._value.get() == 0
