@@ -213,6 +213,16 @@ def _botbus_command() -> str:
     return str(script) if script.exists() else "botbus"
 
 
+def _say_where_it_runs(settings: Settings) -> None:
+    """Point at the sandbox of the ``botbus up`` already running on this data directory."""
+    from botbus.sandbox import running_url
+    from botbus.sandbox._persist import state_dir
+
+    base_url = running_url(state_dir(settings.data_dir))
+    if base_url is not None:
+        say(f"[up] use that one: web chat {base_url}/ , terminal chat {_botbus_command()} chat")
+
+
 class Supervisor:
     """Runs the system until told to stop."""
 
@@ -438,6 +448,10 @@ def up(names: str, sandbox_port: int, cluster: int, ephemeral: bool) -> None:
         with data_dir_lock(settings):
             supervisor = Supervisor(settings, chosen, sandbox_port, cluster, ephemeral=ephemeral)
             asyncio.run(supervisor.run())
+    except AlreadyRunning as exc:
+        say(f"[up] cannot run: {exc}")
+        _say_where_it_runs(settings)
+        sys.exit(EXIT_CONFIG)
     except BotbusError as exc:
         say(f"[up] cannot run: {exc}")
         sys.exit(EXIT_CONFIG if isinstance(exc, ConfigError) else 1)

@@ -9,6 +9,7 @@ saying how to install it, when it is missing; a silent skip would let
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +25,8 @@ from services.games.service import service as games_service
 from services.sentiment.service import service as sentiment_service
 from tests.e2e.conftest import Stack, launch_stack
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium; BOTBUS_CHROMIUM names another build of it (e.g. on a non-Debian machine).
+CHROMIUM = os.environ.get("BOTBUS_CHROMIUM", "/usr/bin/chromium")
 # Headless, offline, quiet: no sandbox (CI runs as root), no GPU, no network of its own.
 CHROMIUM_ARGS = [
     "--headless",
@@ -43,8 +45,8 @@ def _require_browser() -> Any:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(
             f"chromium is not installed at {CHROMIUM}: the web chat tests need it. "
-            "Install it with `apt-get install -y chromium` (.ci/run does this), "
-            "or deselect them with -m 'not slow'.",
+            "Install it with `apt-get install -y chromium` (.ci/run does this), point "
+            "BOTBUS_CHROMIUM at one, or deselect these tests with -m 'not slow'.",
             pytrace=False,
         )
     try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import telegram
 
 from tests.browser.conftest import DOCS, UI_WAIT, open_chat
 from tests.e2e.conftest import Stack
@@ -122,6 +123,29 @@ async def test_mood_shows_its_chart_inline(
     else:
         shot = await ana.screenshot(path=str(tmp_path_factory.mktemp("shot") / "webchat.png"))
         assert shot.startswith(b"\x89PNG")
+
+
+async def test_formatting_and_typing_from_the_bot_side(ana: Any, stack: Stack) -> None:
+    async with telegram.Bot(stack.bot.token, base_url=stack.sandbox.api_url) as bot:
+        await bot.send_chat_action(ANA, "typing")
+        await ana.locator("#chat-status", has_text="botbus is typing…").wait_for()
+        await bot.send_message(
+            ANA,
+            "*bold* _italic_ `code` ||secret|| [docs](https://example.org/docs)",
+            parse_mode="MarkdownV2",
+        )
+    message = ana.locator("#messages li.message.bot").last
+    await message.locator("strong", has_text="bold").wait_for()
+    assert await message.locator("em").inner_text() == "italic"
+    assert await message.locator("code").inner_text() == "code"
+    link = message.locator("a", has_text="docs")
+    assert await link.get_attribute("href") == "https://example.org/docs"
+    assert await link.get_attribute("rel") == "noopener noreferrer"
+    spoiler = message.locator(".spoiler")
+    await spoiler.click()
+    assert "revealed" in (await spoiler.get_attribute("class") or "")
+    # a message ends "typing…", as in Telegram
+    assert "typing" not in await ana.inner_text("#chat-status")
 
 
 async def test_photo_document_location_reply_and_edit(ana: Any, stack: Stack) -> None:

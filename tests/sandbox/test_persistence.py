@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from botbus.sandbox import (
 from botbus.sandbox._persist import state_dir
 from botbus.sandbox.chat import chat
 from botbus.sandbox.cli import sandbox as sandbox_command
+from botbus.sandbox.cli import start_on
 from tests.sandbox.conftest import USER, png
 
 GROUP = -100123
@@ -127,3 +129,23 @@ async def test_botbus_chat_finds_the_running_sandbox_from_the_data_dir(
         assert f"already running at {server.base_url}" in result.output
     finally:
         await server.stop()
+
+
+async def test_a_busy_default_port_falls_back_and_says_which_url_to_use(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = SandboxServer()
+        try:
+            base_url = await start_on(server, "127.0.0.1", port, default_port=True)
+            assert base_url != f"http://127.0.0.1:{port}"
+            said = capsys.readouterr().out
+            assert f"port {port} is busy" in said and f"listens on {base_url} instead" in said
+        finally:
+            await server.stop()
+        explicit = SandboxServer()
+        with pytest.raises(OSError):  # a port the user chose is not second-guessed
+            await start_on(explicit, "127.0.0.1", port, default_port=False)
