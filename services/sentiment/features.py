@@ -53,16 +53,20 @@ _NEGATION_REACH = 4  # words after a negator that it marks, at most
 _LEXICON_BINS = ((-0.5, "--"), (-0.05, "-"), (0.05, "0"), (0.5, "+"))
 
 
+_FOLDED: dict[int, str] = {}  # code point -> its accent-free form, filled as met
+
+
 def fold(text: str) -> str:
     """Lower-case ``text`` and drop accents and diaereses, keeping ñ."""
-    out = []
-    for ch in text.lower():
-        if ch == "ñ" or ch.isascii():
-            out.append(ch)
-            continue
-        decomposed = unicodedata.normalize("NFD", ch)
-        out.append("".join(c for c in decomposed if unicodedata.category(c) != "Mn") or ch)
-    return "".join(out)
+    lowered = text.lower()
+    if lowered.isascii():
+        return lowered
+    for ch in set(lowered):
+        if ord(ch) not in _FOLDED and not ch.isascii():
+            decomposed = unicodedata.normalize("NFD", ch)
+            plain = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+            _FOLDED[ord(ch)] = ch if ch == "ñ" or not plain else plain
+    return lowered.translate(_FOLDED)
 
 
 def tokens(text: str) -> list[str]:
@@ -114,7 +118,48 @@ def feature_names(text: str, lexicon_compound: float) -> list[str]:
     return names
 
 
+# Feature names repeat the way words do (Zipf): hashing each once is most of the saving.
+_HASH_CACHE_LIMIT = 500_000
+_hash_cache: dict[str, int] = {}
+
+
+def _crc(name: str) -> int:
+    value = _hash_cache.get(name)
+    if value is None:
+        if len(_hash_cache) >= _HASH_CACHE_LIMIT:
+            _hash_cache.clear()
+        value = _hash_cache[name] = zlib.crc32(name.encode())
+    return value
+
+
+_word_cache: dict[str, tuple[int, ...]] = {}
+
+
+def _word_hashes(word: str) -> tuple[int, ...]:
+    """The CRCs of a word's own features: the word and its character 4-grams."""
+    cached = _word_cache.get(word)
+    if cached is None:
+        if len(_word_cache) >= _HASH_CACHE_LIMIT:
+            _word_cache.clear()
+        names = [f"w:{word}"]
+        if len(word) > 3 and word.isalpha():
+            padded = f"<{word}>"
+            names.extend(f"c:{padded[i : i + 4]}" for i in range(len(padded) - 3))
+        cached = _word_cache[word] = tuple(_crc(name) for name in names)
+    return cached
+
+
 def featurize(text: str, lexicon_compound: float, bits: int = DEFAULT_BITS) -> list[int]:
-    """The hashed feature indices of ``text`` (repeats kept: a count is a repeat)."""
+    """The hashed feature indices of ``text`` (repeats kept: a count is a repeat).
+
+    The same features as :func:`feature_names`, in another order, with each
+    word's own features hashed once per process.
+    """
     mask = (1 << bits) - 1
-    return [zlib.crc32(name.encode()) & mask for name in feature_names(text, lexicon_compound)]
+    words = tokens(text)
+    out = [h & mask for word in words for h in _word_hashes(word)]
+    out.extend(_crc(f"b:{a} {b}") & mask for a, b in itertools.pairwise(words))
+    out.append(_crc(f"lex:{lexicon_bin(lexicon_compound)}") & mask)
+    if not words:
+        out.append(_crc("empty") & mask)
+    return out

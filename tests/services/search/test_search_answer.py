@@ -7,13 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.search.answer import answer
 from services.search.evaluation import load_questions, mean_reciprocal_rank, rank, recall_at
 from services.search.index import SearchIndex
 from services.search.indexing import index_path
 from services.search.kb import Document, load_file, plain_text
-from services.search.query import parse_query
+from services.search.query import QueryError, parse_query
 from services.search.render import nothing_found, render_documents
 from services.search.spelling import Vocabulary, edit_distance
 from services.search.text import Stemmer
@@ -166,3 +168,17 @@ def test_the_question_set_is_answered_within_the_first_three_results(tmp_path: P
     # The bench prints the exact figures and each miss.
     assert recall_at(results) >= 0.9
     assert mean_reciprocal_rank(results) >= 0.8
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(max_size=120))
+def test_any_text_gets_results_or_a_clear_error(index: SearchIndex, text: str) -> None:
+    try:
+        query = parse_query(text)
+    except QueryError as exc:
+        assert exc.text("en") and exc.text("es")
+        return
+    found = answer(index, query, page=0, page_size=5, language="es")
+    assert found.page.total >= len(found.page.hits)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,10 @@ def test_features_carry_the_lexicon_verdict_and_hash_stably() -> None:
     assert featurize("so good", 0.7, bits=10) == featurize("so good", 0.7, bits=10)
     assert all(0 <= i < 1024 for i in featurize("so good", 0.7, bits=10))
     assert feature_names("", 0.0) == ["lex:0", "empty"]
+    text = "I don't like it, soooo bad :( @bob"
+    mask = (1 << 18) - 1
+    expected = sorted(zlib.crc32(n.encode()) & mask for n in feature_names(text, -0.4))
+    assert sorted(featurize(text, -0.4)) == expected
 
 
 # -- model ------------------------------------------------------------------
