@@ -64,6 +64,12 @@ MiB = 1024 * 1024
 
 DEDUPE_WINDOW = 2 * MINUTE
 CLUSTER_REPLICAS = 3  # copies of each stream and bucket on a JetStream cluster
+# JetStream API timeout for creating streams and buckets: on a busy cluster a
+# replicated create waits for its peers well beyond nats-py's 5 s default.
+SETUP_TIMEOUT = 10.0  # seconds
+# A reply lost with a dying cluster node is a timeout; the set-up is idempotent,
+# so it is tried again this many times before start-up gives up.
+SETUP_ATTEMPTS = 3
 STREAM_WAIT_LOG_EVERY = 5.0  # seconds between two "waiting for stream" log lines
 STREAM_WAIT_POLL = 0.5  # seconds between two checks for a missing stream
 
@@ -234,7 +240,14 @@ async def ensure_topology(
     """
     copies = replicas_for(js) if replicas is None else replicas
     for spec in streams:
-        await ensure_stream(js, spec, copies)
+        for attempt in range(1, SETUP_ATTEMPTS + 1):
+            try:
+                await ensure_stream(js, spec, copies)
+                break
+            except TimeoutError as exc:  # nats-py's TimeoutError is one too
+                if attempt == SETUP_ATTEMPTS:
+                    raise
+                log.warning("stream %s: no answer from JetStream (%r); retrying", spec.name, exc)
 
 
 async def wait_for_streams(js: JetStreamContext, names: Iterable[str]) -> None:
