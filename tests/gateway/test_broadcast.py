@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,7 @@ from botbus.models import DeliveryEvent, SendText, decode_as, encode
 from botbus.natsserver import NatsServer
 from botbus.sandbox import Limits, SandboxBot, SandboxClient, SandboxServer
 from botbus.settings import Settings
+from tests.support.waiting import eventually
 
 from .conftest import MiniService, connect_admin, gateway_settings, wait_until_live
 from .factories import message_texts
@@ -118,15 +119,6 @@ async def publish_bulk(nc: Client, chat_ids: list[int], tag: str) -> None:
 
     for start in range(0, len(chat_ids), PUBLISH_CHUNK):
         await asyncio.gather(*(one(c) for c in chat_ids[start : start + PUBLISH_CHUNK]))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Wait until ``check()`` is true, polling, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def outbound_settled(admin: Client) -> bool:

@@ -16,69 +16,24 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from botbus import subjects
 from botbus.models import (
-    Action,
-    DeadLetter,
     InboundCommand,
-    InboundMessage,
-    SendText,
-    decode_action,
-    decode_as,
     encode,
 )
 from botbus.natsserver import NatsServer
 from botbus.settings import Settings
 from botbus.topology import ensure_topology
 from tests.conftest import connect_as
+from tests.support.builders import make_command, make_message
+from tests.support.outbox import StreamReader, texts
+from tests.support.waiting import eventually
+
+__all__ = ["StreamReader", "eventually", "make_command", "make_message", "texts"]
 
 REPO = Path(__file__).resolve().parents[2]
 _update_ids = itertools.count(1000)
-
-
-def make_command(
-    args: str = "hello",
-    *,
-    command: str = "echo",
-    service: str = "echo",
-    language: str = "en",
-    chat_id: int = 42,
-    update_id: int | None = None,
-) -> InboundCommand:
-    """An inbound command as the gateway would publish it."""
-    uid = update_id if update_id is not None else next(_update_ids)
-    return InboundCommand.model_validate(
-        {
-            "correlation_id": f"1:{uid}",
-            "bot_id": 1,
-            "update_id": uid,
-            "chat": {"id": chat_id, "type": "private"},
-            "user": {"id": chat_id, "first_name": "Ana", "language_code": language},
-            "language": language,
-            "message_id": uid,
-            "service": service,
-            "command": command,
-            "args": args,
-        }
-    )
-
-
-def make_message(text: str = "hi", *, chat_id: int = 42) -> InboundMessage:
-    """A plain inbound message."""
-    uid = next(_update_ids)
-    return InboundMessage.model_validate(
-        {
-            "correlation_id": f"1:{uid}",
-            "bot_id": 1,
-            "update_id": uid,
-            "chat": {"id": chat_id},
-            "user": {"id": chat_id},
-            "message_id": uid,
-            "text": text,
-        }
-    )
 
 
 class Gateway:
@@ -99,53 +54,6 @@ class Gateway:
     async def raw(self, subject: str, data: bytes, msg_id: str) -> None:
         """Publish arbitrary bytes (malformed payload tests)."""
         await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
-
-
-class StreamReader:
-    """Reads what was STORED on a subject, from the start of its stream."""
-
-    def __init__(self, js: JetStreamContext, stream: str, subject: str) -> None:
-        self.js, self.stream, self.subject = js, stream, subject
-        self._sub: JetStreamContext.PullSubscription | None = None
-
-    async def _raw(self, count: int, timeout: float) -> list[bytes]:
-        if self._sub is None:
-            self._sub = await self.js.pull_subscribe(
-                self.subject,
-                stream=self.stream,
-                config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-            )
-        got: list[bytes] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(got) < count and (left := deadline - loop.time()) > 0:
-            try:
-                msgs = await self._sub.fetch(batch=min(100, count - len(got)), timeout=left)
-            except TimeoutError:
-                break
-            for msg in msgs:
-                await msg.ack()
-                got.append(msg.data)
-        return got
-
-    async def close(self) -> None:
-        """Remove the reader's consumer subscription."""
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
-
-    async def actions(self, count: int, timeout: float = 10.0) -> list[Action]:
-        """Up to ``count`` actions stored within ``timeout`` seconds."""
-        return [decode_action(d) for d in await self._raw(count, timeout)]
-
-    async def dead_letters(self, count: int, timeout: float = 10.0) -> list[DeadLetter]:
-        """Up to ``count`` dead-letter records."""
-        return [decode_as(DeadLetter, d) for d in await self._raw(count, timeout)]
-
-
-def texts(actions: list[Action]) -> list[str]:
-    """The texts of the SendText actions."""
-    return [a.text for a in actions if isinstance(a, SendText)]
 
 
 @pytest.fixture
@@ -283,12 +191,3 @@ async def gather_replies(
     finally:
         await sub.unsubscribe()
     return replies
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``check()`` holds (counters are updated just after the ack)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict
 from botbus.natsserver import NatsServer
 from botbus.service import Context, Reject, Service, ServiceApp
 from botbus.settings import Settings
-from tests.sdk.conftest import StreamReader, eventually
+from tests.support.outbox import StreamReader
+from tests.support.waiting import eventually
 
 
 class Reading(BaseModel):

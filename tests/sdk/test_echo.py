@@ -12,7 +12,10 @@ from botbus.natsserver import NatsServer
 from botbus.service import ServiceApp
 from botbus.settings import Settings
 from services.echo.service import service as echo_service
-from tests.sdk.conftest import Gateway, StreamReader, eventually, make_command, texts
+from tests.sdk.conftest import Gateway
+from tests.support.builders import make_command
+from tests.support.outbox import StreamReader, texts
+from tests.support.waiting import eventually
 
 
 async def test_command_reaches_echo_and_reply_is_correlated(

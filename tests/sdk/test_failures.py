@@ -15,7 +15,10 @@ from botbus.service import Context, Refuse, Service, ServiceApp
 from botbus.settings import Settings
 from botbus.topology import ensure_topology
 from tests.conftest import connect_as
-from tests.sdk.conftest import Gateway, StreamReader, eventually, make_command, texts
+from tests.sdk.conftest import Gateway
+from tests.support.builders import make_command
+from tests.support.outbox import StreamReader, texts
+from tests.support.waiting import eventually
 
 SORRY_EN = "Sorry, something went wrong and I could not answer. Please try again later."
 
@@ -155,6 +158,7 @@ async def test_refusal_is_a_reply_not_a_retry_nor_an_error(
     assert counters["refuse"].num_errors == 0 and counters["refuse"].num_requests == 1
 
 
+@pytest.mark.slow  # restarts the broker
 async def test_consume_loop_survives_a_nats_restart(tmp_path: Path, settings: Settings) -> None:
     data = tmp_path / "restart"
     server = NatsServer(data, settings)

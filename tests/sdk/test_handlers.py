@@ -21,7 +21,9 @@ from botbus.models import (
 from botbus.natsserver import NatsServer
 from botbus.service import App, Context, Service, ServiceApp
 from botbus.settings import Settings
-from tests.sdk.conftest import Gateway, StreamReader, gather_replies, make_command, make_message
+from tests.sdk.conftest import Gateway, gather_replies
+from tests.support.builders import make_command, make_message
+from tests.support.outbox import StreamReader
 
 
 def games_service(seen: dict[str, list[object]]) -> Service:

@@ -13,7 +13,9 @@ from botbus.models import InboundCommand
 from botbus.natsserver import NatsServer
 from botbus.service import App, Context, Service, ServiceApp
 from botbus.settings import Settings
-from tests.sdk.conftest import Gateway, StreamReader, make_command, texts
+from tests.sdk.conftest import Gateway
+from tests.support.builders import make_command
+from tests.support.outbox import StreamReader, texts
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import AsyncIterator
 
@@ -21,28 +20,12 @@ from botbus.models import (
 from botbus.natsserver import NatsServer
 from botbus.service import Ack, Context, Refuse, Reject, Retry, Service, ServiceApp
 from botbus.settings import Settings
-from tests.sdk.conftest import Gateway, StreamReader, eventually, make_command, texts
+from tests.sdk.conftest import Gateway
+from tests.support.builders import make_callback, make_command
+from tests.support.outbox import StreamReader, texts
+from tests.support.waiting import eventually
 
 SORRY_EN = "Sorry, something went wrong and I could not answer. Please try again later."
-_press_ids = itertools.count(5000)
-
-
-def make_press(data: str, *, chat_id: int = 42) -> InboundCallback:
-    """A press of one of echo's buttons, as the gateway publishes it."""
-    uid = next(_press_ids)
-    return InboundCallback.model_validate(
-        {
-            "correlation_id": f"1:{uid}",
-            "bot_id": 1,
-            "update_id": uid,
-            "chat": {"id": chat_id, "type": "private"},
-            "user": {"id": chat_id},
-            "callback_query_id": f"q{uid}",
-            "message_id": 7,
-            "service": "echo",
-            "data": data,
-        }
-    )
 
 
 async def press(gateway: Gateway, cb: InboundCallback) -> None:
@@ -157,11 +140,11 @@ async def test_every_button_press_is_answered_exactly_once(
     dlq: StreamReader,
 ) -> None:
     _running, calls = app
-    presses = {data: make_press(data) for data in ("ack", "self", "refuse", "text", "boom")}
+    presses = {data: make_callback(data) for data in ("ack", "self", "refuse", "text", "boom")}
     for cb in presses.values():
         await press(gateway, cb)
     # junk with a press id: undecodable, yet the user's spinner must stop
-    stale = json.loads(encode(make_press("stale")))
+    stale = json.loads(encode(make_callback("stale")))
     stale["data"] = 12345
     await gateway.raw(
         subjects.inbound_callback("echo"), json.dumps(stale).encode(), msg_id="stale-1"

@@ -18,7 +18,8 @@ from botbus.natsserver import NatsServer
 from botbus.settings import Settings
 from botbus.topology import STREAMS, service_bucket
 from services.alerts.bus import ALERTS_ANY, STREAM_ALERTS, alert_channel
-from tests.sdk.conftest import Gateway, make_command, make_message
+from tests.sdk.conftest import Gateway
+from tests.support.builders import make_command, make_message
 
 DENIED = (NatsError, TimeoutError)
 REQUEST_TIMEOUT = 1.0  # seconds: a denied JetStream request just gets no answer

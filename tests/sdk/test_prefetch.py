@@ -19,7 +19,10 @@ from botbus.models import InboundCommand
 from botbus.natsserver import NatsServer
 from botbus.service import Context, Service, ServiceApp
 from botbus.settings import Settings
-from tests.sdk.conftest import Gateway, StreamReader, eventually, make_command, texts
+from tests.sdk.conftest import Gateway
+from tests.support.builders import make_command
+from tests.support.outbox import StreamReader, texts
+from tests.support.waiting import eventually
 
 HOLD_LIMIT = 15.0  # seconds a /hold handler waits for its gate at most
 

@@ -9,18 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client
 
 from botbus import subjects
-from tests.sdk.conftest import (
-    REPO,
-    Gateway,
-    Spawn,
-    StreamReader,
-    gather_replies,
-    make_command,
-    texts,
-)
+from tests.sdk.conftest import REPO, Gateway, Spawn, gather_replies
+from tests.support.builders import make_command
+from tests.support.outbox import StreamReader, texts
+
+# Each test starts service processes (seconds of imports each): the slow set.
+pytestmark = pytest.mark.slow
 
 STARTED = "service echo 1.0.0 started"
 
@@ -58,6 +56,7 @@ async def test_two_instances_share_200_commands_none_twice_none_lost(
 async def test_sigkill_mid_stream_loses_nothing(
     spawn: Spawn, gateway: Gateway, outbound: StreamReader
 ) -> None:
+
     victim = spawn("redelivery_echo")
     survivor = spawn("redelivery_echo")
     await victim.wait_log(STARTED)

@@ -20,11 +20,15 @@ from nats.aio.client import Client
 from botbus.service._runner import EXIT_CONFIG, EXIT_HOOK, EXIT_REFUSED, EXIT_UNREACHABLE
 from tests.sdk.conftest import REPO, Spawn
 
+# Each test starts a service process and waits for it to fail: the slow set.
+pytestmark = pytest.mark.slow
+
 SERVICE_MODULE = '''
 """A service whose start-up fails the way the test asks (SERVICE_NAME, FAIL_HOOK)."""
 import sys
 
 from botbus.service import Service
+
 
 service = Service(name=sys.argv[1], version="0.1.0", description={"en": "t", "es": "t"})
 

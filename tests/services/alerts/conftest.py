@@ -18,7 +18,7 @@ from botbus.service import ServiceApp
 from botbus.settings import Settings, dev_password, load_settings
 from botbus.topology import ensure_topology
 from services.alerts.service import service
-from tests.outbox import Outbox as SharedOutbox
+from tests.support.outbox import Outbox as SharedOutbox
 
 ADMIN_ID = 777
 _ids = itertools.count(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import aiohttp
 import pytest
@@ -22,6 +22,7 @@ from services.alerts.bus import STREAM_REMINDERS, alert_channel, reminder_schedu
 from services.alerts.service import service
 from tests.conftest import connect_as
 from tests.services.alerts.conftest import ADMIN_ID, Bot, Outbox, StartApp
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,16 +38,6 @@ async def make_channel(bot: Bot, name: str = "weather") -> str:
 def http_url(app: ServiceApp, channel: str) -> str:
     """The alert endpoint of ``channel`` on ``app``'s instance."""
     return f"{app.state.http.url}/alerts/{channel}"
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Wait until ``condition()`` holds (events are handled asynchronously)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():
-        if loop.time() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 def alerts_by_chat(actions: Sequence[object]) -> dict[int, list[SendText]]:

@@ -37,6 +37,7 @@ from botbus.topology import ensure_topology
 from services.search.index import SearchIndex
 from services.search.kb import Document
 from services.search.service import service as search_service
+from tests.support.waiting import eventually
 
 SUPERGROUP = -1001234567
 PRIVATE = 555
@@ -148,14 +149,6 @@ def buttons(keyboard: InlineKeyboard | None) -> list[tuple[str, str]]:
     if keyboard is None:
         return []
     return [(b.text, b.callback_data or "") for row in keyboard.rows for b in row]
-
-
-async def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -271,7 +264,7 @@ async def test_find_searches_only_this_chats_messages_and_links_them(
     await bus.message("deploy elsewhere", chat=PRIVATE)
     await bus.message("lunch?", chat=SUPERGROUP)
     index = app.state.index
-    await wait_until(lambda: index.message_count() == 3)
+    await eventually(lambda: index.message_count() == 3)
 
     reply = await bus.reply_to(await bus.command("find", "deploy", chat=SUPERGROUP))
     assert reply.text.startswith("🔎 <b>Messages 1–1 of 1</b>")
@@ -293,9 +286,9 @@ async def test_forgetme_removes_the_users_indexed_messages(
     await bus.message("my secret plan", chat=SUPERGROUP, user=7)
     await bus.message("another secret", chat=SUPERGROUP, user=8, name="Eve")
     index = app.state.index
-    await wait_until(lambda: index.message_count() == 2)
+    await eventually(lambda: index.message_count() == 2)
     await bus.forget(7)
-    await wait_until(lambda: index.message_count() == 1)
+    await eventually(lambda: index.message_count() == 1)
     reply = await bus.reply_to(await bus.command("find", "secret", chat=SUPERGROUP))
     assert "1–1 of 1" in reply.text and "<b>Eve</b>" in reply.text
 
@@ -317,7 +310,7 @@ async def test_bundled_kb_seeds_an_empty_index_which_survives_a_restart(
     documents = first.state.index.document_count()
     assert documents >= 30
     await bus.message("notes from the retro", chat=SUPERGROUP)
-    await wait_until(lambda: first.state.index.message_count() == 1)
+    await eventually(lambda: first.state.index.message_count() == 1)
     reply = await bus.reply_to(await bus.command("search", "jetstream consumers"))
     assert "JetStream" in reply.text
     await first.stop()

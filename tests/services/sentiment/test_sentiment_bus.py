@@ -38,7 +38,7 @@ from services.sentiment.service import (
 )
 from services.sentiment.service import service as sentiment_service
 from services.sentiment.store import Entity, Kind, MoodStore, SlotLease
-from tests.outbox import Outbox as SharedOutbox
+from tests.support.outbox import Outbox as SharedOutbox
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GROUP = -100500
