@@ -170,6 +170,7 @@ async def write_echoes(
     return delays
 
 
+@pytest.mark.slow  # a 10,000-chat broadcast, tens of seconds
 async def test_bulk_broadcast_gets_no_429_while_replies_arrive_within_2s(
     nats_server: NatsServer,
     limited_sandbox: SandboxServer,
@@ -444,6 +445,7 @@ async def broadcast_across_a_restart(
     return await messages_per_chat(user, bot, chats), code, resumed
 
 
+@pytest.mark.slow  # a 10,000-chat broadcast, tens of seconds
 async def test_gateway_killed_mid_broadcast_loses_nothing(
     tmp_path: Path,
     nats_server: NatsServer,
@@ -479,6 +481,7 @@ async def test_gateway_killed_mid_broadcast_loses_nothing(
     assert stats["too_many_requests"] == 0
 
 
+@pytest.mark.slow  # a 10,000-chat broadcast, tens of seconds
 async def test_sigterm_mid_broadcast_drains_then_hands_over(
     tmp_path: Path,
     nats_server: NatsServer,

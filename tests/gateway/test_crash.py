@@ -160,6 +160,7 @@ async def inbound_ids(nc: Client) -> Counter[str]:
             ids[decode_inbound(msg.data).correlation_id] += 1
 
 
+@pytest.mark.slow  # fault test: kills and restarts processes
 async def test_gateway_killed_at_random_moments(
     tmp_path: Path,
     nats_server: NatsServer,
@@ -195,6 +196,7 @@ async def test_gateway_killed_at_random_moments(
     assert duplicates <= gateway.kills * MAX_IN_FLIGHT_PER_KILL
 
 
+@pytest.mark.slow  # fault test: kills and restarts processes
 async def test_nats_restarted_mid_stream(
     tmp_path: Path,
     settings: Settings,

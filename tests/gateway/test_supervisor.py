@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import aiomqtt
+import pytest
 
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxClient
@@ -44,6 +45,7 @@ async def spawn_up(env: dict[str, str], cwd: Path, *args: str) -> asyncio.subpro
     )
 
 
+@pytest.mark.slow  # botbus up with its processes
 async def test_up_runs_echo_end_to_end_and_stops_cleanly(
     tmp_path: Path, nats_server: NatsServer
 ) -> None:
@@ -102,6 +104,7 @@ async def test_up_runs_echo_end_to_end_and_stops_cleanly(
     assert not (tmp_path / "data" / "up.json").exists()
 
 
+@pytest.mark.slow  # botbus up with its processes
 async def test_up_shows_how_mqtt_publishers_connect(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOTBUS_", "TELEGRAM_"))}
     env.pop("NATS_URL", None)  # the embedded broker, whose MQTT port is picked at start
