@@ -5,8 +5,8 @@ Answers (JSON bodies, each with an ``error`` text saying what to do):
 - 202 ``{"alert_id": ..., "channel": ..., "duplicate": false}``: stored durably
   in ``svc_alerts``; the fan-out happens from there;
 - 401 no ``Authorization: Bearer <token>`` header;
-- 403 a token that is not this channel's;
-- 404 no such channel;
+- 403 a token that is not this channel's, or no such channel: the same
+  answer for both, so a caller without a token cannot list channel names;
 - 413 a body over 64 KiB; 422 a body that is not a valid alert (``field`` names it).
 
 With a ``dedupe_key`` the alert is published with ``Nats-Msg-Id`` so
@@ -26,11 +26,15 @@ from botbus.errors import PayloadError
 from botbus.models import Alert, decode_as
 from botbus.subjects import is_valid_name
 from services.alerts.bus import alert_channel
+from services.alerts.channels import ChannelRecord
 from services.alerts.store import AlertsStore
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # bytes
+# Stands in for a missing channel, compared like a real one: a digest of the
+# right length that no token is known to hash to.
+_NO_CHANNEL = ChannelRecord(name="none", description="-", token_sha256="0" * 64, created_by=0)
 HEALTH_PATH = "/healthz"
 
 
@@ -97,12 +101,15 @@ class AlertsHttp:
                 "'Authorization: Bearer <channel token>' (the token /newchannel gave you)",
             )
         record = await self.store.get_channel(channel) if is_valid_name(channel) else None
-        if record is None:
+        # The token is hashed and compared even without a channel, so neither the
+        # answer nor its timing tells an unknown channel from a wrong token.
+        matches = (record or _NO_CHANNEL).token_matches(token)
+        if record is None or not matches:
             return _error(
-                404, f"unknown channel {channel!r}: create it with /newchannel in the bot first"
+                403,
+                f"this token is not valid for channel {channel!r} (or there is no such "
+                "channel): use the token /newchannel gave for it",
             )
-        if not record.token_matches(token):
-            return _error(403, f"this token is not valid for channel {channel!r}")
         body = await request.read()
         try:
             alert = decode_as(Alert, body, alert_channel(channel))

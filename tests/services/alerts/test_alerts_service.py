@@ -108,9 +108,12 @@ async def test_http_alerts_need_the_channel_token_and_a_valid_body(
             assert "Authorization: Bearer" in (await resp.json())["error"]
         async with http.post(url, json={"title": "x"}, headers={"Authorization": "Bearer no"}) as r:
             assert r.status == 403
+            wrong_token = (await r.json())["error"]
+        # An unknown channel gets the same answer: no way to list channel names.
         async with http.post(http_url(app, "nope"), json={"title": "x"}, headers=good) as r:
-            assert r.status == 404
-            assert "unknown channel 'nope'" in (await r.json())["error"]
+            assert r.status == 403
+            unknown = (await r.json())["error"]
+        assert unknown == wrong_token.replace("'ops'", "'nope'")
         async with http.post(url, json={"text": "no title"}, headers=good) as r:
             assert r.status == 422
             assert (await r.json())["field"] == "title"
