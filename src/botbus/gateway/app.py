@@ -99,6 +99,20 @@ def build_bot(settings: Settings) -> Bot:
     )
 
 
+def check_webhook_url(settings: Settings) -> None:
+    """Refuse at once a webhook URL Telegram itself would refuse (it calls https:// only).
+
+    An emulator or a local Bot API server (``TELEGRAM_API_URL`` set) may call http://.
+    """
+    url = settings.webhook_url
+    if url and not url.startswith("https://") and not settings.telegram_api_url:
+        raise ConfigError(
+            f"setting BOTBUS_WEBHOOK_URL is invalid: Telegram only calls https:// webhooks, "
+            f"not {url}; put a TLS proxy in front of the gateway, or unset it to use long "
+            "polling"
+        )
+
+
 class Gateway:
     """Telegram in, bus out, answers back.
 
@@ -116,6 +130,7 @@ class Gateway:
         discovery_interval: float | None = None,
     ) -> None:
         self.settings = settings
+        check_webhook_url(settings)
         self.bot = build_bot(settings)
         self.metrics = GatewayMetrics()
         self.sender = sender or OutboundScheduler(
@@ -320,12 +335,6 @@ class Gateway:
     async def _start_webhook(self) -> None:
         assert self.ingest is not None and self.settings.webhook_url is not None
         url = self.settings.webhook_url
-        if not url.startswith("https://") and not self.settings.telegram_api_url:
-            raise ConfigError(
-                f"setting BOTBUS_WEBHOOK_URL is invalid: Telegram only calls https:// "
-                f"webhooks, not {url}; put a TLS proxy in front of the gateway, or unset "
-                "it to use long polling"
-            )
         if self.settings.webhook_secret:
             secret = self.settings.webhook_secret.get_secret_value()
         else:

@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -121,7 +122,12 @@ class _Connections:
             return await handler(request)
         # Reading the body here keeps it under the connection's deadline; the
         # handler's own read() then returns the buffered bytes.
-        await request.read()
+        try:
+            await request.read()
+        except ConnectionResetError:
+            # The deadline cut the connection mid-body: nobody is left to answer.
+            log.debug("webhook connection from %s cut while sending its body", request.remote)
+            return web.Response(status=408)
         conn.disarm()
         try:
             return await handler(request)
@@ -140,7 +146,8 @@ class _Guarded(asyncio.Protocol):
         self._accepted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's is not an asyncio.Transport subclass).
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         if len(self._connections.open) >= self._connections.limit:
             self._connections.refused += 1
