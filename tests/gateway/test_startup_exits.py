@@ -217,6 +217,7 @@ async def stop_while_waiting(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+    assert proc.returncode is not None
     return proc.returncode, "".join(lines) + rest.decode(errors="replace")
 
 
