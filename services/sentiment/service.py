@@ -390,7 +390,9 @@ async def mood(ctx: Context[Instance], cmd: InboundCommand) -> None:
         await ctx.reply(no_mood_yet(ctx, period, mine=mine))
         return
     await ctx.chat_action("upload_photo")
-    png = render_chart(points, period, subject, ctx.t)
+    # Drawing takes a good part of a second of CPU: off the event loop, so the
+    # instance keeps answering discovery ($SRV.PING) and its other messages.
+    png = await asyncio.to_thread(render_chart, points, period, subject, ctx.t)
     await ctx.send_photo(png, caption=summary_line(points, period, subject, ctx.t))
 
 
