@@ -9,7 +9,7 @@ import pytest
 from botbus.errors import ConfigError
 from botbus.i18n import Catalog, pick_language
 
-BUNDLED = ["botbus.gateway", "botbus.service", "services.echo"]
+BUNDLED = ["botbus.gateway", "botbus.service", "services.echo", "services.alerts"]
 
 
 @pytest.mark.parametrize("package", BUNDLED)

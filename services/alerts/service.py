@@ -47,6 +47,8 @@ service = Service(
         "en": "Alert channels you can subscribe to, and reminders",
         "es": "Canales de alertas a los que suscribirse, y recordatorios",
     },
+    # Texts: locales/<language>.toml beside this module (ctx.t("id")).
+    locales=__package__,
 )
 
 
@@ -101,11 +103,10 @@ async def reminder_fired(ctx: Context[AlertsRuntime], ref: ReminderRef) -> None:
     if reminder is None:
         ctx.log.info("reminder %s of user %s was cancelled; skipped", ref.id, ref.user_id)
         return
-    text = (
-        f"⏰ Recordatorio: {reminder.text}"
-        if reminder.language == "es"
-        else f"⏰ Reminder: {reminder.text}"
-    )
+    # In the language the reminder was set in, whoever reads the chat now.
+    texts = service.catalog
+    assert texts is not None  # declared with locales=
+    text = texts.text(reminder.language, "reminder_fired", text=reminder.text)
     # One key per firing: a daily reminder fires under a new sequence each day.
     key = f"remind:{reminder.user_id}:{reminder.id}:{ctx.sequence}"
     await ctx.send(
@@ -128,9 +129,10 @@ def _refuse(ctx: Context, error: UserInputError) -> Refuse:
     return Refuse(error.text.pick(ctx.language))
 
 
-def _channel_arg(ctx: Context, cmd: InboundCommand, usage_en: str, usage_es: str) -> str:
+def _channel_arg(ctx: Context, cmd: InboundCommand, usage: str) -> str:
+    """The channel name argument; ``usage`` is the id of the command's usage text."""
     if not cmd.argv:
-        raise Refuse(ctx.t(en=f"Usage: {usage_en}", es=f"Uso: {usage_es}"))
+        raise Refuse(ctx.t(usage))
     try:
         return check_channel_name(cmd.argv[0])
     except UserInputError as exc:
@@ -141,13 +143,7 @@ def _may_manage_chat(ctx: Context, cmd: InboundCommand) -> None:
     # A group's subscriptions reach every member, so they are the group admins'
     # decision; bot admins may step in (e.g. for a group whose admins left).
     if cmd.chat.is_group and not (cmd.chat_admin or cmd.is_admin):
-        raise Refuse(
-            ctx.t(
-                en="In a group, only the group's admins can subscribe or unsubscribe the group.",
-                es="En un grupo, solo los administradores del grupo pueden suscribirlo o "
-                "desuscribirlo.",
-            )
-        )
+        raise Refuse(ctx.t("in_a_group_only"))
 
 
 # -- channels -------------------------------------------------------------------------
@@ -159,56 +155,40 @@ async def channels(ctx: Context, cmd: InboundCommand) -> None:
     store = runtime(ctx).store
     records = await store.list_channels()
     if not records:
-        await ctx.reply(ctx.t(en="There are no channels yet.", es="Todavía no hay canales."))
+        await ctx.reply(ctx.t("there_are_no_channels"))
         return
-    lines = [ctx.t(en="Alert channels:", es="Canales de alertas:")]
+    lines = [ctx.t("alert_channels")]
     for record in records:
         count = await store.subscriber_count(record.name)
-        subs = ctx.t(en=f"{count} subscribers", es=f"{count} suscriptores")
+        subs = ctx.t("count_subscribers", count=count)
         lines.append(f"• {record.name} — {record.description} ({subs})")
-    lines.append(ctx.t(en="Join one with /subscribe NAME", es="Únete con /subscribe NOMBRE"))
+    lines.append(ctx.t("join_one_with_subscribe"))
     await ctx.reply("\n".join(lines))
 
 
 @service.command("subscribe", en="Subscribe to channel NAME", es="Suscríbete al canal NOMBRE")
 async def subscribe(ctx: Context, cmd: InboundCommand) -> None:
     """Subscribe this chat to a channel."""
-    name = _channel_arg(ctx, cmd, "/subscribe NAME", "/subscribe NOMBRE")
+    name = _channel_arg(ctx, cmd, "usage_subscribe")
     _may_manage_chat(ctx, cmd)
     store = runtime(ctx).store
     if await store.get_channel(name) is None:
-        raise Refuse(
-            ctx.t(
-                en=f"There is no channel {name!r}. See /channels.",
-                es=f"No existe el canal {name!r}. Mira /channels.",
-            )
-        )
+        raise Refuse(ctx.t("there_is_no_channel", name=name))
     if await store.subscribe(name, cmd.chat.id, "es" if cmd.language == "es" else "en"):
-        await ctx.reply(
-            ctx.t(
-                en=f"Subscribed to {name}. Stop with /unsubscribe {name}",
-                es=f"Suscrito a {name}. Para dejarlo: /unsubscribe {name}",
-            )
-        )
+        await ctx.reply(ctx.t("subscribed_to_name_stop", name=name))
     else:
-        await ctx.reply(
-            ctx.t(en=f"Already subscribed to {name}.", es=f"Ya estabas suscrito a {name}.")
-        )
+        await ctx.reply(ctx.t("already_subscribed_to_name", name=name))
 
 
 @service.command("unsubscribe", en="Stop channel NAME", es="Deja el canal NOMBRE")
 async def unsubscribe(ctx: Context, cmd: InboundCommand) -> None:
     """Unsubscribe this chat from a channel."""
-    name = _channel_arg(ctx, cmd, "/unsubscribe NAME", "/unsubscribe NOMBRE")
+    name = _channel_arg(ctx, cmd, "usage_unsubscribe")
     _may_manage_chat(ctx, cmd)
     if await runtime(ctx).store.unsubscribe(name, cmd.chat.id):
-        await ctx.reply(
-            ctx.t(en=f"Unsubscribed from {name}.", es=f"Ya no recibirás alertas de {name}.")
-        )
+        await ctx.reply(ctx.t("unsubscribed_from_name", name=name))
     else:
-        await ctx.reply(
-            ctx.t(en=f"You were not subscribed to {name}.", es=f"No estabas suscrito a {name}.")
-        )
+        await ctx.reply(ctx.t("you_were_not_subscribed", name=name))
 
 
 @service.command("mysubs", en="Channels this chat follows", es="Canales que sigue este chat")
@@ -216,14 +196,9 @@ async def mysubs(ctx: Context, cmd: InboundCommand) -> None:
     """The channels this chat is subscribed to."""
     names = await runtime(ctx).store.chat_channels(cmd.chat.id)
     if not names:
-        await ctx.reply(
-            ctx.t(
-                en="No subscriptions. See /channels.",
-                es="Sin suscripciones. Mira /channels.",
-            )
-        )
+        await ctx.reply(ctx.t("no_subscriptions_see_channels"))
         return
-    await ctx.reply(ctx.t(en="Subscribed to: ", es="Suscrito a: ") + ", ".join(names))
+    await ctx.reply(ctx.t("subscribed_to") + ", ".join(names))
 
 
 @service.command(
@@ -235,13 +210,8 @@ async def mysubs(ctx: Context, cmd: InboundCommand) -> None:
 async def newchannel(ctx: Context, cmd: InboundCommand) -> None:
     """Create a channel and show its publishing token once."""
     if cmd.chat.is_group:
-        raise Refuse(
-            ctx.t(
-                en="Create channels in a private chat with me: the reply contains a secret token.",
-                es="Crea canales en un chat privado conmigo: la respuesta lleva un token secreto.",
-            )
-        )
-    name = _channel_arg(ctx, cmd, "/newchannel NAME description", "/newchannel NOMBRE descripción")
+        raise Refuse(ctx.t("create_channels_in_a"))
+    name = _channel_arg(ctx, cmd, "usage_newchannel")
     description = cmd.args.strip()[len(cmd.argv[0]) :]
     try:
         record, token = new_channel(name, description, created_by=cmd.user.id)
@@ -249,24 +219,15 @@ async def newchannel(ctx: Context, cmd: InboundCommand) -> None:
         raise _refuse(ctx, exc) from exc
     rt = runtime(ctx)
     if not await rt.store.create_channel(record):
-        raise Refuse(ctx.t(en=f"Channel {name} already exists.", es=f"El canal {name} ya existe."))
+        raise Refuse(ctx.t("channel_name_already_exists", name=name))
     url = f"{rt.http.url}/alerts/{name}" if rt.http.url else f"/alerts/{name}"
     await ctx.reply(
         ctx.t(
-            en=(
-                f"Channel {name} created. Publish to it with:\n"
-                f"• HTTP: POST {url} with header 'Authorization: Bearer {token}'\n"
-                f"• NATS: subject {alert_channel(name)} (as the publisher user)\n"
-                f"• MQTT: topic alerts/{name}\n"
-                "Keep the token secret; it is shown only now."
-            ),
-            es=(
-                f"Canal {name} creado. Publica en él con:\n"
-                f"• HTTP: POST {url} con la cabecera 'Authorization: Bearer {token}'\n"
-                f"• NATS: asunto {alert_channel(name)} (como usuario publisher)\n"
-                f"• MQTT: tema alerts/{name}\n"
-                "Guarda el token en secreto; solo se muestra ahora."
-            ),
+            "channel_name_created_publish",
+            name=name,
+            url=url,
+            token=token,
+            alert_channel=alert_channel(name),
         )
     )
 
@@ -279,15 +240,10 @@ async def newchannel(ctx: Context, cmd: InboundCommand) -> None:
 )
 async def delchannel(ctx: Context, cmd: InboundCommand) -> None:
     """Delete a channel and its subscriptions."""
-    name = _channel_arg(ctx, cmd, "/delchannel NAME", "/delchannel NOMBRE")
+    name = _channel_arg(ctx, cmd, "usage_delchannel")
     if not await runtime(ctx).store.delete_channel(name):
-        raise Refuse(ctx.t(en=f"There is no channel {name!r}.", es=f"No existe el canal {name!r}."))
-    await ctx.reply(
-        ctx.t(
-            en=f"Channel {name} and its subscriptions were deleted.",
-            es=f"El canal {name} y sus suscripciones se borraron.",
-        )
-    )
+        raise Refuse(ctx.t("no_such_channel", name=name))
+    await ctx.reply(ctx.t("channel_name_and_its", name=name))
 
 
 @service.command(
@@ -298,22 +254,19 @@ async def delchannel(ctx: Context, cmd: InboundCommand) -> None:
 )
 async def alert(ctx: Context, cmd: InboundCommand) -> None:
     """Post an alert from Telegram; it goes through the same durable pipeline."""
-    name = _channel_arg(ctx, cmd, "/alert NAME text", "/alert NOMBRE texto")
+    name = _channel_arg(ctx, cmd, "usage_alert")
     text = cmd.args.strip()[len(cmd.argv[0]) :].strip()
     if not text:
-        raise Refuse(ctx.t(en="Usage: /alert NAME text", es="Uso: /alert NOMBRE texto"))
+        raise Refuse(ctx.t("usage_alert"))
     rt = runtime(ctx)
     if await rt.store.get_channel(name) is None:
-        raise Refuse(ctx.t(en=f"There is no channel {name!r}.", es=f"No existe el canal {name!r}."))
+        raise Refuse(ctx.t("no_such_channel", name=name))
     title, _, rest = text.partition("\n")
     posted = Alert(title=title[:256], text=(title[256:] + rest)[:3000])
     published = await rt.publish_alert(name, posted)
     count = await rt.store.subscriber_count(name)
     await ctx.reply(
-        ctx.t(
-            en=f"Alert {published.alert_id} queued for {count} subscribers of {name}.",
-            es=f"Alerta {published.alert_id} en cola para {count} suscriptores de {name}.",
-        )
+        ctx.t("alert_alert_id_queued", alert_id=published.alert_id, count=count, name=name)
     )
 
 
@@ -355,12 +308,7 @@ async def remind(ctx: Context, cmd: InboundCommand) -> None:
     except UserInputError as exc:
         raise _refuse(ctx, exc) from exc
     if len(await rt.store.user_reminders(cmd.user.id)) >= MAX_REMINDERS_PER_USER:
-        raise Refuse(
-            ctx.t(
-                en=f"You have {MAX_REMINDERS_PER_USER} reminders: /cancel some first.",
-                es=f"Tienes {MAX_REMINDERS_PER_USER} recordatorios: cancela alguno con /cancel.",
-            )
-        )
+        raise Refuse(ctx.t("you_have_max_reminders", max_reminders_per_user=MAX_REMINDERS_PER_USER))
     while True:
         rid = "r" + "".join(secrets.choice(REMINDER_ID_ALPHABET) for _ in range(REMINDER_ID_LENGTH))
         reminder = Reminder(
@@ -385,19 +333,9 @@ async def remind(ctx: Context, cmd: InboundCommand) -> None:
         raise
     when = _when(reminder)
     if spec.kind == "daily":
-        await ctx.reply(
-            ctx.t(
-                en=f"Reminder {rid} set: every day at {when}. Cancel with /cancel {rid}",
-                es=f"Recordatorio {rid} creado: cada día a las {when}. Cancélalo con /cancel {rid}",
-            )
-        )
+        await ctx.reply(ctx.t("reminder_rid_set_every", rid=rid, when=when))
     else:
-        await ctx.reply(
-            ctx.t(
-                en=f"Reminder {rid} set for {when}. Cancel with /cancel {rid}",
-                es=f"Recordatorio {rid} para el {when}. Cancélalo con /cancel {rid}",
-            )
-        )
+        await ctx.reply(ctx.t("reminder_rid_set_for", rid=rid, when=when))
 
 
 @service.command("reminders", en="Your reminders", es="Tus recordatorios")
@@ -406,13 +344,13 @@ async def reminders(ctx: Context, cmd: InboundCommand) -> None:
     store = runtime(ctx).store
     mine = await store.user_reminders(cmd.user.id)
     if not mine:
-        await ctx.reply(ctx.t(en="You have no reminders.", es="No tienes recordatorios."))
+        await ctx.reply(ctx.t("you_have_no_reminders"))
         return
     zone = await store.get_timezone(cmd.user.id)
     now = datetime.now(UTC)
-    lines = [ctx.t(en="Your reminders:", es="Tus recordatorios:")]
+    lines = [ctx.t("your_reminders")]
     for r in sorted(mine, key=lambda r: (_next_due(r, now), r.id)):
-        every = ctx.t(en="every day ", es="cada día ") if r.kind == "daily" else ""
+        every = ctx.t("every_day") if r.kind == "daily" else ""
         lines.append(f"{r.id}: {every}{_when(r, zone)} — {r.text}")
     await ctx.reply("\n".join(lines))
 
@@ -421,25 +359,15 @@ async def reminders(ctx: Context, cmd: InboundCommand) -> None:
 async def cancel(ctx: Context, cmd: InboundCommand) -> None:
     """Cancel one of the user's reminders."""
     if not cmd.argv:
-        raise Refuse(
-            ctx.t(
-                en="Usage: /cancel ID — see your reminder ids with /reminders",
-                es="Uso: /cancel ID — mira los ids de tus recordatorios con /reminders",
-            )
-        )
+        raise Refuse(ctx.t("usage_cancel_id_see"))
     rid = cmd.argv[0].lower()
     rt = runtime(ctx)
     if not is_valid_name(rid) or await rt.store.get_reminder(cmd.user.id, rid) is None:
         shown = cmd.argv[0][:32]
-        raise Refuse(
-            ctx.t(
-                en=f"You have no reminder {shown!r}; /reminders lists yours.",
-                es=f"No tienes ningún recordatorio {shown!r}; /reminders muestra los tuyos.",
-            )
-        )
+        raise Refuse(ctx.t("you_have_no_reminder", shown=shown))
     await rt.scheduler.cancel(cmd.user.id, rid)
     await rt.store.delete_reminder(cmd.user.id, rid)
-    await ctx.reply(ctx.t(en=f"Reminder {rid} cancelled.", es=f"Recordatorio {rid} cancelado."))
+    await ctx.reply(ctx.t("reminder_rid_cancelled", rid=rid))
 
 
 @service.command("timezone", en="Show or set your time zone", es="Muestra o cambia tu zona horaria")
@@ -448,12 +376,7 @@ async def timezone(ctx: Context, cmd: InboundCommand) -> None:
     store = runtime(ctx).store
     if not cmd.argv:
         zone = await store.get_timezone(cmd.user.id)
-        await ctx.reply(
-            ctx.t(
-                en=f"Your time zone is {zone}. Change it with /timezone Europe/Madrid",
-                es=f"Tu zona horaria es {zone}. Cámbiala con /timezone Europe/Madrid",
-            )
-        )
+        await ctx.reply(ctx.t("your_time_zone_is", zone=zone))
         return
     try:
         zone = resolve_timezone(cmd.argv[0])
@@ -461,13 +384,7 @@ async def timezone(ctx: Context, cmd: InboundCommand) -> None:
         raise _refuse(ctx, exc) from exc
     await store.set_timezone(cmd.user.id, zone)
     local = datetime.now(UTC).astimezone(zoneinfo.ZoneInfo(zone))
-    await ctx.reply(
-        ctx.t(
-            en=f"Time zone set to {zone} (it is {local:%H:%M} there). New reminders use it.",
-            es=f"Zona horaria: {zone} (allí son las {local:%H:%M}). Los nuevos recordatorios "
-            "la usan.",
-        )
-    )
+    await ctx.reply(ctx.t("time_zone_set_to", zone=zone, local=local))
 
 
 # -- events -------------------------------------------------------------------------------
