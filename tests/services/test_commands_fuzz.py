@@ -13,6 +13,7 @@ user); commands are published as the gateway publishes them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -27,7 +28,9 @@ from nats.aio.msg import Msg
 from botbus import subjects
 from botbus.models import (
     Action,
+    AnswerCallback,
     EditText,
+    InboundCallback,
     InboundCommand,
     SendPhoto,
     SendText,
@@ -143,6 +146,19 @@ class Answers:
                     await self._changed.wait_for(lambda: found() is not None)
             except TimeoutError:
                 return None
+        return found()
+
+    async def answers_to_press(self, correlation_id: str) -> list[AnswerCallback]:
+        """The press answers stored for ``correlation_id``, once there is one."""
+
+        def found() -> list[AnswerCallback]:
+            actions = self.by_correlation.get(correlation_id, [])
+            return [a for a in actions if isinstance(a, AnswerCallback)]
+
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ANSWER_WAIT):
+                    await self._changed.wait_for(lambda: bool(found()))
         return found()
 
 
@@ -271,4 +287,50 @@ async def test_every_command_answers_any_text(running: Running, data: st.DataObj
     ):
         await send(running, cmd)
         assert await problem(running, cmd) is None
+    assert not running.dead_letters
+
+
+WITH_BUTTONS = sorted(name for name, s in BUNDLED.items() if s.callback_handler is not None)
+
+
+@pytest.mark.parametrize("running", WITH_BUTTONS, indirect=True)
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+async def test_any_button_press_is_answered_once(running: Running, data: st.DataObject) -> None:
+    """Whatever a press carries (Telegram delivers any data up to 64 bytes), one answer."""
+    service = running.service.name
+    payload = data.draw(
+        st.one_of(
+            st.text(max_size=20),
+            st.sampled_from(["t:abcdef:0:4", "q:abcdef:0:1", "h:abcdef:0:a", "q0000:2", "x:1"]),
+        ).filter(lambda d: len(d.encode()) <= 64 - len(service) - 1),
+        label="data",
+    )
+    in_group = data.draw(st.booleans(), label="group")
+    uid = next(_ids)
+    chat = -200_000 - uid if in_group else 3000 + uid
+    press = InboundCallback.model_validate(
+        {
+            "correlation_id": f"1:{uid}",
+            "bot_id": 1,
+            "update_id": uid,
+            "chat": {"id": chat, "type": "supergroup" if in_group else "private"},
+            "user": {"id": 3000 + uid, "first_name": "Fuzz"},
+            "callback_query_id": f"cq{uid}",
+            "message_id": data.draw(st.one_of(st.none(), st.integers(1, 10**6)), label="message"),
+            "service": service,
+            "data": payload,
+        }
+    )
+    await running.nc.jetstream().publish(
+        subjects.inbound_callback(service),
+        encode_model(press),
+        headers={"Nats-Msg-Id": press.correlation_id},
+    )
+    answers = await running.answers.answers_to_press(press.correlation_id)
+    assert [a.callback_query_id for a in answers] == [press.callback_query_id], payload
     assert not running.dead_letters
