@@ -225,6 +225,21 @@ async def test_spanish_texts(browser: Any, stack: Stack) -> None:
         await eva.click("#menu-button")
         option = eva.locator("#command-list [data-command='tictactoe']")
         assert "Tres en raya" in await option.inner_text()
+        # the picker is a listbox the arrows walk through
+        first = await eva.get_attribute("#composer-text", "aria-activedescendant")
+        await eva.press("#composer-text", "ArrowDown")
+        second = await eva.get_attribute("#composer-text", "aria-activedescendant")
+        assert first and second and first != second
+        await eva.press("#composer-text", "Escape")
+        assert await eva.is_hidden("#command-list")
+
+        # switching identity (the "You" form) switches the page's language too
+        await eva.click("#identity summary")
+        await eva.select_option("#me-lang", "en")
+        await eva.fill("#me-name", "Eve")
+        await eva.press("#me-name", "Enter")
+        await eva.locator("#send", has_text="Send").wait_for()
+        assert await eva.inner_text("#me-label") == f"Eve ({EVA}, en)"
     finally:
         await eva.close()
 
