@@ -293,7 +293,7 @@ class SandboxServer:
                 return web.json_response(body, status=500)
             return web.json_response(ApiError(500, "Internal Server Error").envelope(), status=500)
         finally:
-            if request.method != "GET" or not user_side:
+            if request.method != "GET" or request.path.startswith("/bot"):
                 self._dirty = True  # bot calls and user actions change the state; reads do not
 
     async def _bot_call(self, request: web.Request) -> web.Response:
