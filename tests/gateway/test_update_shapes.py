@@ -268,3 +268,23 @@ async def test_edits_are_not_run_again_and_media_is_passed_over(
     assert isinstance(after, InboundCommand) and after.args == "three"
     assert (await group.next())["message"]["text"] == "three"  # nothing was said in between
     assert gateway.metrics.updates_malformed._value.get() == 0
+
+
+async def test_a_flood_of_button_presses_is_answered_press_by_press(
+    gateway: Gateway, user: SandboxClient, bot: SandboxBot
+) -> None:
+    flooder = 7301
+    presses = gateway.settings.flood_burst + 5
+    for _ in range(presses):
+        await user.press_inline(bot.id, "gone:1", user=flooder)
+    answers = await user.wait_for(
+        bot.id, flooder, kind="callback_answer", count=presses, timeout=15
+    )
+    texts = [a["text"] for a in answers]
+    # Within the budget the gateway says the button is gone; beyond it, one
+    # "slow down", then answers without a text: no press is left spinning.
+    assert texts.count("This button no longer works.") == gateway.settings.flood_burst
+    assert (
+        texts.count("You are sending messages too fast; please slow down. I will skip some.") == 1
+    )
+    assert texts.count("") == presses - gateway.settings.flood_burst - 1

@@ -94,6 +94,11 @@ class Router:
             await self.languages.get(update.user.id), update.user.language_code
         )
         verdict = self.flood.check(update.user.id)
+        if verdict != "pass" and update.kind == "callback":
+            # A skipped press is still answered, or its button spins until Telegram gives up.
+            notice = text("slow_down", language) if verdict == "warn" else None
+            kind: RouteKind = "flood_warned" if verdict == "warn" else "flood_dropped"
+            return Route(kind, [self._answer(update, corr, notice)])
         if verdict == "drop":
             return Route("flood_dropped")
         if verdict == "warn":
@@ -136,15 +141,7 @@ class Router:
         service, sep, rest = update.data.partition(":")
         if not sep or not subjects.is_valid_name(service) or not self.registry.knows(service):
             log.info("callback %s names no known service (%r)", corr, update.data[:64])
-            notice = AnswerCallback(
-                service=GATEWAY_SERVICE,
-                chat_id=update.chat.id,
-                idempotency_key=f"gw:{corr}",
-                correlation_id=corr,
-                callback_query_id=update.callback_query_id,
-                text=text("button_gone", language),
-            )
-            return Route("unknown", [_publish_action(notice)])
+            return Route("unknown", [self._answer(update, corr, text("button_gone", language))])
         base["chat_admin"] = await self._chat_admin(update)
         inbound = InboundCallback(
             **base,
@@ -227,6 +224,18 @@ class Router:
         lines.append("")
         lines.append(text("help_builtin", language))
         return "\n".join(lines)
+
+    def _answer(self, update: ParsedUpdate, corr: str, notice: str | None) -> Publication:
+        """Answer a button press at the gateway (stops its spinner, shows ``notice``)."""
+        answer = AnswerCallback(
+            service=GATEWAY_SERVICE,
+            chat_id=update.chat.id,
+            idempotency_key=f"gw:{corr}",
+            correlation_id=corr,
+            callback_query_id=update.callback_query_id,
+            text=notice,
+        )
+        return _publish_action(answer)
 
     def _not_admin(self, update: ParsedUpdate, language: Language) -> str:
         """The refusal of a bot-admin command, saying how to become a bot admin."""
