@@ -5,7 +5,8 @@ BotbusError
 ├── NatsServerError      the embedded nats-server could not start or stop
 ├── PayloadError         a bus payload failed validation (names the field)
 ├── ServiceError         deprecated: a handler refused a request (use ``Refuse``)
-└── StartupError         a service could not start (broker, permissions, a hook)
+├── StartupError         a service could not start (broker, permissions, a hook)
+└── SteppedDown          another gateway of the bot took the active-gateway lease
 """
 
 from __future__ import annotations
@@ -66,3 +67,10 @@ class StartupError(BotbusError):
     def __init__(self, message: str, *, reason: StartupReason) -> None:
         super().__init__(message)
         self.reason: StartupReason = reason
+
+
+class SteppedDown(BotbusError):
+    """Another gateway of the same bot holds the lease now; this one stopped.
+
+    Not a failure: restarted, the gateway waits as that one's standby.
+    """

@@ -14,12 +14,14 @@ never: a restart cannot fix a bad setting, a refused login or an old broker.
 4   NATS refused the user (password, or a subject in nats.conf)
 5   an ``on_startup`` hook of a service raised
 6   the nats-server lacks what botbus needs (too old)
+7   a gateway stepped down: another gateway of the bot took over (a
+    restart makes it the standby)
 ==  ===================================================================
 """
 
 from __future__ import annotations
 
-from botbus.errors import BotbusError, ConfigError, StartupError, StartupReason
+from botbus.errors import BotbusError, ConfigError, StartupError, StartupReason, SteppedDown
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # an unexpected error: a bug
@@ -28,6 +30,7 @@ EXIT_UNREACHABLE = 3  # no broker within the connect timeout
 EXIT_REFUSED = 4  # the broker refused the credentials or a subject
 EXIT_HOOK = 5  # an on_startup hook raised
 EXIT_BROKER = 6  # the broker is too old for botbus
+EXIT_STEPPED_DOWN = 7  # another gateway of the bot is active now; restart as its standby
 
 STARTUP_EXITS: dict[StartupReason, int] = {
     "unreachable": EXIT_UNREACHABLE,
@@ -46,4 +49,6 @@ def exit_code_for(exc: BotbusError) -> int:
         return STARTUP_EXITS[exc.reason]
     if isinstance(exc, ConfigError):
         return EXIT_CONFIG
+    if isinstance(exc, SteppedDown):
+        return EXIT_STEPPED_DOWN
     return EXIT_FAILURE

@@ -10,6 +10,7 @@ that took over was never refused by getUpdates (no two pollers at once).
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError
 
 from botbus import subjects
+from botbus.exits import EXIT_STEPPED_DOWN
 from botbus.gateway.lease import lease_key
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxBot, SandboxClient, SandboxServer
@@ -112,3 +114,50 @@ async def test_standby_takes_over_when_the_active_gateway_is_killed(
     # Nobody polled while another gateway held the lease: no getUpdates was refused.
     refused = [n for n, text in logs.items() if "getUpdates refused" in text]
     assert not refused, {n: logs[n][-3000:] for n in refused}
+
+
+@pytest.mark.slow
+async def test_a_paused_active_gateway_steps_down_without_polling_again(
+    tmp_path: Path,
+    nats_server: NatsServer,
+    settings: Settings,
+    admin: Client,  # noqa: F811
+    quiet_sandbox: SandboxServer,
+    bot: SandboxBot,
+    user: SandboxClient,
+) -> None:
+    """SIGSTOP the active gateway past its lease: the standby takes over; resumed, the
+    old one finds the lease taken and exits (code 7) instead of polling next to it."""
+    echo = MiniService(admin)
+    await echo.start()
+    gateways: dict[str, GatewayProcess] = {}
+    for name in ("a", "b"):
+        env = child_env(settings, nats_server.url, quiet_sandbox, bot)
+        env["BOTBUS_DATA_DIR"] = str(tmp_path / f"gateway-{name}")
+        gateways[name] = GatewayProcess(env, tmp_path / f"gateway-{name}.log")
+    try:
+        await gateways["a"].start()
+        first = await wait_for_holder(admin, bot)
+        assert first.endswith("gateway-a")
+        await gateways["b"].start()
+        paused = gateways["a"].proc
+        assert paused is not None
+        paused.send_signal(signal.SIGSTOP)
+        assert (await wait_for_holder(admin, bot, other_than=first)).endswith("gateway-b")
+        sent = await user.send_text(bot.id, "/echo while a sleeps", user={"id": 77})
+        events = await user.wait_for(bot.id, sent["chat_id"], kind="message", timeout=20)
+        assert [e["message"]["text"] for e in events] == ["while a sleeps"]
+        paused.send_signal(signal.SIGCONT)
+        async with asyncio.timeout(30):
+            code = await paused.wait()
+        sent = await user.send_text(bot.id, "/echo after", user={"id": 78})
+        events = await user.wait_for(bot.id, sent["chat_id"], kind="message", timeout=20)
+        assert [e["message"]["text"] for e in events] == ["after"]
+    finally:
+        for gateway in gateways.values():
+            await gateway.stop()
+        await echo.stop()
+    logs = {n: (tmp_path / f"gateway-{n}.log").read_text() for n in gateways}
+    assert code == EXIT_STEPPED_DOWN, logs["a"][-3000:]
+    assert "another gateway took" in logs["a"]
+    assert "getUpdates refused" not in logs["b"], logs["b"][-3000:]

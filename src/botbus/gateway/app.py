@@ -154,6 +154,7 @@ class Gateway:
         self._opened = contextlib.AsyncExitStack()  # what initialize() opened
         self._poll_request: AiohttpRequest | None = None
         self.lease: Lease | None = None  # which gateway of this bot is active
+        self.stepped_down: LeaseLost | None = None  # set when another gateway took over
         self.http_port: int | None = None  # health/metrics, once started
         self.webhook_port: int | None = None
         self.bot_id = 0
@@ -330,6 +331,7 @@ class Gateway:
         except LeaseLost as exc:
             # Another gateway is active now; this one steps down (a restart makes it a standby).
             log.error("%s; stopping", exc)
+            self.stepped_down = exc
             self._stopped.set()
 
     async def _start_webhook(self) -> None:
@@ -474,6 +476,8 @@ class Gateway:
             finally:
                 log.info("gateway stopping")
                 await self.stop()
+            if self.stepped_down is not None:
+                raise self.stepped_down  # its own exit code: restart me as the standby
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

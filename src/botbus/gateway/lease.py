@@ -41,6 +41,8 @@ from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from botbus.errors import SteppedDown
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 5.0  # seconds a lease outlives its holder's last renewal
@@ -52,7 +54,7 @@ WARN_EVERY = 10.0  # seconds between two "cannot renew" / "standby" log lines
 T = TypeVar("T")
 
 
-class LeaseLost(Exception):
+class LeaseLost(SteppedDown):
     """Another gateway holds the lease now: this one must stop being active."""
 
 
