@@ -85,7 +85,12 @@ async def test_tictactoe_to_the_end_by_clicking(ana: Any) -> None:
     await board.locator("button.inline", has_text="·").first.click()
     await board.locator("button.inline", has_text="⭕").first.wait_for()
     await board.locator("button.inline", has_text="❌").first.click()
-    await ana.locator("#toasts .toast", has_text="That cell is taken.").wait_for()
+    # the refusal shows as a toast, or as a dialog when the bot asks for an alert
+    refusal = "#toasts .toast, #alert[open] #alert-text"
+    await ana.locator(refusal, has_text="That cell is taken.").wait_for()
+    if await ana.locator("#alert[open]").count():
+        await ana.press("#alert button", "Enter")
+        await ana.locator("#alert[open]").wait_for(state="detached")
     board = ana.locator(f"#{board_id}")
     for _ in range(5):
         text = await board.inner_text()
