@@ -9,7 +9,15 @@ import pytest
 from botbus.errors import ConfigError
 from botbus.i18n import Catalog, pick_language
 
-BUNDLED = ["botbus.gateway", "botbus.service", "services.echo", "services.alerts"]
+BUNDLED = [
+    "botbus.gateway",
+    "botbus.service",
+    "services.echo",
+    "services.alerts",
+    "services.games",
+    "services.search",
+    "services.sentiment",
+]
 
 
 @pytest.mark.parametrize("package", BUNDLED)

@@ -46,6 +46,7 @@ service = Service(
         "en": "Trivia, tic-tac-toe, hangman and guess-the-number",
         "es": "Trivia, tres en raya, ahorcado y adivina el número",
     },
+    locales=__package__,
 )
 
 
@@ -117,12 +118,7 @@ async def trivia(ctx: Context, cmd: InboundCommand) -> None:
     """Start a round of multiple-choice questions in the user's language."""
     count = whole_number(cmd.args) if cmd.args.strip() else DEFAULT_ROUND
     if count is None or not 1 <= count <= MAX_ROUND:
-        raise Refuse(
-            ctx.t(
-                en=f"Usage: /trivia [1-{MAX_ROUND}] (how many questions)",
-                es=f"Uso: /trivia [1-{MAX_ROUND}] (cuántas preguntas)",
-            )
-        )
+        raise Refuse(ctx.t("usage_trivia_max_round", max_round=MAX_ROUND))
     game = Trivia.start(new_game_id(), _language(cmd), group=cmd.chat.is_group, count=count)
     await _start(ctx, cmd, game)
 

@@ -64,6 +64,7 @@ service = Service(
         "en": "Full-text search over the knowledge base and this chat's history",
         "es": "Búsqueda de texto en la base de conocimiento y en el historial del chat",
     },
+    locales=__package__,
 )
 
 
@@ -225,15 +226,7 @@ async def _answer(ctx: Context[Instance], cmd: InboundCommand, scope: Scope) -> 
 async def search(ctx: Context, cmd: InboundCommand) -> None:
     """Knowledge-base results: title, highlighted snippet, link; paged."""
     if not cmd.args.strip():
-        raise Refuse(
-            ctx.t(
-                en='Usage: /search QUERY, e.g. /search jetstream consumers. Use "..." for a '
-                "phrase, stre* for a prefix, OR for either word, -word to leave one out.",
-                es='Uso: /search CONSULTA, p. ej. /search consumidores jetstream. Usa "..." '
-                "para una frase, busq* para un prefijo, OR para una u otra, -palabra para "
-                "excluirla.",
-            )
-        )
+        raise Refuse(ctx.t("usage_search_query_e"))
     await _answer(ctx, cmd, "kb")
 
 
@@ -245,14 +238,7 @@ async def search(ctx: Context, cmd: InboundCommand) -> None:
 async def find(ctx: Context, cmd: InboundCommand) -> None:
     """This chat's past messages, recent relevant ones first, with links where possible."""
     if not cmd.args.strip():
-        raise Refuse(
-            ctx.t(
-                en="Usage: /find WORDS, e.g. /find deploy friday. Only this chat's messages "
-                "are searched.",
-                es="Uso: /find PALABRAS, p. ej. /find despliegue viernes. Solo se buscan los "
-                "mensajes de este chat.",
-            )
-        )
+        raise Refuse(ctx.t("usage_find_words_e"))
     await _answer(ctx, cmd, "chat")
 
 
@@ -266,10 +252,7 @@ async def turn_page(ctx: Context[Instance], cb: InboundCallback) -> None:
         saved = await asyncio.to_thread(index.saved_query, parsed[0])
     if saved is None or saved.chat_id != cb.chat.id or cb.message_id is None:
         await ctx.answer_callback(
-            ctx.t(
-                en="This search has expired: run it again.",
-                es="Esta búsqueda ha caducado: vuelve a lanzarla.",
-            ),
+            ctx.t("this_search_has_expired"),
             show_alert=True,
         )
         return

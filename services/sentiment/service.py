@@ -84,6 +84,7 @@ service = Service(
         "es": "Cómo se siente la conversación: sentimiento y gráficos de ánimo",
     },
     concurrency=CONCURRENCY,
+    locales=__package__,
 )
 
 
@@ -277,57 +278,40 @@ async def instance(app: App) -> AsyncIterator[Instance]:
 def describe(ctx: Context, score: Score) -> str:
     """The reply to ``/sentiment TEXT``."""
     label = {
-        "positive": ctx.t(en="positive", es="positivo"),
-        "neutral": ctx.t(en="neutral", es="neutral"),
-        "negative": ctx.t(en="negative", es="negativo"),
+        "positive": ctx.t("positive"),
+        "neutral": ctx.t("neutral"),
+        "negative": ctx.t("negative"),
     }[score.label]
     lines = [
         ctx.t(
-            en=f"Sentiment: {label} (compound {score.compound:+.2f}, language {score.language})",
-            es=f"Sentimiento: {label} (compuesto {score.compound:+.2f}, idioma {score.language})",
+            "verdict",
+            label=label,
+            compound=score.compound,
+            language=score.language,
         )
     ]
     if score.drivers:
         words = ", ".join(f"{d.word} ({d.valence:+.1f})" for d in score.drivers)
-        lines.append(ctx.t(en=f"Driven by: {words}", es=f"Palabras clave: {words}"))
+        lines.append(ctx.t("driven_by_words", words=words))
     else:
-        lines.append(
-            ctx.t(en="No word carried sentiment.", es="Ninguna palabra expresa sentimiento.")
-        )
+        lines.append(ctx.t("no_word_carried_sentiment"))
     return "\n".join(lines)
 
 
 async def _set_scoring(ctx: Context[Instance], cmd: InboundCommand, enabled: bool) -> None:
     if cmd.chat.is_group and not (cmd.chat_admin or cmd.is_admin):
-        raise Refuse(
-            ctx.t(
-                en="Only a group admin can switch sentiment scoring on or off in this group.",
-                es="Solo un administrador del grupo puede activar o desactivar el análisis "
-                "en este grupo.",
-            )
-        )
+        raise Refuse(ctx.t("only_a_group_admin"))
     kv = await ctx.kv()
     key = f"optout.{cmd.chat.id}"
     cache = ctx.state.optouts
     if enabled:
         await kv.delete(key)
         cache.note(cmd.chat.id, False)
-        await ctx.reply(
-            ctx.t(
-                en="Sentiment scoring is ON for this chat.",
-                es="El análisis de sentimiento está ACTIVADO en este chat.",
-            )
-        )
+        await ctx.reply(ctx.t("sentiment_scoring_is_on"))
     else:
         await kv.put(key, datetime.now(UTC).isoformat().encode())
         cache.note(cmd.chat.id, True)
-        await ctx.reply(
-            ctx.t(
-                en="Sentiment scoring is OFF for this chat: messages are no longer scored.",
-                es="El análisis de sentimiento está DESACTIVADO en este chat: ya no se "
-                "puntúan los mensajes.",
-            )
-        )
+        await ctx.reply(ctx.t("sentiment_scoring_is_off"))
 
 
 @service.command(
@@ -342,12 +326,7 @@ async def sentiment(ctx: Context, cmd: InboundCommand) -> None:
         await _set_scoring(ctx, cmd, enabled=arg.lower() == "on")
         return
     if not arg:
-        raise Refuse(
-            ctx.t(
-                en="Usage: /sentiment TEXT — or /sentiment off|on for this chat",
-                es="Uso: /sentiment TEXTO — o /sentiment off|on para este chat",
-            )
-        )
+        raise Refuse(ctx.t("usage_sentiment_text_or"))
     await ctx.reply(describe(ctx, analyzer().score(arg, cmd.user.language_code)))
 
 
@@ -362,12 +341,7 @@ async def mood(ctx: Context[Instance], cmd: InboundCommand) -> None:
     mine = "me" in words
     periods = [w for w in words if w != "me"]
     if len(periods) > 1 or (periods and periods[0] not in PERIODS):
-        raise Refuse(
-            ctx.t(
-                en="Usage: /mood [day|week|month] [me]",
-                es="Uso: /mood [day|week|month] [me]",
-            )
-        )
+        raise Refuse(ctx.t("usage_mood_day_week"))
     period: Period = "day"
     for candidate in PERIODS:
         if periods and periods[0] == candidate:
@@ -383,7 +357,7 @@ async def mood(ctx: Context[Instance], cmd: InboundCommand) -> None:
         subject = cmd.user.display_name
     else:
         doc = await store.load("chat", cmd.chat.id)
-        subject = cmd.chat.title or ctx.t(en="this chat", es="este chat")
+        subject = cmd.chat.title or ctx.t("this_chat")
     points = doc.series(period, datetime.now(UTC))
     if total_of(points).n == 0:
         # An empty chart says less than a sentence.
@@ -405,18 +379,8 @@ def no_mood_yet(ctx: Context, period: Period, *, mine: bool) -> str:
     """The answer to a /mood with nothing scored in ``period``."""
     when = period_name(period, ctx.t)
     if mine:
-        return ctx.t(
-            en=f"None of your messages here were scored in {when}, so there is no chart yet. "
-            "Write a few and ask again.",
-            es=f"Ninguno de tus mensajes de aquí se ha puntuado en {when}, así que aún no hay "
-            "gráfico. Escribe algunos y vuelve a preguntar.",
-        )
-    return ctx.t(
-        en=f"No message in this chat was scored in {when}, so there is no chart yet. "
-        "I score plain messages as they come (unless /sentiment off).",
-        es=f"No se ha puntuado ningún mensaje de este chat en {when}, así que aún no hay "
-        "gráfico. Puntúo los mensajes normales según llegan (salvo con /sentiment off).",
-    )
+        return ctx.t("none_of_your_messages", when=when)
+    return ctx.t("no_message_in_this", when=when)
 
 
 # -- passive scoring --------------------------------------------------------------
