@@ -9,7 +9,7 @@ Candidates are found the SymSpell way (Garbe, 2012): every word and every
 form of it with one letter deleted are keys to the word, and a query word's
 own deletions look those keys up. That finds every word within one edit
 (insertion, deletion, substitution, transposition of neighbours) without
-comparing against the whole vocabulary; for words of seven letters or more,
+comparing against the whole vocabulary; for words of nine letters or more,
 deletions of deletions reach two edits. Each candidate is then checked with
 the optimal-string-alignment distance.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from services.search.text import WORD_RE, Stemmer, normalize
 
 MIN_WORD = 3  # shorter words are never corrected
-TWO_EDITS_FROM = 7  # words this long may be two edits away
+TWO_EDITS_FROM = 9  # words this long may be two edits away ("unicorn" is not "único")
 
 
 def _deletes(word: str) -> set[str]:

@@ -108,7 +108,9 @@ def test_edit_distance_counts_transpositions_as_one() -> None:
     assert edit_distance("kitten", "sitting") == 3
     vocabulary = Vocabulary(["The streams of JetStream", "revisions"], Stemmer())
     assert vocabulary.closest("strems") == "streams"
-    assert vocabulary.closest("revisoins") == "revisions"  # two edits: long word
+    assert vocabulary.closest("revisoins") == "revisions"  # a transposition is one edit
+    assert vocabulary.closest("rrevisoins") == "revisions"  # two edits: long words only
+    assert vocabulary.closest("strreems") is None  # two edits: too short a word
     assert vocabulary.closest("zzz") is None
     assert vocabulary.closest("stream") is None  # known through its stem
 
