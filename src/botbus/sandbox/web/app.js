@@ -687,6 +687,15 @@ function wire() {
   $("show-chats").addEventListener("click", () => {
     const shown = document.body.classList.toggle("show-sidebar");
     $("show-chats").setAttribute("aria-expanded", String(shown));
+    if (shown) document.querySelector(".chat-button")?.focus();
+  });
+  document.addEventListener("keydown", (e) => {
+    // Escape closes the chat list drawer on a phone, back to the chat
+    if (e.key === "Escape" && document.body.classList.contains("show-sidebar")) {
+      document.body.classList.remove("show-sidebar");
+      $("show-chats").setAttribute("aria-expanded", "false");
+      $("show-chats").focus();
+    }
   });
 }
 
