@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.sentiment.datasets import PUBLIC_SETS, DataMissingError, how_to_fetch, public_sets
 from services.sentiment.features import feature_names, featurize, tokens
@@ -172,3 +174,14 @@ def test_each_public_format_is_parsed(tmp_path: Path) -> None:
     ]
     sentimp = by_key["sentimp21_es"].load(tmp_path)
     assert [(e.text, e.label) for e in sentimp] == [("hola, todos", "neutral")]
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(max_size=200))
+def test_any_text_gets_a_score_from_both_methods(analyzer: SentimentAnalyzer, text: str) -> None:
+    for language in ("en", "es"):
+        for score in (analyzer.score_as(text, language), analyzer.lexical_score_as(text, language)):
+            assert score.label in CLASSES
+            assert -1.0 <= score.compound <= 1.0
