@@ -16,10 +16,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 BOTBUS_DATA_DIR=/data
 RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home botbus \
     && mkdir -p /data && chown botbus:botbus /data
 COPY --from=build /wheels /tmp/wheels
-RUN pip install --no-cache-dir --no-index --find-links /tmp/wheels botbus && rm -rf /tmp/wheels
 # The search service indexes docs/kb, which it looks for beside the installed
-# packages (services/search/service.py: BUNDLED_KB).
-COPY docs/kb /usr/local/lib/python3.11/site-packages/docs/kb
+# `services` package (services/search/service.py: BUNDLED_KB).
+COPY docs/kb /tmp/kb
+RUN pip install --no-cache-dir --no-index --find-links /tmp/wheels botbus \
+    && site="$(python -c 'import pathlib, services; print(pathlib.Path(services.__file__).parents[1])')" \
+    && mkdir -p "$site/docs" && mv /tmp/kb "$site/docs/kb" && rm -rf /tmp/wheels
 USER botbus
 WORKDIR /data
 ENTRYPOINT ["botbus"]
