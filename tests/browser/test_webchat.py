@@ -153,6 +153,31 @@ async def test_formatting_and_typing_from_the_bot_side(ana: Any, stack: Stack) -
     assert "typing" not in await ana.inner_text("#chat-status")
 
 
+async def test_an_alert_answer_opens_a_dialog(browser: Any, stack: Stack) -> None:
+    # A second bot nobody else polls: the test answers its button press itself.
+    other = stack.sandbox.add_bot(username="alerting_bot")
+    page = await open_chat(browser, stack, f"bot={other.id}&user={ANA}&name=Ana")
+    try:
+        await send(page, "hello other bot")  # a bot can write only to users who wrote first
+        async with telegram.Bot(other.token, base_url=stack.sandbox.api_url) as bot:
+            (hello,) = await bot.get_updates(timeout=5)
+            button = telegram.InlineKeyboardButton("Launch", callback_data="launch")
+            await bot.send_message(
+                ANA, "Ready?", reply_markup=telegram.InlineKeyboardMarkup([[button]])
+            )
+            await page.get_by_role("button", name="Launch").click()
+            (update,) = await bot.get_updates(offset=hello.update_id + 1, timeout=5)
+            assert update.callback_query is not None
+            await update.callback_query.answer("Are you sure? This is an alert.", show_alert=True)
+        dialog = page.locator("#alert[open]")
+        await dialog.locator("#alert-text", has_text="This is an alert.").wait_for()
+        await page.keyboard.press("Enter")  # its OK button has the focus
+        await dialog.wait_for(state="detached")
+        assert page.js_errors == []
+    finally:
+        await page.close()
+
+
 async def test_photo_document_location_reply_and_edit(ana: Any, stack: Stack) -> None:
     mine = ana.locator("#messages li.message.mine")
     count = await mine.count()
