@@ -23,8 +23,15 @@ as processes; the broadcast is N bulk ``SendText`` actions published on
 BOTBUS_OUT by the ``alerts`` NATS user, and the interactive replies are users
 writing ``/echo`` to the sandbox, timed until the reply shows up there.
 
+``--through ptb`` runs the same workload against the usual alternative: one
+python-telegram-bot process (``bench/ptb_monolith.py``: ``Application`` with
+long polling, ``AIORateLimiter`` at the same budget, an ``/echo`` handler, and
+a ``/broadcast`` command that hands every alert to the limiter at once).
+``--through compare`` runs botbus's gateway and the PTB monolith one after the
+other on the same workload and prints their figures side by side.
+
     .venv/bin/python bench/broadcast.py [--n 10000] [--mode default|paid|both]
-        [--through scheduler|gateway]
+        [--through scheduler|gateway|ptb|compare]
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import Connection
@@ -69,6 +76,11 @@ WRITERS = 200  # distinct writers, so no single chat's 1/s limit shapes the repl
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISH_CHUNK = 500  # concurrent publishes while loading the broadcast into BOTBUS_OUT
 SENT_POLL = 0.05  # seconds between two looks at how many messages the sandbox got
+# Seconds a user waits for an answer: a reply queued behind a whole broadcast
+# (the PTB monolith's limiter is first come, first served) takes that long.
+REPLY_TIMEOUT = 900.0
+ADMIN = 9_999  # the user who sends /broadcast to the PTB monolith
+PTB_RETRIES = 3  # AIORateLimiter's retries after a 429 (its default, 0, drops the message)
 
 
 @dataclass
@@ -305,7 +317,9 @@ async def _echo_once(client: SandboxClient, bot_id: int, uid: int, text: str) ->
     began = time.monotonic()
     await client.send_text(bot_id, f"/echo {text}", user={"id": uid, "first_name": "w"})
     while True:
-        events = await client.wait_for(bot_id, uid, after=cursor, kind="message", timeout=120)
+        events = await client.wait_for(
+            bot_id, uid, after=cursor, kind="message", timeout=REPLY_TIMEOUT
+        )
         cursor = events[0]["seq"]
         if events[0]["message"]["text"] == text:
             return time.monotonic() - began
@@ -365,7 +379,15 @@ async def run_gateway(mode: str, n: int, interactive_rate: float) -> Result:
                     "bench": os.getpid(),
                 }
                 return await _broadcast_through(
-                    client, alerts, info.bot_id, mode, n, interactive_rate, budget, before, pids
+                    client,
+                    _publish_alerts(alerts, n),
+                    info.bot_id,
+                    f"{mode} (botbus: gateway + echo over NATS)",
+                    n,
+                    interactive_rate,
+                    budget,
+                    before,
+                    pids,
                 )
             finally:
                 await client.close()
@@ -374,17 +396,8 @@ async def run_gateway(mode: str, n: int, interactive_rate: float) -> Result:
                 await stop(echo)
 
 
-async def _broadcast_through(
-    client: SandboxClient,
-    alerts: Client,
-    bot_id: int,
-    mode: str,
-    n: int,
-    interactive_rate: float,
-    budget: Budget,
-    before: int,
-    pids: dict[str, int],
-) -> Result:
+def _publish_alerts(alerts: Client, n: int) -> Callable[[], Awaitable[None]]:
+    """The gateway's broadcast: ``n`` bulk SendText actions of the alerts service."""
     js = alerts.jetstream()
 
     async def publish(chat_id: int) -> None:
@@ -401,11 +414,28 @@ async def _broadcast_through(
             headers={"Nats-Msg-Id": action.idempotency_key},
         )
 
+    async def start() -> None:
+        chats = list(range(FIRST_SUBSCRIBER, FIRST_SUBSCRIBER + n))
+        for i in range(0, n, PUBLISH_CHUNK):
+            await asyncio.gather(*(publish(c) for c in chats[i : i + PUBLISH_CHUNK]))
+
+    return start
+
+
+async def _broadcast_through(
+    client: SandboxClient,
+    start_broadcast: Callable[[], Awaitable[None]],
+    bot_id: int,
+    mode: str,
+    n: int,
+    interactive_rate: float,
+    budget: Budget,
+    before: int,
+    pids: dict[str, int],
+) -> Result:
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.monotonic()
-    chats = list(range(FIRST_SUBSCRIBER, FIRST_SUBSCRIBER + n))
-    for i in range(0, n, PUBLISH_CHUNK):
-        await asyncio.gather(*(publish(c) for c in chats[i : i + PUBLISH_CHUNK]))
+    await start_broadcast()
     latencies: list[float] = []
     replies: list[asyncio.Task[None]] = []
 
@@ -436,7 +466,7 @@ async def _broadcast_through(
     stats = await client.stats(bot_id)
     total = int(stats["methods"].get("sendMessage", 0)) - before
     return Result(
-        mode=f"{mode} (through the gateway)",
+        mode=mode,
         n=n,
         budget=budget.overall_per_second,
         elapsed=elapsed,
@@ -447,6 +477,52 @@ async def _broadcast_through(
         cores=", ".join(f"{name} {share:.2f}" for name, share in used.items())
         + f" (of {os.cpu_count()}; load {' '.join(f'{x:.2f}' for x in os.getloadavg())})",
     )
+
+
+async def run_ptb(mode: str, n: int, interactive_rate: float) -> Result:
+    """The same workload against one python-telegram-bot process with AIORateLimiter."""
+    budget = Budget(paid_broadcast=mode == "paid")
+    with tempfile.TemporaryDirectory(prefix="botbus-bench-ptb-") as tmp:
+        workdir = Path(tmp)
+        async with sandbox(int(budget.overall_per_second), n, inline=False) as info:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("BOTBUS_")}
+            env.update(
+                TELEGRAM_BOT_TOKEN=info.token,
+                TELEGRAM_API_URL=info.api_url,
+                BENCH_SUBSCRIBERS=f"{FIRST_SUBSCRIBER}:{n}",
+                BENCH_RATE=str(budget.overall_per_second),
+                BENCH_RETRIES=str(PTB_RETRIES),
+            )
+            monolith = await spawn(
+                [sys.executable, str(ROOT / "bench" / "ptb_monolith.py")],
+                env,
+                workdir / "ptb.log",
+            )
+            client = SandboxClient(info.base_url)
+
+            async def start() -> None:
+                await client.send_text(
+                    info.bot_id, "/broadcast", user={"id": ADMIN, "first_name": "admin"}
+                )
+
+            try:
+                await _wait_ready(client, info.bot_id, workdir)
+                before = int((await client.stats(info.bot_id))["methods"].get("sendMessage", 0))
+                pids = {"ptb": monolith.pid, "sandbox": info.pid, "bench": os.getpid()}
+                return await _broadcast_through(
+                    client,
+                    start,
+                    info.bot_id,
+                    f"{mode} (python-telegram-bot monolith, AIORateLimiter)",
+                    n,
+                    interactive_rate,
+                    budget,
+                    before,
+                    pids,
+                )
+            finally:
+                await client.close()
+                await stop(monolith)
 
 
 def main() -> None:
@@ -476,9 +552,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--through",
-        choices=["scheduler", "gateway"],
+        choices=["scheduler", "gateway", "ptb", "compare"],
         default="scheduler",
-        help="scheduler: the scheduler alone over HTTP; gateway: NATS + gateway + echo processes",
+        help="scheduler: the scheduler alone over HTTP; gateway: NATS + gateway + echo "
+        "processes; ptb: a python-telegram-bot monolith with AIORateLimiter; compare: "
+        "gateway, then ptb, on the same workload",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -486,19 +564,27 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=PTBDeprecationWarning)
     modes = ["default", "paid"] if args.mode == "both" else [args.mode]
     for mode in modes:
-        if args.through == "gateway":
-            job = run_gateway(mode, args.n, args.interactive_rate)
-        elif args.dry:
-            job = run_dry(mode, args.n, args.interactive_rate, max_in_flight=args.max_in_flight)
-        else:
-            job = run(
-                mode,
-                args.n,
-                args.interactive_rate,
-                inline=args.inline,
-                max_in_flight=args.max_in_flight,
+        jobs: list[Coroutine[object, object, Result]] = []
+        if args.through in ("gateway", "compare"):
+            jobs.append(run_gateway(mode, args.n, args.interactive_rate))
+        if args.through in ("ptb", "compare"):
+            jobs.append(run_ptb(mode, args.n, args.interactive_rate))
+        if args.through == "scheduler" and args.dry:
+            jobs.append(
+                run_dry(mode, args.n, args.interactive_rate, max_in_flight=args.max_in_flight)
             )
-        print(asyncio.run(job).report(), flush=True)
+        elif args.through == "scheduler":
+            jobs.append(
+                run(
+                    mode,
+                    args.n,
+                    args.interactive_rate,
+                    inline=args.inline,
+                    max_in_flight=args.max_in_flight,
+                )
+            )
+        for job in jobs:
+            print(asyncio.run(job).report(), flush=True)
 
 
 if __name__ == "__main__":
