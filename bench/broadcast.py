@@ -24,7 +24,7 @@ BOTBUS_OUT by the ``alerts`` NATS user, and the interactive replies are users
 writing ``/echo`` to the sandbox, timed until the reply shows up there.
 
 ``--through ptb`` runs the same workload against the usual alternative: one
-python-telegram-bot process (``bench/ptb_monolith.py``: ``Application`` with
+python-telegram-bot process (``bench/_ptb_monolith.py``: ``Application`` with
 long polling, ``AIORateLimiter`` at the same budget, an ``/echo`` handler, and
 a ``/broadcast`` command that hands every alert to the limiter at once).
 ``--through compare`` runs botbus's gateway and the PTB monolith one after the
@@ -494,7 +494,7 @@ async def run_ptb(mode: str, n: int, interactive_rate: float) -> Result:
                 BENCH_RETRIES=str(PTB_RETRIES),
             )
             monolith = await spawn(
-                [sys.executable, str(ROOT / "bench" / "ptb_monolith.py")],
+                [sys.executable, str(ROOT / "bench" / "_ptb_monolith.py")],
                 env,
                 workdir / "ptb.log",
             )
