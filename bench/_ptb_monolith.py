@@ -78,4 +78,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "TELEGRAM_BOT_TOKEN" in os.environ and "BENCH_RATE" in os.environ:
+        main()
+    else:  # `make bench` runs every script: this one is a part of broadcast.py
+        print("bench/_ptb_monolith.py is run by bench/broadcast.py --through ptb|compare")
