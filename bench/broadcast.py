@@ -79,6 +79,7 @@ SENT_POLL = 0.05  # seconds between two looks at how many messages the sandbox g
 # Seconds a user waits for an answer: a reply queued behind a whole broadcast
 # (the PTB monolith's limiter is first come, first served) takes that long.
 REPLY_TIMEOUT = 900.0
+WRITER_SESSIONS = 4  # HTTP sessions the writers share (WRITERS / 4 long polls each at most)
 ADMIN = 9_999  # the user who sends /broadcast to the PTB monolith
 PTB_RETRIES = 3  # AIORateLimiter's retries after a 429 (its default, 0, drops the message)
 
@@ -433,14 +434,22 @@ async def _broadcast_through(
     before: int,
     pids: dict[str, int],
 ) -> Result:
+    # Writers wait on their own sessions (a long poll holds a connection, and a
+    # session has 100), so the stats below never queue behind them.
+    writers = [SandboxClient(client.base_url) for _ in range(WRITER_SESSIONS)]
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.monotonic()
     await start_broadcast()
     latencies: list[float] = []
     replies: list[asyncio.Task[None]] = []
+    waiting: set[int] = set()  # writers still waiting for their last answer
 
     async def reply(uid: int, k: int) -> None:
-        latencies.append(await _echo_once(client, bot_id, uid, f"r{k}"))
+        try:
+            session = writers[uid % WRITER_SESSIONS]
+            latencies.append(await _echo_once(session, bot_id, uid, f"r{k}"))
+        finally:
+            waiting.discard(uid)
 
     async def sent() -> int:
         stats = await client.stats(bot_id)
@@ -448,21 +457,31 @@ async def _broadcast_through(
 
     async def users_write() -> None:
         for k in itertools.count():
-            replies.append(asyncio.create_task(reply(FIRST_WRITER + k % WRITERS, k)))
+            uid = FIRST_WRITER + k % WRITERS
+            if uid not in waiting:  # a user waits for an answer before writing again
+                waiting.add(uid)
+                replies.append(asyncio.create_task(reply(uid, k)))
             await asyncio.sleep(1 / interactive_rate)
 
     writing = asyncio.create_task(users_write())
     # The end is noticed within SENT_POLL (polling only as often as users write
     # would overstate the elapsed time by up to a writer's interval).
     # The sandbox is another process: only polling its stats can tell.
-    while True:
-        if await sent() >= n + len(replies):
-            break
-        await asyncio.sleep(SENT_POLL)
-    elapsed = time.monotonic() - started
-    used = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
-    writing.cancel()
-    await asyncio.gather(*replies)
+    try:
+        while True:
+            if await sent() >= n + len(replies):
+                break
+            await asyncio.sleep(SENT_POLL)
+        elapsed = time.monotonic() - started
+        used = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
+        writing.cancel()
+        await asyncio.gather(*replies)
+    finally:
+        writing.cancel()
+        for task in replies:
+            task.cancel()
+        for session in writers:
+            await session.close()
     stats = await client.stats(bot_id)
     total = int(stats["methods"].get("sendMessage", 0)) - before
     return Result(
