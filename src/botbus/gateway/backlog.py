@@ -94,6 +94,9 @@ class BulkBacklog:
         self._index: dict[int, list[int]] = {}
         self._indexed = 0
         self._lock = asyncio.Lock()  # one lookup at a time extends the index
+        # Set by each lookup: the bulk lane had nothing unfinished at all (every
+        # bulk action stored until then was acked).
+        self.lane_clear = False
 
     @property
     def indexed(self) -> int:
@@ -110,6 +113,7 @@ class BulkBacklog:
         read back. The result is in stream order. Actions the bulk consumer
         acked are never returned; others it delivered may be.
         """
+        self.lane_clear = False
         if not before:
             return []
         async with self._lock:
@@ -123,11 +127,12 @@ class BulkBacklog:
         try:
             info = await self._js.consumer_info(subjects.STREAM_OUTBOUND, self._durable)
         except NotFoundError:
-            return []  # no bulk consumer yet: nothing of the bulk lane was handed out
+            return []  # no bulk consumer yet (the lane's state is unknown)
         floor = int(info.ack_floor.stream_seq if info.ack_floor else 0)
         delivered = int(info.delivered.stream_seq if info.delivered else 0)
         limit = max(before.values())
         if (info.num_pending or 0) == 0 and floor >= delivered:
+            self.lane_clear = True
             await self._reset(floor)
             return []  # every bulk action stored so far was acked
         if floor >= limit - 1:

@@ -119,6 +119,43 @@ class _Fetched:
         return seq in self._held or seq in self._settled
 
 
+class _Horizon:
+    """The stream sequence up to which this relay has seen every action of BOTBUS_OUT.
+
+    The stream holds only the two lanes, so a reply whose every predecessor was
+    seen cannot overtake an unfetched bulk action: no lookup is needed, which is
+    the case whenever no broadcast is queued. Sequences seen above a gap are
+    kept (at most MAX_AHEAD) until the gap fills or a lookup closes it.
+    """
+
+    MAX_AHEAD = 200_000
+
+    def __init__(self) -> None:
+        self.upto = 0
+        self._ahead: set[int] = set()
+
+    def seen(self, seq: int) -> None:
+        """This relay has ``seq`` (fetched or read back)."""
+        if seq <= self.upto:
+            return
+        self._ahead.add(seq)
+        while self.upto + 1 in self._ahead:
+            self.upto += 1
+            self._ahead.discard(self.upto)
+        if len(self._ahead) > self.MAX_AHEAD:
+            self._ahead.clear()  # a long backlog: lookups answer until it is gone
+
+    def known_upto(self, seq: int) -> None:
+        """Everything up to ``seq`` is accounted for (a lookup said so)."""
+        if seq <= self.upto:
+            return
+        self.upto = seq
+        self._ahead = {s for s in self._ahead if s > seq}
+        while self.upto + 1 in self._ahead:
+            self.upto += 1
+            self._ahead.discard(self.upto)
+
+
 class _Withdrawn(Exception):
     """The scheduler withdrew a queued call: the gateway is stopping."""
 
@@ -177,6 +214,7 @@ class OutboundRelay:
         # Stream sequences of the actions this relay fetched: the backlog lookup
         # need not read those back.
         self._fetched = _Fetched()
+        self._horizon = _Horizon()
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -224,7 +262,9 @@ class OutboundRelay:
             for msg in msgs:
                 self._keep_alive.hold(msg)
             for msg in msgs:
-                self._fetched.hold(_stream_seq(msg))
+                seq = _stream_seq(msg)
+                self._fetched.hold(seq)
+                self._horizon.seen(seq)
             before = self._handed_over.get(lane)
             handed_over = asyncio.get_running_loop().create_future()
             self._handed_over[lane] = handed_over
@@ -301,9 +341,10 @@ class OutboundRelay:
         that died, are read back and sent at interactive priority, ahead of the
         reply. The bulk consumer gets its copy later and finds it sent.
         """
-        bulk_fetched = self._handed_over.get("bulk")
-        if bulk_fetched is not None:
-            await bulk_fetched
+        await self._bulk_handed_over()
+        last = max(reply.seq for reply in replies)
+        if self._horizon.upto >= last - 1:
+            return  # every action stored before these replies was fetched: nothing to ask
         before: dict[int, int] = {}
         for reply in replies:
             before[reply.action.chat_id] = max(before.get(reply.action.chat_id, 0), reply.seq)
@@ -312,8 +353,12 @@ class OutboundRelay:
         except BacklogError as exc:
             log.warning("%s; replies go without waiting for earlier bulk actions", exc)
             return
+        if self._backlog.lane_clear:
+            self._horizon.known_upto(last - 1)  # every bulk action before them was acked
+        await self._bulk_handed_over()  # what the bulk lane fetched meanwhile goes first
         lifted: list[_Delivery] = []
         for item in stored:
+            self._horizon.seen(item.seq)
             action = self._decode_stored(item)
             if action is None:
                 continue
@@ -334,6 +379,11 @@ class OutboundRelay:
         for delivery in lifted:
             if delivery.key not in self._active_keys:
                 self._start(delivery, "interactive", sent)
+
+    async def _bulk_handed_over(self) -> None:
+        """Until every bulk batch fetched so far is with the scheduler."""
+        while (last := self._handed_over.get("bulk")) is not None and not last.done():
+            await last
 
     def _decode_stored(self, item: Stored) -> SendAction | None:
         try:
