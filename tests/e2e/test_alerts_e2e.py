@@ -121,6 +121,7 @@ async def test_unsubscribe_stops_alerts(stack: Stack) -> None:
     assert not [t for t in texts(await ana.rest(QUIET_WINDOW)) if "Deploy finished" in t]
 
 
+@pytest.mark.slow  # restarts the service and the gateway
 async def test_reminder_fires_on_time_across_service_and_gateway_restarts(stack: Stack) -> None:
     ana = Chat(stack, ANA["id"])
     delay = 8  # seconds: room for both restarts below (about 2.5 s together when idle)

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -322,6 +323,7 @@ async def test_simultaneous_presses_on_two_instances_apply_exactly_one_move(
         await other.stop()
 
 
+@pytest.mark.slow  # a service process
 async def test_runs_as_its_own_process_and_drains_on_sigterm(
     nats_server: NatsServer, telegram: Telegram, tmp_path: Path
 ) -> None:
