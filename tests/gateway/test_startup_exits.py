@@ -22,10 +22,14 @@ import pytest
 from botbus.connect import connect
 from botbus.errors import StartupError
 from botbus.exits import EXIT_BROKER, EXIT_CONFIG, EXIT_OK
+from botbus.gateway import Gateway
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxBot, SandboxServer
 from botbus.settings import load_settings
 from botbus.supervisor import data_dir_lock
+from tests.support.waiting import eventually
+
+from .conftest import gateway_settings
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -279,3 +283,26 @@ async def test_a_second_up_on_the_same_data_dir(tmp_path: Path) -> None:
     assert code == EXIT_CONFIG
     assert_one_clear_line(out, "another botbus up", f"pid {os.getpid()}", "BOTBUS_DATA_DIR")
     assert "nats-server" not in out  # nothing was started
+
+
+# -- a loop that dies ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_dead_gateway_loop_ends_the_run_with_its_error(
+    tmp_path: Path, nats_server: NatsServer, quiet_sandbox: SandboxServer, bot: SandboxBot
+) -> None:
+    settings = gateway_settings(tmp_path, nats_server.url, quiet_sandbox, bot)
+    gateway = Gateway(settings, poll_timeout=5)
+    run = asyncio.create_task(gateway.run_until_stopped())
+    await eventually(lambda: gateway.http_port is not None, what="the gateway started")
+
+    async def broken_loop() -> None:
+        raise RuntimeError("a bug in a gateway loop")
+
+    # Stands for any of its loops dying of a bug: the run must end with that error
+    # (exit 1 at the CLI, so a supervisor restarts it), not as a clean stop (exit 0).
+    gateway._spawn(broken_loop(), "broken")
+    with pytest.raises(RuntimeError, match="a bug in a gateway loop"):
+        await asyncio.wait_for(run, EXIT_WAIT)
+    assert gateway.nc.is_closed

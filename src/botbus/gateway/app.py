@@ -155,6 +155,7 @@ class Gateway:
         self._poll_request: AiohttpRequest | None = None
         self.lease: Lease | None = None  # which gateway of this bot is active
         self.stepped_down: LeaseLost | None = None  # set when another gateway took over
+        self.failure: BaseException | None = None  # the first of its loops that died
         self.http_port: int | None = None  # health/metrics, once started
         self.webhook_port: int | None = None
         self.bot_id = 0
@@ -388,6 +389,7 @@ class Gateway:
         exc = task.exception()
         if exc is not None:
             log.error("gateway task %s died: %r; stopping", task.get_name(), exc, exc_info=exc)
+            self.failure = self.failure or exc
             self._stopped.set()
 
     async def _answer_status(self, msg: Msg) -> None:
@@ -478,6 +480,9 @@ class Gateway:
                 await self.stop()
             if self.stepped_down is not None:
                 raise self.stepped_down  # its own exit code: restart me as the standby
+            if self.failure is not None:
+                # A dead loop is a bug, not a stop: exit 1, so a supervisor restarts us.
+                raise self.failure
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
