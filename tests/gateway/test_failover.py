@@ -20,7 +20,7 @@ from nats.js.errors import KeyNotFoundError
 from botbus import subjects
 from botbus.exits import EXIT_STEPPED_DOWN
 from botbus.gateway.lease import lease_key
-from botbus.natsserver import NatsServer
+from botbus.natsserver import NatsServer, free_ports
 from botbus.sandbox import SandboxBot, SandboxClient, SandboxServer
 from botbus.settings import Settings
 
@@ -161,3 +161,46 @@ async def test_a_paused_active_gateway_steps_down_without_polling_again(
     assert code == EXIT_STEPPED_DOWN, logs["a"][-3000:]
     assert "another gateway took" in logs["a"]
     assert "getUpdates refused" not in logs["b"], logs["b"][-3000:]
+
+
+@pytest.mark.slow
+async def test_the_standby_takes_over_the_webhook(
+    tmp_path: Path,
+    nats_server: NatsServer,
+    settings: Settings,
+    admin: Client,  # noqa: F811
+    quiet_sandbox: SandboxServer,
+    bot: SandboxBot,
+    user: SandboxClient,
+) -> None:
+    """In webhook mode only the active gateway listens; the one taking over re-registers it."""
+    echo = MiniService(admin)
+    await echo.start()
+    gateways: dict[str, GatewayProcess] = {}
+    for name, port in zip(("a", "b"), free_ports(2), strict=True):
+        env = child_env(settings, nats_server.url, quiet_sandbox, bot)
+        env.update(
+            BOTBUS_DATA_DIR=str(tmp_path / f"gateway-{name}"),
+            BOTBUS_WEBHOOK_URL=f"http://127.0.0.1:{port}/hook",
+            BOTBUS_WEBHOOK_LISTEN=f"127.0.0.1:{port}",
+            BOTBUS_WEBHOOK_SECRET="failover-secret",
+        )
+        gateways[name] = GatewayProcess(env, tmp_path / f"gateway-{name}.log")
+    try:
+        await gateways["a"].start()
+        first = await wait_for_holder(admin, bot)
+        await gateways["b"].start()
+        sent = await user.send_text(bot.id, "/echo via a", user={"id": 81})
+        events = await user.wait_for(bot.id, sent["chat_id"], kind="message", timeout=20)
+        assert [e["message"]["text"] for e in events] == ["via a"]
+        await gateways["a"].kill()
+        await wait_for_holder(admin, bot, other_than=first)
+        # Sent right after the kill: the sandbox retries the delivery until b listens.
+        sent = await user.send_text(bot.id, "/echo via b", user={"id": 82})
+        events = await user.wait_for(bot.id, sent["chat_id"], kind="message", timeout=30)
+        assert [e["message"]["text"] for e in events] == ["via b"]
+    finally:
+        for gateway in gateways.values():
+            await gateway.stop()
+        await echo.stop()
+    assert "ingest: webhook" in (tmp_path / "gateway-b.log").read_text()
