@@ -171,7 +171,7 @@ class StateDir:
         state.updates = deque(saved["updates"])
         state.next_update_id = saved["next_update_id"]
         state.allowed_updates = frozenset(saved["allowed_updates"])
-        state.events = list(saved["events"])
+        state.restore_events(saved["events"])
         state.next_seq = saved["next_seq"]
         for menu in saved["commands"]:
             state.commands[(menu["scope"], menu["language_code"])] = menu["commands"]

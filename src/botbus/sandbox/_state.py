@@ -7,10 +7,11 @@ and user side) change it and :class:`Signal` wakes whoever long-polls.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -285,6 +286,7 @@ class BotState:
         self.last_error_date: int | None = None
         self.last_error_message: str | None = None
         self.events: list[Json] = []
+        self.chat_events: defaultdict[int, list[Json]] = defaultdict(list)  # the same, per chat
         self.next_seq = 1
         self.commands: dict[tuple[str, str], list[Json]] = {}
         self.files: dict[str, StoredFile] = {}
@@ -351,8 +353,16 @@ class BotState:
         event.update(payload)
         self.next_seq += 1
         self.events.append(event)
+        self.chat_events[chat_id].append(event)
         self.signal.fire()
         return event
+
+    def restore_events(self, events: list[Json]) -> None:
+        """Put saved events back (oldest first), with the per-chat index."""
+        self.events = list(events)
+        self.chat_events.clear()
+        for event in self.events:
+            self.chat_events[event["chat_id"]].append(event)
 
     def events_after(self, chat_id: int, after: int, *, users: bool = False) -> list[Json]:
         """Events in ``chat_id`` whose seq is above ``after``, oldest first.
@@ -360,13 +370,10 @@ class BotState:
         What users did (``USER_EVENT_KINDS``) is left out unless ``users``:
         readers that wait for the bot's answer must not see their own message.
         """
-        return [
-            e
-            for e in self.events
-            if e["seq"] > after
-            and e["chat_id"] == chat_id
-            and (users or e["kind"] not in USER_EVENT_KINDS)
-        ]
+        in_chat = self.chat_events.get(chat_id, [])
+        # seqs grow, so only the tail after ``after`` is read, not the whole history
+        start = bisect.bisect_right(in_chat, after, key=lambda e: int(e["seq"]))
+        return [e for e in in_chat[start:] if users or e["kind"] not in USER_EVENT_KINDS]
 
     def new_message(self, chat: Chat, sender: Json, **fields_: Any) -> StoredMessage:
         """Store a new message in ``chat`` with the chat's next message_id."""
