@@ -91,10 +91,23 @@ async def connect(
 
     refusals: asyncio.Queue[Exception] = asyncio.Queue()
 
+    failures = 0
+
     async def error(exc: Exception) -> None:
+        nonlocal failures
         if not client and "authorization" in str(exc).lower():
             # nats-py retries a refused login forever; connect() stops it instead.
             refusals.put_nowait(exc)
+            return
+        if not client:
+            # nats-py retries the first connection itself over the server list,
+            # every RECONNECT_TIME_WAIT: one line now and then, not one per attempt.
+            if not wait_for_server:
+                refusals.put_nowait(exc)
+                return
+            failures += 1
+            if failures % INITIAL_CONNECT_LOG_EVERY == 1:
+                log.warning("waiting for NATS at %s as user %s: %s", server, user, exc)
             return
         log.warning("NATS error: %s", exc)
 
