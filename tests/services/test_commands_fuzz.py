@@ -51,7 +51,7 @@ BUNDLED: dict[str, Service] = {
     s.name: s
     for s in (echo_service, search_service, alerts_service, games_service, sentiment_service)
 }
-ANSWER_WAIT = 6.0  # seconds; a handler that crashed is retried later than this
+ANSWER_WAIT = 10.0  # seconds; a crashing handler never answers (its retries crash too)
 SORRY = ("something went wrong", "algo salió mal")
 BOT_ADMIN = 4242
 _ids = itertools.count(1)
