@@ -40,6 +40,10 @@ LIVE_ROUNDS = 2  # rounds an instance counts as present after it last answered
 # (about 5 s with the default interval): long enough for every service to reconnect
 # after a broker restart or a cluster node's death.
 ABSENT_ROUNDS = 3
+# ...but never less than this many seconds, whatever the polling interval: a fast
+# discovery loop (tests poll every 0.2-0.3 s) must not turn a service whose event loop
+# is busy for a second (a broadcast, a chart, a loaded machine) into "unavailable".
+MIN_ABSENT_GRACE = 5.0  # seconds
 
 META_COMMANDS = "botbus.commands"
 META_LISTENS = "botbus.listens"
@@ -145,7 +149,7 @@ class Registry:
         """Seconds a service may be missing, with the bus reachable, before it is down."""
         if self._absent_grace is not None:
             return self._absent_grace
-        return ABSENT_ROUNDS * (self.poll_interval + self.gather_window)
+        return max(MIN_ABSENT_GRACE, ABSENT_ROUNDS * (self.poll_interval + self.gather_window))
 
     @property
     def bus_reachable(self) -> bool:
