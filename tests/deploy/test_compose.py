@@ -21,6 +21,7 @@ import pytest
 from botbus.connect import MIN_NATS_SERVER
 from botbus.sandbox import SandboxClient, SandboxServer
 from botbus.settings import Settings
+from tests.support.waiting import eventually
 
 from . import compose
 
@@ -138,10 +139,17 @@ def address(project: compose.Project, service: str, index: int = 0) -> str:
 
 
 async def ask(user: SandboxClient, bot_id: int, text: str, expect: str) -> None:
-    """Send ``text``; wait for a bot message containing ``expect``.
+    """Once the bot's menu offers the command, send ``text``; wait for ``expect``.
 
-    A notice may come first ("echo is starting"): the answer follows it.
+    Until the gateway has discovered the service, the command is unknown to it
+    (and so answered as such): the menu, set from discovery, says when it is not.
     """
+    command = text.split()[0].lstrip("/")
+
+    async def offered() -> bool:
+        return any(c["command"] == command for c in await user.commands(bot_id))
+
+    await eventually(offered, timeout=60, what=f"/{command} in the bot's menu")
     sent = await user.send_text(bot_id, text)
     after = 0
     seen: list[str] = []
