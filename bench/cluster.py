@@ -8,7 +8,8 @@ the requests flow (on the cluster: the node leading BOTBUS_IN, then, once it
 is back and caught up, the one leading BOTBUS_OUT; on one node: the node,
 which is an outage) and restart it two seconds later. The script prints,
 side by side, updates/s (answers / time from the first request to the last
-answer), lost and duplicated answers.
+answer), lost and duplicated answers, and the longest pause between two
+answers (what a user waiting at that moment saw).
 
 Then the gateway failover: two gateways for the bot on the cluster, the
 active one killed -9 mid-stream; it prints how long the standby took to take
@@ -58,6 +59,7 @@ class Result:
     rate: float  # answers per second
     lost: int
     duplicated: int
+    pause: float  # longest stretch without a new answer, in seconds
     note: str = ""
 
 
@@ -194,6 +196,20 @@ async def answers(
     return seen, took
 
 
+async def longest_pause(system: System, done: asyncio.Event) -> float:
+    """Longest stretch (s) between two answers, until ``done`` is set."""
+    last_count, last_change, longest = -1, time.monotonic(), 0.0
+    while not done.is_set():
+        count = await sent_messages(system)
+        now = time.monotonic()
+        if count != last_count:
+            longest = max(longest, now - last_change)
+            last_count, last_change = count, now
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 0.1)
+    return longest
+
+
 async def run(nodes: int, faults: bool, updates: int) -> Result:
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         system = System(Path(tmp), nodes)
@@ -202,18 +218,22 @@ async def run(nodes: int, faults: bool, updates: int) -> Result:
             assert system.user is not None and system.bot is not None
             baseline = await sent_messages(system)
             started = time.monotonic()
+            done = asyncio.Event()
+            watching = asyncio.create_task(longest_pause(system, done))
             sending = asyncio.create_task(send_all(system.user, system.bot, updates))
             if faults:
                 await system.kill_node(subjects.STREAM_INBOUND)
                 await system.kill_node(subjects.STREAM_OUTBOUND)
             await sending
             seen, took = await answers(system, updates, started, baseline)
+            done.set()
+            pause = await watching
         finally:
             await system.stop()
     lost = updates - len(seen)
     duplicated = sum(seen.values()) - len(seen)
     label = f"{nodes} node{'s' if nodes > 1 else ''}, " + ("2 kills" if faults else "no fault")
-    return Result(label, len(seen) / took, lost, duplicated)
+    return Result(label, len(seen) / took, lost, duplicated, pause)
 
 
 async def failover(updates: int) -> Result:
@@ -226,6 +246,8 @@ async def failover(updates: int) -> Result:
             assert active is not None
             baseline = await sent_messages(system)
             started = time.monotonic()
+            done = asyncio.Event()
+            watching = asyncio.create_task(longest_pause(system, done))
             sending = asyncio.create_task(send_all(system.user, system.bot, updates))
             await asyncio.sleep(1.0)  # mid-stream
             name = next(n for n in system.procs if active.endswith(n))
@@ -238,12 +260,15 @@ async def failover(updates: int) -> Result:
             takeover = time.monotonic() - killed
             await sending
             seen, took = await answers(system, updates, started, baseline)
+            done.set()
+            pause = await watching
         finally:
             await system.stop()
     lost = updates - len(seen)
     duplicated = sum(seen.values()) - len(seen)
     note = f"standby took the lease {takeover:.1f}s after kill -9 of the active one ({holder})"
-    return Result("3 nodes, 2 gateways, active killed", len(seen) / took, lost, duplicated, note)
+    label = "3 nodes, 2 gateways, active killed"
+    return Result(label, len(seen) / took, lost, duplicated, pause, note)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -254,9 +279,10 @@ async def main(args: argparse.Namespace) -> None:
     print("running: gateway failover ...", flush=True)
     results.append(await failover(args.updates))
     print(f"\n{args.updates} /echo requests, each answered through gateway + NATS + echo")
-    print(f"{'run':<36} {'updates/s':>10} {'lost':>6} {'duplicated':>11}")
+    header = f"{'run':<36} {'updates/s':>10} {'lost':>6} {'duplicated':>11} {'longest pause':>14}"
+    print(header)
     for r in results:
-        print(f"{r.label:<36} {r.rate:>10.1f} {r.lost:>6} {r.duplicated:>11}")
+        print(f"{r.label:<36} {r.rate:>10.1f} {r.lost:>6} {r.duplicated:>11} {r.pause:>13.1f}s")
     for r in results:
         if r.note:
             print(f"{r.label}: {r.note}")
