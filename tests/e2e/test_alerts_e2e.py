@@ -16,7 +16,8 @@ from services.alerts.service import service as alerts_service
 
 from .conftest import ADMIN, Chat, Stack, StartStack, component_settings
 
-pytestmark = pytest.mark.timeout(30)
+# the whole stack (sandbox, gateway, services) per test: in `make test`, not the fast loop
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 
 ANA: dict[str, Any] = {"id": 5201, "first_name": "Ana"}
 BEN: dict[str, Any] = {"id": 5202, "first_name": "Ben"}
@@ -121,7 +122,6 @@ async def test_unsubscribe_stops_alerts(stack: Stack) -> None:
     assert not [t for t in texts(await ana.rest(QUIET_WINDOW)) if "Deploy finished" in t]
 
 
-@pytest.mark.slow  # restarts the service and the gateway
 async def test_reminder_fires_on_time_across_service_and_gateway_restarts(stack: Stack) -> None:
     ana = Chat(stack, ANA["id"])
     delay = 8  # seconds: room for both restarts below (about 2.5 s together when idle)

@@ -18,7 +18,8 @@ from services.search.service import service as search_service
 
 from .conftest import Chat, Stack, StartStack
 
-pytestmark = pytest.mark.timeout(60)
+# the whole stack (sandbox, gateway, services) per test: in `make test`, not the fast loop
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 ANA: dict[str, Any] = {"id": 5601, "first_name": "Ana"}
 

@@ -17,7 +17,8 @@ from services.echo.service import service as echo_service
 
 from .conftest import Chat, StartStack
 
-pytestmark = pytest.mark.timeout(60)
+# the whole stack (sandbox, gateway, services) per test: in `make test`, not the fast loop
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 ANA: dict[str, Any] = {"id": 7301, "first_name": "Ana"}
 NEW_YORK = ZoneInfo("America/New_York")

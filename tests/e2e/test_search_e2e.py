@@ -11,7 +11,8 @@ from services.search.service import service as search_service
 
 from .conftest import Chat, Stack, StartStack
 
-pytestmark = pytest.mark.timeout(30)
+# the whole stack (sandbox, gateway, services) per test: in `make test`, not the fast loop
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 
 ANA: dict[str, Any] = {"id": 5101, "first_name": "Ana"}
 BEN: dict[str, Any] = {"id": 5102, "first_name": "Ben"}

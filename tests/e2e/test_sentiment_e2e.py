@@ -13,7 +13,8 @@ from services.sentiment.service import service as sentiment_service
 
 from .conftest import ADMIN, Chat, Stack, StartStack
 
-pytestmark = pytest.mark.timeout(30)
+# the whole stack (sandbox, gateway, services) per test: in `make test`, not the fast loop
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 
 ANA: dict[str, Any] = {"id": 5301, "first_name": "Ana"}
 BEN: dict[str, Any] = {"id": 5302, "first_name": "Ben"}

@@ -12,7 +12,8 @@ from services.games.service import service as games_service
 
 from .conftest import ADMIN, Chat, StartStack
 
-pytestmark = pytest.mark.timeout(60)
+# the whole stack (sandbox, gateway, services) per test: in `make test`, not the fast loop
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 FORUM = -100610
 OWNER: dict[str, Any] = {"id": 6101, "first_name": "Olga"}

@@ -221,6 +221,7 @@ async def test_bulk_broadcast_gets_no_429_while_replies_arrive_within_2s(
     assert all(texts == [f"news for {c}"] for c, texts in received.items())
 
 
+@pytest.mark.slow  # a 1,000-chat broadcast at 200 msg/s
 async def test_reply_behind_a_queued_bulk_message_is_not_held_back(
     nats_server: NatsServer,
     limited_sandbox: SandboxServer,
@@ -310,6 +311,7 @@ async def test_blocked_chat_is_not_retried_and_reported_once(
     assert snapshot.refused_total == 1 and snapshot.retries_total == 0
 
 
+@pytest.mark.slow  # waits out a forced retry_after
 async def test_forced_429_on_one_chat_does_not_delay_the_others(
     nats_server: NatsServer,
     limited_sandbox: SandboxServer,

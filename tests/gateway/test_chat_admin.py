@@ -154,6 +154,7 @@ async def test_a_refused_lookup_means_not_admin_and_is_logged(
     assert await admins.is_admin(group, OWNER)
 
 
+@pytest.mark.slow  # a Telegram call held for seconds
 async def test_a_slow_telegram_times_out_as_not_admin(
     ptb: telegram.Bot, user: SandboxClient, bot: SandboxBot, group: Chat
 ) -> None:
@@ -214,6 +215,7 @@ async def test_button_presses_carry_group_admin_status(
         assert press.chat_admin is expected
 
 
+@pytest.mark.slow  # a Telegram call held for seconds
 async def test_a_slow_lookup_does_not_hold_ingest(
     gateway: Gateway,
     echo: MiniService,
@@ -267,6 +269,7 @@ async def ask(client: SandboxClient, bot: SandboxBot, text: str, user: int, chat
     return message_texts(events)[0]
 
 
+@pytest.mark.slow  # sandbox, gateway and the real alerts service
 async def test_only_group_admins_subscribe_a_group_to_alerts(
     gateway: Gateway,
     alerts: ServiceApp,

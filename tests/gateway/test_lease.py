@@ -30,6 +30,7 @@ def lease(kv: KeyValue, holder: str) -> Lease:
     )
 
 
+@pytest.mark.slow  # 3 s: waits out lease TTLs
 async def test_one_holder_at_a_time_and_a_clean_handover(kv: KeyValue) -> None:
     a, b = lease(kv, "a"), lease(kv, "b")
     await a.acquire()

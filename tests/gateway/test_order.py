@@ -67,6 +67,7 @@ async def test_reply_waits_only_for_the_earlier_bulk_message_to_its_chat(
     assert sent_then < len(chats) // 2, (sent_then, deep_took)
 
 
+@pytest.mark.slow  # 3 s: its own gateway, bulk then reply to one chat
 async def test_reply_stored_right_after_a_bulk_message_comes_second(
     nats_server: NatsServer,
     quiet_sandbox: SandboxServer,

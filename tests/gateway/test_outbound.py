@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -174,6 +175,7 @@ async def test_invalid_action_is_dropped_and_later_ones_flow(
     assert gateway.metrics.actions.labels("invalid")._value.get() == 5
 
 
+@pytest.mark.slow  # twelve messages to one chat at its 1 msg/s budget
 async def test_replies_to_one_chat_keep_their_order(
     gateway: Gateway,
     user: SandboxClient,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from botbus.gateway import Gateway
 from botbus.sandbox import SandboxBot, SandboxClient
 
@@ -54,6 +56,7 @@ async def test_command_menu_follows_live_services(
     assert spanish["echo"] == "Repite TEXTO"
 
 
+@pytest.mark.slow  # 4 s: a service stops and must drop from the menu
 async def test_command_menu_drops_a_service_that_stopped(
     gateway: Gateway, echo: MiniService, user: SandboxClient, bot: SandboxBot
 ) -> None:

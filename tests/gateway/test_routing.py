@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import nats
+import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -35,6 +36,7 @@ async def test_unknown_command_gets_helpful_reply(
     assert reply.startswith("Comando desconocido /frobnicate")
 
 
+@pytest.mark.slow  # 3 s: a service stops and comes back
 async def test_command_waits_for_a_stopped_service(
     gateway: Gateway, echo: MiniService, user: SandboxClient, bot: SandboxBot
 ) -> None:

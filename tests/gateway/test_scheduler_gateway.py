@@ -36,6 +36,7 @@ async def send_replies(
         await nc.close()
 
 
+@pytest.mark.slow  # 3 s of real waiting under load
 async def test_status_command_shows_the_outbound_figures(
     tmp_path: Path,
     nats_server: NatsServer,

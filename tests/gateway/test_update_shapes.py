@@ -69,6 +69,7 @@ async def group(user: SandboxClient, bot: SandboxBot) -> Room:
 # -- forum topics ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 5 s of real waiting under load
 async def test_gateway_replies_go_to_the_topic_they_answer(
     gateway: Gateway, echo: MiniService, forum: Room, inbox: Inbox
 ) -> None:

@@ -117,6 +117,7 @@ async def test_forged_webhook_requests_are_refused_and_publish_nothing(
     assert hook_gateway.metrics.webhook_refused._value.get() == 2
 
 
+@pytest.mark.slow  # 5 s: NATS goes away and comes back
 async def test_webhook_answers_503_while_nats_is_down(
     hook_gateway: Gateway, nats_server: NatsServer
 ) -> None:

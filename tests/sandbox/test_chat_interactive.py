@@ -24,7 +24,8 @@ EXPECT_TIMEOUT = 5.0  # seconds one expected line may take to appear
 OTHER_USER = 2002
 GROUP = -100777
 
-pytestmark = pytest.mark.timeout(30)
+# each test spawns a botbus chat process: in `make test`, not in the fast loop
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 
 
 def _keyboard() -> InlineKeyboardMarkup:
@@ -216,7 +217,6 @@ async def test_bad_input_is_explained_and_the_client_keeps_running(
     await expect(terminal, "bot: echo from 1001 in 1001: still there?")
 
 
-@pytest.mark.slow  # three botbus chat processes
 async def test_quit_end_of_input_and_ctrl_c_each_exit_zero(running_bot: World) -> None:
     for how in ("quit", "eof", "interrupt"):
         child = spawn_chat(running_bot)

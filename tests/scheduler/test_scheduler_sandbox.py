@@ -45,6 +45,7 @@ def sender(ptb: Bot) -> Callable[[int, str], OutboundJob]:
     return job
 
 
+@pytest.mark.slow  # 4 s: a broadcast paced by real limits
 async def test_broadcast_within_tightened_limits_gets_no_429(
     sandbox: SandboxServer,
     sandbox_client: SandboxClient,

@@ -82,6 +82,7 @@ async def last_seq(admin: Client, stream: str) -> int:
     return info.state.last_seq
 
 
+@pytest.mark.slow  # 3 s of real waiting under load
 async def test_a_service_cannot_consume_another_services_commands(
     as_user: Connect, topology: Client, gateway: Gateway
 ) -> None:
@@ -132,6 +133,7 @@ async def test_a_service_cannot_consume_another_services_commands(
     assert info.num_pending == 1 and info.num_ack_pending == 0  # still waiting for search
 
 
+@pytest.mark.slow  # 3 s of real waiting under load
 async def test_a_service_cannot_read_the_gateways_buckets(
     as_user: Connect, gateway: Gateway
 ) -> None:
@@ -199,6 +201,7 @@ async def test_an_alert_publisher_can_publish_only_to_alert_channels(
     }
 
 
+@pytest.mark.slow  # 3 s of real waiting under load
 async def test_a_service_publishes_only_its_own_actions_and_cannot_touch_streams(
     as_user: Connect, topology: Client
 ) -> None:

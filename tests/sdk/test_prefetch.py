@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import pytest
 from nats.aio.client import Client
 
 from botbus import subjects
@@ -139,6 +140,7 @@ async def test_busy_instance_holds_at_most_twice_its_concurrency(
     assert handled(busy, "hold") == 4 and handled(idle, "hold") == 2
 
 
+@pytest.mark.slow  # outlasts a consumer ack wait
 async def test_message_waiting_longer_than_ack_wait_is_not_redelivered(
     nats_server: NatsServer,
     settings: Settings,

@@ -63,6 +63,7 @@ async def _fired(js: JetStreamContext, timeout: float) -> Fired:
     return got
 
 
+@pytest.mark.slow  # waits for a reminder to come due
 async def test_one_off_reminder_fires_at_its_time_and_cancel_stops_another(
     admin_nc: Client,
 ) -> None:
@@ -84,6 +85,7 @@ async def test_one_off_reminder_fires_at_its_time_and_cancel_stops_another(
     assert headers["Nats-Scheduler"] == reminder_schedule(1, "rkeep")
 
 
+@pytest.mark.slow  # waits for a server cron to fire
 async def test_daily_reminder_is_a_server_cron_in_the_users_zone(admin_nc: Client) -> None:
     js = admin_nc.jetstream()
     await ensure_stream(js)

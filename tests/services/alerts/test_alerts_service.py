@@ -50,6 +50,7 @@ def alerts_by_chat(actions: Sequence[object]) -> dict[int, list[SendText]]:
     return by_chat
 
 
+@pytest.mark.slow  # 4 s: gateway, sandbox and fan-out to several chats
 async def test_nats_alert_reaches_each_subscriber_exactly_once(
     bot: tuple[Bot, ServiceApp], nats_server: NatsServer, settings: Settings
 ) -> None:
@@ -215,6 +216,7 @@ async def test_blocked_chat_and_forgotten_user_lose_their_subscriptions(
     assert "no reminders" in await b.ask("/reminders", chat_id=12)
 
 
+@pytest.mark.slow  # restarts the service
 async def test_reminder_fires_on_time_and_survives_a_service_restart(
     start_alerts: StartApp, admin_nc: Client
 ) -> None:

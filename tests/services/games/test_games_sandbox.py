@@ -100,6 +100,7 @@ class Room:
         return str(answer["text"]), edit
 
 
+@pytest.mark.slow  # 5 s: a whole game through Telegram
 async def test_two_player_tictactoe_in_a_group_through_telegram(
     stack: tuple[SandboxClient, SandboxBot],
 ) -> None:

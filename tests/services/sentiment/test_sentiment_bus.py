@@ -281,6 +281,7 @@ async def test_low_mood_alerts_each_bot_admin_once_per_cooldown(
         assert alert.text.startswith("Mood alert: the mood of 'Team' dropped to -0.")
 
 
+@pytest.mark.slow  # 3 s: waits out "nothing more arrives" checks
 async def test_low_mood_without_bot_admins_goes_to_the_alerts_channel_once(
     app: ServiceApp, bus: Client, outbox: Outbox
 ) -> None:
@@ -587,6 +588,7 @@ async def test_a_slot_lease_stops_and_frees_its_slot_even_when_a_renewal_loses_t
         await kv.get(f"slot.{slot}")  # freed for the next instance
 
 
+@pytest.mark.slow  # 3 s: two instances, alerts to every bot admin
 async def test_two_instances_alert_each_bot_admin_once_for_their_merged_mood(
     nats_server: NatsServer, settings: Settings, bus: Client, outbox: Outbox
 ) -> None:
