@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from botbus.connect import connect
-from botbus.errors import StartupError
+from botbus.errors import ConfigError, StartupError
 from botbus.exits import EXIT_BROKER, EXIT_CONFIG, EXIT_OK
 from botbus.gateway import Gateway
 from botbus.natsserver import NatsServer
-from botbus.sandbox import SandboxBot, SandboxServer
+from botbus.sandbox import SandboxBot, SandboxClient, SandboxServer
 from botbus.settings import load_settings
 from botbus.supervisor import data_dir_lock
 from tests.support.waiting import eventually
@@ -307,3 +307,22 @@ async def test_a_dead_gateway_loop_ends_the_run_with_its_error(
     with pytest.raises(RuntimeError, match="a bug in a gateway loop"):
         await asyncio.wait_for(run, EXIT_WAIT)
     assert gateway.nc.is_closed
+
+
+@pytest.mark.slow
+async def test_a_token_revoked_while_polling_ends_the_run_as_a_setting_error(
+    tmp_path: Path, nats_server: NatsServer, quiet_sandbox: SandboxServer, bot: SandboxBot
+) -> None:
+    settings = gateway_settings(tmp_path, nats_server.url, quiet_sandbox, bot)
+    gateway = Gateway(settings, poll_timeout=1)
+    run = asyncio.create_task(gateway.run_until_stopped())
+    await eventually(lambda: gateway.http_port is not None, what="the gateway started")
+    user = SandboxClient(quiet_sandbox.base_url)
+    try:
+        # What Telegram answers getUpdates once the token was revoked at @BotFather.
+        await user.fail_next(bot.id, method="getUpdates", error_code=401)
+    finally:
+        await user.close()
+    # Exit 2 at the CLI (not restarted), instead of retrying every 10 s forever.
+    with pytest.raises(ConfigError, match="TELEGRAM_BOT_TOKEN"):
+        await asyncio.wait_for(run, EXIT_WAIT)

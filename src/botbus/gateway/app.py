@@ -32,7 +32,7 @@ from telegram.error import BadRequest, InvalidToken, TelegramError
 
 from botbus import redact, subjects, topology
 from botbus.connect import close_within, connect
-from botbus.errors import ConfigError
+from botbus.errors import BotbusError, ConfigError
 from botbus.gateway.chatadmins import ChatAdmins
 from botbus.gateway.health import health_app
 from botbus.gateway.http import AiohttpRequest
@@ -388,7 +388,10 @@ class Gateway:
             return
         exc = task.exception()
         if exc is not None:
-            log.error("gateway task %s died: %r; stopping", task.get_name(), exc, exc_info=exc)
+            if isinstance(exc, BotbusError):  # explained in its message: no traceback
+                log.error("gateway task %s stopped: %s", task.get_name(), exc)
+            else:
+                log.error("gateway task %s died: %r; stopping", task.get_name(), exc, exc_info=exc)
             self.failure = self.failure or exc
             self._stopped.set()
 

@@ -27,6 +27,7 @@ from nats.js.client import JetStreamContext
 from telegram.error import Conflict, InvalidToken, TelegramError
 from telegram.request import BaseRequest
 
+from botbus.errors import ConfigError
 from botbus.gateway.lease import LeaseInvalid
 from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.normalize import Ignored, MalformedUpdate, parse_update, update_id_of
@@ -210,7 +211,13 @@ class Poller:
                 updates = await (self._gate(self._fetch()) if self._gate else self._fetch())
             except LeaseInvalid:
                 continue  # the gate waits for the lease to be valid again
-            except (Conflict, InvalidToken) as exc:
+            except InvalidToken as exc:
+                # Revoked or replaced at @BotFather: no retry brings it back.
+                raise ConfigError(
+                    f"Telegram rejected the bot token while polling ({exc}): it was revoked "
+                    "or replaced; set TELEGRAM_BOT_TOKEN to the bot's current token"
+                ) from exc
+            except Conflict as exc:
                 log.error(
                     "getUpdates refused: %s. Another process polls this bot or a webhook is "
                     "set; stop it or unset BOTBUS_WEBHOOK_URL. Retrying in %.0fs",
