@@ -43,10 +43,6 @@ REMINDER_ID_LENGTH = 4  # after the leading "r": 36**4 ids per user
 service = Service(
     name="alerts",
     version="1.0.0",
-    description={
-        "en": "Alert channels you can subscribe to, and reminders",
-        "es": "Canales de alertas a los que suscribirse, y recordatorios",
-    },
     # Texts: locales/<language>.toml beside this module (ctx.t("id")).
     locales=__package__,
 )
@@ -149,7 +145,7 @@ def _may_manage_chat(ctx: Context, cmd: InboundCommand) -> None:
 # -- channels -------------------------------------------------------------------------
 
 
-@service.command("channels", en="List alert channels", es="Lista los canales de alertas")
+@service.command("channels")
 async def channels(ctx: Context, cmd: InboundCommand) -> None:
     """Every channel with its description and subscriber count."""
     store = runtime(ctx).store
@@ -166,7 +162,7 @@ async def channels(ctx: Context, cmd: InboundCommand) -> None:
     await ctx.reply("\n".join(lines))
 
 
-@service.command("subscribe", en="Subscribe to channel NAME", es="Suscríbete al canal NOMBRE")
+@service.command("subscribe")
 async def subscribe(ctx: Context, cmd: InboundCommand) -> None:
     """Subscribe this chat to a channel."""
     name = _channel_arg(ctx, cmd, "usage_subscribe")
@@ -180,7 +176,7 @@ async def subscribe(ctx: Context, cmd: InboundCommand) -> None:
         await ctx.reply(ctx.t("already_subscribed_to_name", name=name))
 
 
-@service.command("unsubscribe", en="Stop channel NAME", es="Deja el canal NOMBRE")
+@service.command("unsubscribe")
 async def unsubscribe(ctx: Context, cmd: InboundCommand) -> None:
     """Unsubscribe this chat from a channel."""
     name = _channel_arg(ctx, cmd, "usage_unsubscribe")
@@ -191,7 +187,7 @@ async def unsubscribe(ctx: Context, cmd: InboundCommand) -> None:
         await ctx.reply(ctx.t("you_were_not_subscribed", name=name))
 
 
-@service.command("mysubs", en="Channels this chat follows", es="Canales que sigue este chat")
+@service.command("mysubs")
 async def mysubs(ctx: Context, cmd: InboundCommand) -> None:
     """The channels this chat is subscribed to."""
     names = await runtime(ctx).store.chat_channels(cmd.chat.id)
@@ -201,12 +197,7 @@ async def mysubs(ctx: Context, cmd: InboundCommand) -> None:
     await ctx.reply(ctx.t("subscribed_to") + ", ".join(names))
 
 
-@service.command(
-    "newchannel",
-    en="Create channel NAME description",
-    es="Crea el canal NOMBRE descripción",
-    admin_only=True,
-)
+@service.command("newchannel", admin_only=True)
 async def newchannel(ctx: Context, cmd: InboundCommand) -> None:
     """Create a channel and show its publishing token once."""
     if cmd.chat.is_group:
@@ -232,12 +223,7 @@ async def newchannel(ctx: Context, cmd: InboundCommand) -> None:
     )
 
 
-@service.command(
-    "delchannel",
-    en="Delete channel NAME",
-    es="Borra el canal NOMBRE",
-    admin_only=True,
-)
+@service.command("delchannel", admin_only=True)
 async def delchannel(ctx: Context, cmd: InboundCommand) -> None:
     """Delete a channel and its subscriptions."""
     name = _channel_arg(ctx, cmd, "usage_delchannel")
@@ -246,12 +232,7 @@ async def delchannel(ctx: Context, cmd: InboundCommand) -> None:
     await ctx.reply(ctx.t("channel_name_and_its", name=name))
 
 
-@service.command(
-    "alert",
-    en="Post TEXT to channel NAME",
-    es="Publica TEXTO en el canal NOMBRE",
-    admin_only=True,
-)
+@service.command("alert", admin_only=True)
 async def alert(ctx: Context, cmd: InboundCommand) -> None:
     """Post an alert from Telegram; it goes through the same durable pipeline."""
     name = _channel_arg(ctx, cmd, "usage_alert")
@@ -294,11 +275,7 @@ def _next_due(reminder: Reminder, now: datetime) -> datetime:
     return reminder.due
 
 
-@service.command(
-    "remind",
-    en="Reminder: in 10m TEXT | at 18:30 TEXT | every day 08:00 TEXT",
-    es="Recordatorio: en 10m TEXTO | a las 18:30 TEXTO | cada día 08:00 TEXTO",
-)
+@service.command("remind")
 async def remind(ctx: Context, cmd: InboundCommand) -> None:
     """Set a reminder, fired by nats-server's message schedules."""
     rt = runtime(ctx)
@@ -338,7 +315,7 @@ async def remind(ctx: Context, cmd: InboundCommand) -> None:
         await ctx.reply(ctx.t("reminder_rid_set_for", rid=rid, when=when))
 
 
-@service.command("reminders", en="Your reminders", es="Tus recordatorios")
+@service.command("reminders")
 async def reminders(ctx: Context, cmd: InboundCommand) -> None:
     """List the user's reminders, soonest first, in the user's time zone."""
     store = runtime(ctx).store
@@ -355,7 +332,7 @@ async def reminders(ctx: Context, cmd: InboundCommand) -> None:
     await ctx.reply("\n".join(lines))
 
 
-@service.command("cancel", en="Cancel reminder ID", es="Cancela el recordatorio ID")
+@service.command("cancel")
 async def cancel(ctx: Context, cmd: InboundCommand) -> None:
     """Cancel one of the user's reminders."""
     if not cmd.argv:
@@ -370,7 +347,7 @@ async def cancel(ctx: Context, cmd: InboundCommand) -> None:
     await ctx.reply(ctx.t("reminder_rid_cancelled", rid=rid))
 
 
-@service.command("timezone", en="Show or set your time zone", es="Muestra o cambia tu zona horaria")
+@service.command("timezone")
 async def timezone(ctx: Context, cmd: InboundCommand) -> None:
     """``/timezone`` shows the user's zone; ``/timezone Europe/Madrid`` sets it."""
     store = runtime(ctx).store

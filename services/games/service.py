@@ -42,10 +42,6 @@ def _language(cmd: InboundCommand) -> Literal["en", "es"]:
 service = Service(
     name="games",
     version="1.0.0",
-    description={
-        "en": "Trivia, tic-tac-toe, hangman and guess-the-number",
-        "es": "Trivia, tres en raya, ahorcado y adivina el número",
-    },
     locales=__package__,
 )
 
@@ -111,9 +107,7 @@ async def _start(
     await ctx.reply(outcome.view.text, keyboard=keyboard(ctx, outcome.view.rows), receipt=True)
 
 
-@service.command(
-    "trivia", en="Play trivia: /trivia [questions]", es="Juega a trivia: /trivia [preguntas]"
-)
+@service.command("trivia")
 async def trivia(ctx: Context, cmd: InboundCommand) -> None:
     """Start a round of multiple-choice questions in the user's language."""
     count = whole_number(cmd.args) if cmd.args.strip() else DEFAULT_ROUND
@@ -123,11 +117,7 @@ async def trivia(ctx: Context, cmd: InboundCommand) -> None:
     await _start(ctx, cmd, game)
 
 
-@service.command(
-    "tictactoe",
-    en="Tic-tac-toe vs the bot (in a group: vs a member; /tictactoe bot for the bot)",
-    es="Tres en raya contra el bot (en un grupo: contra otro miembro; /tictactoe bot)",
-)
+@service.command("tictactoe")
 async def tictactoe(ctx: Context, cmd: InboundCommand) -> None:
     """Open a board: vs the bot in private chats, vs the first member who joins in groups."""
     vs_bot = not cmd.chat.is_group or cmd.args.strip().lower() in ("bot", "ai")
@@ -135,17 +125,13 @@ async def tictactoe(ctx: Context, cmd: InboundCommand) -> None:
     await _start(ctx, cmd, game)
 
 
-@service.command("hangman", en="Play hangman", es="Juega al ahorcado")
+@service.command("hangman")
 async def hangman(ctx: Context, cmd: InboundCommand) -> None:
     """Start hangman with a word in the user's language."""
     await _start(ctx, cmd, Hangman.start(new_game_id(), _language(cmd)))
 
 
-@service.command(
-    "guess",
-    en="Guess my number: /guess to start, /guess N to guess",
-    es="Adivina mi número: /guess para empezar, /guess N para adivinar",
-)
+@service.command("guess")
 async def guess(ctx: Context, cmd: InboundCommand) -> None:
     """Without a number: start a game. With one: guess, and hear "higher" or "lower"."""
     if not cmd.args.strip():
@@ -157,7 +143,7 @@ async def guess(ctx: Context, cmd: InboundCommand) -> None:
     await ctx.reply(outcome.notice.pick(cmd.language))
 
 
-@service.command("stop", en="End the game in this chat", es="Termina la partida de este chat")
+@service.command("stop")
 async def stop(ctx: Context, cmd: InboundCommand) -> None:
     """End the chat's game; its buttons stop working and its board loses them."""
 
@@ -174,7 +160,7 @@ async def stop(ctx: Context, cmd: InboundCommand) -> None:
     await ctx.reply(STOPPED.pick(cmd.language))
 
 
-@service.command("leaderboard", en="Scores in this chat", es="Puntuaciones de este chat")
+@service.command("leaderboard")
 async def leaderboard(ctx: Context, cmd: InboundCommand) -> None:
     """Show the chat's top scores."""
     record, _revision = await (await store_of(ctx)).load(cmd.chat.id)

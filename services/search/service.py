@@ -60,10 +60,6 @@ PRUNE_INTERVAL = 3600.0  # seconds between retention sweeps
 service = Service(
     name="search",
     version="1.0.0",
-    description={
-        "en": "Full-text search over the knowledge base and this chat's history",
-        "es": "Búsqueda de texto en la base de conocimiento y en el historial del chat",
-    },
     locales=__package__,
 )
 
@@ -218,11 +214,7 @@ async def _answer(ctx: Context[Instance], cmd: InboundCommand, scope: Scope) -> 
     await ctx.reply(text, parse_mode="HTML", keyboard=_keyboard(ctx, buttons))
 
 
-@service.command(
-    "search",
-    en="Search the knowledge base: /search QUERY",
-    es="Busca en la base de conocimiento: /search CONSULTA",
-)
+@service.command("search")
 async def search(ctx: Context, cmd: InboundCommand) -> None:
     """Knowledge-base results: title, highlighted snippet, link; paged."""
     if not cmd.args.strip():
@@ -230,11 +222,7 @@ async def search(ctx: Context, cmd: InboundCommand) -> None:
     await _answer(ctx, cmd, "kb")
 
 
-@service.command(
-    "find",
-    en="Search this chat's messages: /find WORDS",
-    es="Busca en los mensajes de este chat: /find PALABRAS",
-)
+@service.command("find")
 async def find(ctx: Context, cmd: InboundCommand) -> None:
     """This chat's past messages, recent relevant ones first, with links where possible."""
     if not cmd.args.strip():

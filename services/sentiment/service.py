@@ -79,10 +79,6 @@ ALERT_POLICY = AlertPolicy()
 service = Service(
     name="sentiment",
     version="1.0.0",
-    description={
-        "en": "How the conversation feels: message sentiment and mood charts",
-        "es": "Cómo se siente la conversación: sentimiento y gráficos de ánimo",
-    },
     concurrency=CONCURRENCY,
     locales=__package__,
 )
@@ -314,11 +310,7 @@ async def _set_scoring(ctx: Context[Instance], cmd: InboundCommand, enabled: boo
         await ctx.reply(ctx.t("sentiment_scoring_is_off"))
 
 
-@service.command(
-    "sentiment",
-    en="Score TEXT; /sentiment off|on opts this chat out/in",
-    es="Puntúa TEXTO; /sentiment off|on desactiva/activa este chat",
-)
+@service.command("sentiment")
 async def sentiment(ctx: Context, cmd: InboundCommand) -> None:
     """``/sentiment TEXT`` or ``/sentiment off|on``."""
     arg = cmd.args.strip()
@@ -330,11 +322,7 @@ async def sentiment(ctx: Context, cmd: InboundCommand) -> None:
     await ctx.reply(describe(ctx, analyzer().score(arg, cmd.user.language_code)))
 
 
-@service.command(
-    "mood",
-    en="Mood chart: /mood [day|week|month] or /mood me",
-    es="Gráfico de ánimo: /mood [day|week|month] o /mood me",
-)
+@service.command("mood")
 async def mood(ctx: Context[Instance], cmd: InboundCommand) -> None:
     """The chat's (or, with ``me``, the user's) mood chart and summary."""
     words = [w.lower() for w in cmd.argv]
