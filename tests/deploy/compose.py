@@ -39,6 +39,8 @@ from typing import Any
 import aiohttp
 import yaml
 
+from botbus._proc import die_with_parent_hook
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -324,6 +326,8 @@ class Project:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                # A test killed by its timeout must not leave its "containers" running.
+                preexec_fn=die_with_parent_hook(),
             )
         finally:
             log.close()

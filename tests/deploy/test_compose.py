@@ -10,6 +10,7 @@ on this machine standing in for Telegram).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -114,15 +115,19 @@ def test_the_image_is_built_from_a_wheel_and_runs_unprivileged() -> None:
 # -- the services, started as compose would start them -------------------------------
 
 
+@contextlib.asynccontextmanager
 async def run(project: compose.Project) -> AsyncIterator[compose.Project]:
+    """The project started; stopped (and checked to stop cleanly) on the way out."""
     try:
         await project.start()
         yield project
-    finally:
-        codes = await project.stop()
-        unclean = {name: code for name, code in codes.items() if code != 0}
-        tails = {r.name: r.log_tail(10) for reps in project.replicas.values() for r in reps}
-        assert not unclean, f"processes did not stop cleanly: {unclean}\n{tails}"
+    except BaseException:
+        await project.stop()  # the failure that got us here is the one to report
+        raise
+    codes = await project.stop()
+    unclean = {name: code for name, code in codes.items() if code != 0}
+    tails = {r.name: r.log_tail(10) for reps in project.replicas.values() for r in reps}
+    assert not unclean, f"processes did not stop cleanly: {unclean}\n{tails}"
 
 
 @pytest.fixture
@@ -130,7 +135,7 @@ async def sandbox_project(tmp_path: Path) -> AsyncIterator[compose.Project]:
     project = compose.Project(
         compose.load(sandbox_env()), tmp_path, profiles=("sandbox",), scale={"alerts": 2}
     )
-    async for running in run(project):
+    async with run(project) as running:
         yield running
 
 
@@ -204,7 +209,7 @@ async def test_the_gateway_runs_with_a_token_against_its_api_url(tmp_path: Path)
     project = compose.Project(compose.load(env), tmp_path, only=("nats", "gateway", "echo"))
     user = SandboxClient(telegram.base_url)
     try:
-        async for _ in run(project):
+        async with run(project):
             await ask(user, bot.id, "/echo live and well", "live and well")
     finally:
         await user.close()
