@@ -128,12 +128,7 @@ def guess(record: ChatRecord, user: Player, text: str) -> Outcome:
     """Apply ``/guess N`` to the chat's guess-the-number game."""
     game = record.game
     if not isinstance(game, Guess) or game.finished:
-        raise Refused(
-            Localized(
-                "No number game is running here: /guess starts one.",
-                "No hay ningún juego de números aquí: /guess empieza uno.",
-            )
-        )
+        raise Refused(Localized("no_number_game_running_here"))
     pressed = game.guess(user, text)
     assert isinstance(pressed.state, Guess)
     updated = record.model_copy(update={"game": pressed.state}).credit(pressed.points)
@@ -151,12 +146,9 @@ def leaderboard(record: ChatRecord, language: str) -> str:
     """The chat's top scores as a message."""
     ranking = sorted(record.scores.values(), key=lambda s: (-s.points, s.name))[:LEADERBOARD_SIZE]
     if not ranking:
-        return Localized(
-            "No scores yet here: win a game to get on the board!",
-            "Aún no hay puntuaciones aquí: ¡gana una partida para aparecer!",
-        ).pick(language)
+        return Localized("no_scores_yet_here_win").pick(language)
     medals = ["🥇", "🥈", "🥉"]
-    lines = [Localized("🏆 Leaderboard", "🏆 Clasificación").pick(language)]
+    lines = [Localized("leaderboard_title").pick(language)]
     for rank, score in enumerate(ranking):
         badge = medals[rank] if rank < len(medals) else f"{rank + 1}."
         lines.append(f"{badge} {score.name} — {score.points}")

@@ -14,10 +14,7 @@ from services.games.texts import Localized, Refused
 LOW = 1
 HIGH = 100
 
-NOT_A_NUMBER = Localized(
-    f"Guess a whole number from {LOW} to {HIGH}, e.g. /guess 50.",
-    f"Di un número entero del {LOW} al {HIGH}, p. ej. /guess 50.",
-)
+NOT_A_NUMBER = Localized("not_a_number").format(low=LOW, high=HIGH)
 
 
 class Guess(GameBase):
@@ -43,23 +40,17 @@ class Guess(GameBase):
             state = self.model_copy(
                 update={"move": move, "finished": True, "low": number, "high": number}
             )
-            notice = Localized(
-                "🎉 {name} got it: {n}! Found in {m} guesses.",
-                "🎉 ¡{name} lo ha adivinado: {n}! En {m} intentos.",
-            ).format(name=user.name, n=number, m=move)
+            notice = Localized("name_got_it_n_found").format(name=user.name, n=number, m=move)
             return Pressed(state, notice, (user,))
         if number < self.secret:
             state = self.model_copy(update={"move": move, "low": max(self.low, number + 1)})
-            notice = Localized("⬆️ Higher than {n}.", "⬆️ Más alto que {n}.").format(n=number)
+            notice = Localized("higher_than_n").format(n=number)
         else:
             state = self.model_copy(update={"move": move, "high": min(self.high, number - 1)})
-            notice = Localized("⬇️ Lower than {n}.", "⬇️ Más bajo que {n}.").format(n=number)
+            notice = Localized("lower_than_n").format(n=number)
         return Pressed(state, notice)
 
     def view(self) -> View:
         """Where the game stands: the range still open."""
-        text = Localized(
-            "🔢 I am thinking of a number from {lo} to {hi}. Guess with /guess N.",
-            "🔢 Estoy pensando en un número del {lo} al {hi}. Adivina con /guess N.",
-        ).format(lo=self.low, hi=self.high)
+        text = Localized("i_am_thinking_of_number").format(lo=self.low, hi=self.high)
         return View(text.pick(self.language), [])

@@ -23,11 +23,11 @@ _ALPHABETS: dict[str, str] = {
     "es": "abcdefghijklmnñopqrstuvwxyz",
 }
 
-BAD_LETTER = Localized("That is not a letter of the keyboard.", "Esa letra no está en el teclado.")
-ALREADY_GUESSED = Localized("That letter was already tried.", "Esa letra ya se probó.")
+BAD_LETTER = Localized("bad_letter")
+ALREADY_GUESSED = Localized("already_guessed")
 # The loss, said the same way on the board and in the losing press's notice.
-OUT_OF_LIVES = Localized("💀 Out of lives. The word was {w}.", "💀 Sin vidas. La palabra era {w}.")
-THE_WORD_WAS = Localized("The word was {w}.", "La palabra era {w}.")
+OUT_OF_LIVES = Localized("out_of_lives")
+THE_WORD_WAS = Localized("the_word_was")
 
 
 def fold(char: str) -> str:
@@ -88,11 +88,11 @@ class Hangman(GameBase):
         done = state.solved or state.lost
         state = state.model_copy(update={"finished": done})
         if hit:
-            notice = Localized("✅ “{l}” is in the word.", "✅ La “{l}” está en la palabra.")
+            notice = Localized("letter_in_word")
         elif state.lost:
             notice = OUT_OF_LIVES.format(w=self.word.upper())
         else:
-            notice = Localized("❌ No “{l}”.", "❌ No hay “{l}”.")
+            notice = Localized("letter_not_in_word")
         points = (user,) if state.solved else ()
         return Pressed(state, notice.format(l=arg.upper()), points)
 
@@ -104,10 +104,10 @@ class Hangman(GameBase):
         lives = "❤️" * (MAX_MISSES - len(misses)) + "🖤" * len(misses)
         lines = [f"🔤 {shown}", lives]
         if misses:
-            label = Localized("Misses", "Fallos").pick(lang)
+            label = Localized("misses").pick(lang)
             lines.append(f"{label}: {', '.join(m.upper() for m in misses)}")
         if self.solved:
-            lines.append(Localized("🎉 Solved!", "🎉 ¡Resuelto!").pick(lang))
+            lines.append(Localized("solved").pick(lang))
         elif self.lost:
             lines.append(OUT_OF_LIVES.format(w=self.word.upper()).pick(lang))
         elif self.finished:  # stopped: not lost, but the word is no secret any more

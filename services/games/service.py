@@ -75,9 +75,9 @@ async def _apply(ctx: Context, chat_id: int, step: Callable[[ChatRecord], Outcom
         raise Refuse(exc.reason.pick(ctx.language)) from exc
 
 
-STOPPED = Localized("⏹ Game stopped.", "⏹ Partida terminada.")
-REPLACED = Localized("⏹ Replaced by a new game.", "⏹ Sustituida por una partida nueva.")
-GONE = Localized("⏹ This game is over.", "⏹ Esta partida ha terminado.")
+STOPPED = Localized("stopped")
+REPLACED = Localized("replaced")
+GONE = Localized("gone")
 
 
 async def _close_board(ctx: Context, game: GameState, note: Localized) -> None:
@@ -187,7 +187,7 @@ async def pressed(ctx: Context, cb: InboundCallback) -> None:
     try:
         outcome = await store.change(cb.chat.id, change)
     except Refused as exc:
-        ctx.log.info("refused press %r by user %s: %s", cb.data, user.id, exc.reason.en)
+        ctx.log.info("refused press %r by user %s: %s", cb.data, user.id, exc)
         await ctx.answer_callback(exc.reason.pick(cb.language))
         return
     notice = outcome.notice.pick(cb.language) if outcome.notice else None

@@ -1,23 +1,38 @@
-"""Texts in both languages the bot speaks, and the refusal raised on a bad press."""
+"""The games service's texts (ids of its catalogue), and the refusal raised on a bad press.
+
+The texts themselves live in ``services/games/locales/<language>.toml``:
+adding a language is adding a file (see :mod:`botbus.i18n`).
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+
+from botbus.i18n import REFERENCE, Catalog
 
 
-class Localized(NamedTuple):
-    """An English and a Spanish version of one user-facing text."""
+@cache
+def catalog() -> Catalog:
+    """The games service's message catalogue (read once)."""
+    return Catalog.load(__package__ or "services.games")
 
-    en: str
-    es: str
+
+@dataclass(frozen=True)
+class Localized:
+    """One user-facing text: a message id of the catalogue and its placeholders' values."""
+
+    msg_id: str
+    values: Mapping[str, object] = field(default_factory=dict)
 
     def pick(self, language: str) -> str:
-        """The text in ``language`` ("es" gives Spanish, anything else English)."""
-        return self.es if language == "es" else self.en
+        """The text in ``language`` (English where that language has no file or no such id)."""
+        return catalog().text(language, self.msg_id, **self.values)
 
     def format(self, **values: object) -> Localized:
-        """Both versions with ``{name}`` placeholders filled in."""
-        return Localized(self.en.format(**values), self.es.format(**values))
+        """The same text with (more of) its ``{name}`` placeholders' values."""
+        return Localized(self.msg_id, {**self.values, **values})
 
 
 class Refused(Exception):
@@ -27,17 +42,12 @@ class Refused(Exception):
     """
 
     def __init__(self, reason: Localized) -> None:
-        super().__init__(reason.en)
+        super().__init__(reason.pick(REFERENCE))
         self.reason = reason
 
 
 # Refusals shared by every game.
-NO_GAME = Localized(
-    "No game is running here. Start one with /trivia, /tictactoe, /hangman or /guess.",
-    "No hay ninguna partida aquí. Empieza una con /trivia, /tictactoe, /hangman o /guess.",
-)
-GAME_OVER = Localized("This game is over.", "Esta partida ha terminado.")
-STALE = Localized(
-    "Too late: the board has changed since.", "Demasiado tarde: el tablero ya ha cambiado."
-)
-MALFORMED = Localized("This button is not valid.", "Este botón no es válido.")
+NO_GAME = Localized("no_game")
+GAME_OVER = Localized("game_over")
+STALE = Localized("stale")
+MALFORMED = Localized("malformed")

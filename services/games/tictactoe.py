@@ -24,14 +24,11 @@ _LABELS = {".": "·", "X": "❌", "O": "⭕"}
 
 Mark = Literal["X", "O"]
 
-BAD_CELL = Localized("That is not a cell of the board.", "Esa casilla no existe.")
-OCCUPIED = Localized("That cell is taken.", "Esa casilla ya está ocupada.")
-NOT_PLAYER = Localized("You are not playing this game.", "No juegas en esta partida.")
-NOT_YOUR_TURN = Localized("It is not your turn.", "No es tu turno.")
-WAIT_OPPONENT = Localized(
-    "Waiting for an opponent: another member should press a cell.",
-    "Esperando rival: otro miembro debe pulsar una casilla.",
-)
+BAD_CELL = Localized("bad_cell")
+OCCUPIED = Localized("occupied")
+NOT_PLAYER = Localized("not_player")
+NOT_YOUR_TURN = Localized("not_your_turn")
+WAIT_OPPONENT = Localized("wait_opponent")
 
 
 def winner(board: str) -> Mark | None:
@@ -151,21 +148,16 @@ class TicTacToe(GameBase):
 
     def _status(self) -> Localized:
         if self.result == "draw":
-            return Localized("Draw!", "¡Empate!")
+            return Localized("draw")
         if self.result is not None:
             player = self.x if self.result == "X" else self.o
             name = player.name if player else "?"
-            return Localized("{name} wins!", "¡Gana {name}!").format(name=name)
+            return Localized("name_wins").format(name=name)
         if to_move(self.board) == "X":
-            return Localized("{name} to move (❌).", "Turno de {name} (❌).").format(
-                name=self.x.name
-            )
+            return Localized("name_to_move_x").format(name=self.x.name)
         if self.o is None:
-            return Localized(
-                "Waiting for an opponent: press a cell to play ⭕.",
-                "Esperando rival: pulsa una casilla para jugar con ⭕.",
-            )
-        return Localized("{name} to move (⭕).", "Turno de {name} (⭕).").format(name=self.o.name)
+            return Localized("waiting_for_an_opponent_press")
+        return Localized("name_to_move_o").format(name=self.o.name)
 
 
 def _result(board: str) -> Literal["X", "O", "draw"] | None:

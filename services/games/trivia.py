@@ -24,12 +24,10 @@ OPTIONS = 4
 _LETTERS = "ABCD"
 SKIP = "s"
 
-BAD_OPTION = Localized("That is not one of the answers.", "Esa no es una de las respuestas.")
-ALREADY_TRIED = Localized(
-    "You already answered this question.", "Ya has respondido a esta pregunta."
-)
-RIGHT = Localized("✅ Right!", "✅ ¡Correcto!")
-WRONG = Localized("❌ Wrong.", "❌ Incorrecto.")
+BAD_OPTION = Localized("bad_option")
+ALREADY_TRIED = Localized("already_tried")
+RIGHT = Localized("right")
+WRONG = Localized("wrong")
 
 
 class Question(BaseModel):
@@ -97,16 +95,14 @@ class Trivia(GameBase):
         question = self.question
         right = question.options[question.answer]
         if arg == SKIP:
-            line = Localized("⏭ Skipped. Answer: {right}", "⏭ Saltada. Respuesta: {right}")
+            line = Localized("skipped_answer_right")
             return Pressed(self._next(line.format(right=right)))
         if not arg.isdigit() or not 0 <= int(arg) < OPTIONS:
             raise Refused(BAD_OPTION)
         if user.id in self.tried:
             raise Refused(ALREADY_TRIED)
         if int(arg) == question.answer:
-            line = Localized("✅ {name}: {right}", "✅ {name}: {right}").format(
-                name=user.name, right=right
-            )
+            line = Localized("name_right").format(name=user.name, right=right)
             uid = str(user.id)
             points = {**self.round_points, uid: self.round_points.get(uid, 0) + 1}
             names = {**self.names, uid: user.name}
@@ -114,7 +110,7 @@ class Trivia(GameBase):
         if self.group:
             # Others may still answer; this member is out for this question.
             return Pressed(self.model_copy(update={"tried": (*self.tried, user.id)}), WRONG)
-        line = Localized("❌ {name}. Answer: {right}", "❌ {name}. Respuesta: {right}")
+        line = Localized("wrong_answer_by")
         return Pressed(self._next(line.format(name=user.name, right=right)), WRONG)
 
     def _next(self, line: Localized, **update: object) -> Trivia:
@@ -139,23 +135,18 @@ class Trivia(GameBase):
                 key=lambda item: (-item[1], item[0]),
             )
             lines = [f"{name}: {points}" for name, points in ranking] or [
-                Localized("Nobody scored.", "Nadie ha puntuado.").pick(lang)
+                Localized("nobody_scored").pick(lang)
             ]
-            title = Localized("🏁 Round over!", "🏁 ¡Ronda terminada!").pick(lang)
-            more = Localized(
-                "/trivia plays again, /leaderboard shows the scores.",
-                "/trivia juega otra vez, /leaderboard muestra las puntuaciones.",
-            ).pick(lang)
+            title = Localized("round_over").pick(lang)
+            more = Localized("trivia_plays_again_leaderboard_shows").pick(lang)
             return View("\n".join([*head, "", title, *lines, "", more]).strip(), [])
         question = self.question
-        number = Localized("Question {n}/{total}", "Pregunta {n}/{total}").format(
-            n=self.move + 1, total=len(self.questions)
-        )
+        number = Localized("question_n_total").format(n=self.move + 1, total=len(self.questions))
         text = "\n".join([*head, "", f"❓ {number.pick(lang)}", question.question]).strip()
         rows: Rows = [
             [(f"{_LETTERS[i]}. {option}"[:64], encode_press("q", self.gid, self.move, str(i)))]
             for i, option in enumerate(question.options)
         ]
-        skip = Localized("⏭ Skip", "⏭ Saltar").pick(lang)
+        skip = Localized("skip").pick(lang)
         rows.append([(skip, encode_press("q", self.gid, self.move, SKIP))])
         return View(text, rows)

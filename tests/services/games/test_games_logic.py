@@ -51,7 +51,7 @@ def play(record: ChatRecord, user: Player, n: int) -> ChatRecord:
 def refusal(record: ChatRecord, user: Player, data: str) -> str:
     with pytest.raises(Refused) as info:
         engine.press(record, user, data, message_id=5)
-    return info.value.reason.en
+    return info.value.reason.pick("en")
 
 
 # -- tic-tac-toe ---------------------------------------------------------------
@@ -109,14 +109,14 @@ def test_vs_bot_game_answers_each_move_and_records_result() -> None:
 
 def test_two_players_in_a_group_first_other_presser_joins_as_o() -> None:
     record = ttt_record(vs_bot=False)
-    assert refusal(record, BEN, cell(record, 4)) == NOT_YOUR_TURN.en
+    assert refusal(record, BEN, cell(record, 4)) == NOT_YOUR_TURN.pick("en")
     record = play(record, ANA, 4)
-    assert refusal(record, ANA, cell(record, 0)) == WAIT_OPPONENT.en
+    assert refusal(record, ANA, cell(record, 0)) == WAIT_OPPONENT.pick("en")
     record = play(record, BEN, 0)
     game = record.game
     assert isinstance(game, TicTacToe) and game.o == BEN
-    assert refusal(record, CARL, cell(record, 1)) == NOT_PLAYER.en
-    assert refusal(record, BEN, cell(record, 1)) == NOT_YOUR_TURN.en
+    assert refusal(record, CARL, cell(record, 1)) == NOT_PLAYER.pick("en")
+    assert refusal(record, BEN, cell(record, 1)) == NOT_YOUR_TURN.pick("en")
     for user, n in ((ANA, 1), (BEN, 2), (ANA, 7)):  # X: 4, 1, 7 is a column
         record = play(record, user, n)
     game = record.game
@@ -134,15 +134,19 @@ def test_forged_presses_change_nothing() -> None:
     taken = next(n for n in range(9) if game.board[n] == "O")
     before = record.dump()
     cases = {
-        "occupied": (ANA, cell(record, taken), OCCUPIED.en),
-        "not a player": (BEN, cell(record, 0 if game.board[0] == "." else 8), NOT_PLAYER.en),
-        "stale move number": (ANA, f"t:game01:0:{taken}", STALE.en),
-        "replaced game": (ANA, "t:other1:1:0", GAME_OVER.en),
-        "wrong game kind": (ANA, "q:game01:1:0", GAME_OVER.en),
-        "malformed": (ANA, "t:game01:1", MALFORMED.en),
+        "occupied": (ANA, cell(record, taken), OCCUPIED.pick("en")),
+        "not a player": (
+            BEN,
+            cell(record, 0 if game.board[0] == "." else 8),
+            NOT_PLAYER.pick("en"),
+        ),
+        "stale move number": (ANA, f"t:game01:0:{taken}", STALE.pick("en")),
+        "replaced game": (ANA, "t:other1:1:0", GAME_OVER.pick("en")),
+        "wrong game kind": (ANA, "q:game01:1:0", GAME_OVER.pick("en")),
+        "malformed": (ANA, "t:game01:1", MALFORMED.pick("en")),
         "bad cell": (ANA, "t:game01:1:9", "That is not a cell of the board."),
-        "oversized": (ANA, "t:game01:1:0" + "x" * 60, MALFORMED.en),
-        "junk": (ANA, "💥" * 10, MALFORMED.en),
+        "oversized": (ANA, "t:game01:1:0" + "x" * 60, MALFORMED.pick("en")),
+        "junk": (ANA, "💥" * 10, MALFORMED.pick("en")),
     }
     for name, (user, data, reason) in cases.items():
         assert refusal(record, user, data) == reason, name
@@ -153,11 +157,11 @@ def test_finished_game_refuses_its_buttons() -> None:
     record = ttt_record(vs_bot=False)
     for user, n in ((ANA, 0), (BEN, 3), (ANA, 1), (BEN, 4), (ANA, 2)):
         record = play(record, user, n)
-    assert refusal(record, BEN, cell(record, 8)) == GAME_OVER.en
+    assert refusal(record, BEN, cell(record, 8)) == GAME_OVER.pick("en")
 
 
 def test_no_game_refuses() -> None:
-    assert refusal(ChatRecord(), ANA, "t:game01:0:0") == NO_GAME.en
+    assert refusal(ChatRecord(), ANA, "t:game01:0:0") == NO_GAME.pick("en")
 
 
 # -- callback data -------------------------------------------------------------
@@ -211,7 +215,7 @@ def test_private_trivia_round_scores_right_answers() -> None:
     record = engine.start(ChatRecord(), game).record
     assert "Pregunta 1/3" in game.view().text
     out = engine.press(record, ANA, answer_data(record, right=True), 9)
-    assert out.notice is not None and out.notice.es == "✅ ¡Correcto!"
+    assert out.notice is not None and out.notice.pick("es") == "✅ ¡Correcto!"
     out = engine.press(out.record, ANA, answer_data(out.record, right=False), 9)
     assert "Respuesta:" in out.view.text and "Pregunta 3/3" in out.view.text
     out = engine.press(out.record, ANA, answer_data(out.record, right=True), 9)
@@ -227,12 +231,12 @@ def test_group_trivia_locks_out_wrong_answers_until_someone_is_right() -> None:
     wrong = engine.press(record, ANA, answer_data(record, right=False), 9)
     assert not wrong.redraw  # the board looks the same: no edit for Telegram to refuse
     record = wrong.record
-    assert refusal(record, ANA, answer_data(record, right=True)) == ALREADY_TRIED.en
+    assert refusal(record, ANA, answer_data(record, right=True)) == ALREADY_TRIED.pick("en")
     out = engine.press(record, BEN, answer_data(record, right=True), 9)
     assert out.view.text.startswith("✅ Ben:")
     assert out.record.scores.keys() == {"2"}
     # The first question's buttons are stale now.
-    assert refusal(out.record, CARL, answer_data(record, right=True)) == STALE.en
+    assert refusal(out.record, CARL, answer_data(record, right=True)) == STALE.pick("en")
 
 
 def test_trivia_skip_reveals_the_answer() -> None:
@@ -277,8 +281,8 @@ def test_hangman_lost_after_six_misses() -> None:
         record = out.record
     assert record.game is not None and record.game.finished
     # The losing press and the board say the same thing.
-    assert out.notice is not None and out.notice.en == "💀 Out of lives. The word was JAZZ."
-    assert out.view.text.splitlines()[-1] == out.notice.en and out.view.rows == []
+    assert out.notice is not None and out.notice.pick("en") == "💀 Out of lives. The word was JAZZ."
+    assert out.view.text.splitlines()[-1] == out.notice.pick("en") and out.view.rows == []
 
 
 def test_a_stopped_hangman_is_not_lost() -> None:
@@ -308,7 +312,7 @@ def test_guess_higher_lower_until_found() -> None:
         out = engine.guess(record, ANA, str(mid))
         record = out.record
         assert out.notice is not None
-        notice = out.notice.en
+        notice = out.notice.pick("en")
         if notice.startswith("⬆️"):
             low = mid + 1
         elif notice.startswith("⬇️"):
@@ -343,7 +347,7 @@ def test_record_round_trips_through_json_and_forget_removes_scores() -> None:
 
 def test_stop_ends_the_game_and_its_buttons() -> None:
     record = engine.stop(ttt_record(vs_bot=True))
-    assert refusal(record, ANA, cell(record, 0)) == GAME_OVER.en
+    assert refusal(record, ANA, cell(record, 0)) == GAME_OVER.pick("en")
     with pytest.raises(Refused):
         engine.stop(record)
 
@@ -358,4 +362,4 @@ def test_a_redelivered_press_shows_the_board_without_moving_again() -> None:
     first = engine.press(record, ANA, data, 5, press_id="1:77")
     again = engine.press(first.record, ANA, data, 5, press_id="1:77")
     assert again.record is first.record and again.view == first.view
-    assert refusal(first.record, ANA, data) == STALE.en  # the same button, pressed anew
+    assert refusal(first.record, ANA, data) == STALE.pick("en")  # the same button, pressed anew
