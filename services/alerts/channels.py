@@ -43,18 +43,7 @@ def check_channel_name(name: str) -> str:
     """``name`` lower-cased if it is a valid channel name, else a clear error."""
     candidate = name.strip().lower()
     if not is_valid_name(candidate):
-        raise UserInputError(
-            Localized(
-                en=(
-                    f"{name!r} is not a valid channel name: use 1-32 lowercase letters, "
-                    "digits or '_', starting with a letter (e.g. weather_madrid)."
-                ),
-                es=(
-                    f"{name!r} no es un nombre de canal válido: usa de 1 a 32 letras "
-                    "minúsculas, dígitos o '_', empezando por una letra (p. ej. tiempo_madrid)."
-                ),
-            )
-        )
+        raise UserInputError(Localized("invalid_channel_name", {"name": name}))
     return candidate
 
 
@@ -73,19 +62,9 @@ def new_channel(name: str, description: str, created_by: int) -> tuple[ChannelRe
     """A channel record and its plaintext token (shown once, never stored)."""
     description = " ".join(description.split())
     if not description:
-        raise UserInputError(
-            Localized(
-                en="Add a description: /newchannel NAME description",
-                es="Añade una descripción: /newchannel NOMBRE descripción",
-            )
-        )
+        raise UserInputError(Localized("description_missing"))
     if len(description) > MAX_DESCRIPTION:
-        raise UserInputError(
-            Localized(
-                en=f"The description is too long: keep it under {MAX_DESCRIPTION} characters.",
-                es=f"La descripción es demasiado larga: no pases de {MAX_DESCRIPTION} caracteres.",
-            )
-        )
+        raise UserInputError(Localized("description_too_long", {"max": MAX_DESCRIPTION}))
     token = new_token()
     record = ChannelRecord(
         name=check_channel_name(name),

@@ -27,22 +27,7 @@ DEFAULT_TIMEZONE = "UTC"
 MAX_REMINDER_TEXT = 1000  # characters
 MAX_DELAY = timedelta(days=366)
 
-USAGE = Localized(
-    en=(
-        "Usage:\n"
-        "/remind in 10m TEXT (or 2h30m, 1d, 90s)\n"
-        "/remind at 18:30 TEXT (today, or tomorrow if that time has passed)\n"
-        "/remind every day 08:00 TEXT\n"
-        "Times use your time zone: /timezone Europe/Madrid"
-    ),
-    es=(
-        "Uso:\n"
-        "/remind en 10m TEXTO (o 2h30m, 1d, 90s)\n"
-        "/remind a las 18:30 TEXTO (hoy, o mañana si esa hora ya pasó)\n"
-        "/remind cada día 08:00 TEXTO\n"
-        "Las horas usan tu zona horaria: /timezone Europe/Madrid"
-    ),
-)
+USAGE = Localized("reminder_usage")
 
 # ASCII digits, at most 8 a unit: timedelta() overflows on more, "²" is no digit for int().
 _DURATION_RE = re.compile(
@@ -102,18 +87,7 @@ def resolve_timezone(name: str) -> str:
     wanted = name.strip()
     canonical = _zones_by_lower_name().get(wanted.lower())
     if canonical is None:
-        raise UserInputError(
-            Localized(
-                en=(
-                    f"Unknown time zone {wanted!r}. Use a name from the IANA time zone "
-                    "database, e.g. /timezone Europe/Madrid or /timezone America/New_York"
-                ),
-                es=(
-                    f"Zona horaria desconocida {wanted!r}. Usa un nombre de la base de datos "
-                    "IANA, p. ej. /timezone Europe/Madrid o /timezone America/Mexico_City"
-                ),
-            )
-        )
+        raise UserInputError(Localized("unknown_timezone", {"zone": wanted}))
     return canonical
 
 
@@ -145,19 +119,9 @@ def _strip_words(words: list[str], options: tuple[tuple[str, ...], ...]) -> list
 def _text_of(words: list[str]) -> str:
     text = " ".join(words).strip()
     if not text:
-        raise UserInputError(
-            Localized(
-                en="What should I remind you of? Add the text.\n\n" + USAGE.en,
-                es="¿Qué debo recordarte? Añade el texto.\n\n" + USAGE.es,
-            )
-        )
+        raise UserInputError(Localized("reminder_text_missing", {"usage": USAGE}))
     if len(text) > MAX_REMINDER_TEXT:
-        raise UserInputError(
-            Localized(
-                en=f"The reminder text is too long: keep it under {MAX_REMINDER_TEXT} characters.",
-                es=f"El texto es demasiado largo: no pases de {MAX_REMINDER_TEXT} caracteres.",
-            )
-        )
+        raise UserInputError(Localized("reminder_text_too_long", {"max": MAX_REMINDER_TEXT}))
     return text
 
 
@@ -182,19 +146,9 @@ def parse_reminder(args: str, *, timezone: str, now: datetime) -> ReminderSpec:
     if head in _IN_WORDS and len(words) >= 2:
         delay = parse_duration(words[1])
         if delay is None:
-            raise UserInputError(
-                Localized(
-                    en=f"{words[1]!r} is not a delay. Write it like 10m, 2h30m, 1d or 90s.",
-                    es=f"{words[1]!r} no es un plazo. Escríbelo como 10m, 2h30m, 1d o 90s.",
-                )
-            )
+            raise UserInputError(Localized("not_a_delay", {"token": words[1]}))
         if not timedelta(0) < delay <= MAX_DELAY:
-            raise UserInputError(
-                Localized(
-                    en="The delay must be more than 0 and at most 366 days.",
-                    es="El plazo debe ser mayor que 0 y de 366 días como máximo.",
-                )
-            )
+            raise UserInputError(Localized("delay_out_of_range"))
         return ReminderSpec("once", _text_of(words[2:]), now + delay, timezone)
 
     rest = _strip_words(words, _EVERY_DAY_WORDS)
@@ -205,12 +159,7 @@ def parse_reminder(args: str, *, timezone: str, now: datetime) -> ReminderSpec:
     if rest is not None and rest:
         clock = parse_clock(rest[0])
         if clock is None:
-            raise UserInputError(
-                Localized(
-                    en=f"{rest[0]!r} is not a time. Use 24-hour HH:MM, e.g. 08:00 or 18:30.",
-                    es=f"{rest[0]!r} no es una hora. Usa HH:MM de 24 horas, p. ej. 08:00 o 18:30.",
-                )
-            )
+            raise UserInputError(Localized("not_a_time", {"token": rest[0]}))
         hour, minute = clock
         text = _text_of(rest[1:])
         due = next_local_time(now, timezone, hour, minute)
