@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.search.index import DocumentHit, MessageHit, ResultPage
 from services.search.text import clip
@@ -19,9 +19,9 @@ MAX_QUERY_SHOWN = 80  # characters of the query echoed in the header
 
 
 class Translate(Protocol):
-    """Picks the text in the user's language (the SDK's ``ctx.t``)."""
+    """Message ``msg_id`` of the search catalogue in the user's language (the SDK's ``ctx.t``)."""
 
-    def __call__(self, *, en: str, es: str) -> str: ...
+    def __call__(self, msg_id: str, /, **values: Any) -> str: ...
 
 
 class PageInfo(Protocol):
@@ -67,36 +67,20 @@ def _quoted(query: str) -> str:
 def _header(t: Translate, page: PageInfo, shown: int, query: str, *, chat: bool) -> str:
     first = page.page * page.page_size + 1
     last = first + shown - 1
-    what = t(en="Messages", es="Mensajes") if chat else t(en="Results", es="Resultados")
-    of = t(en="of", es="de")
-    return f"🔎 <b>{what} {first}–{last} {of} {page.total}</b>: <i>{_quoted(query)}</i>"
+    msg_id = "header_messages" if chat else "header_results"
+    return t(msg_id, first=first, last=last, total=page.total, query=_quoted(query))
 
 
 def _did_you_mean(t: Translate, suggestion: str) -> str:
-    shown = _quoted(suggestion)
-    return t(en=f"Did you mean <i>{shown}</i>?", es=f"¿Quisiste decir <i>{shown}</i>?")
+    return t("did_you_mean", suggestion=_quoted(suggestion))
 
 
 def nothing_found(t: Translate, query: str, *, chat: bool, suggestion: str | None = None) -> str:
     """The reply when a query has no result (with "did you mean …" when a word was corrected)."""
     if suggestion and not chat:
-        return t(
-            en=f"Nothing found for <i>{_quoted(query)}</i>. ",
-            es=f"No se encontró nada para <i>{_quoted(query)}</i>. ",
-        ) + _did_you_mean(t, suggestion)
-    if chat:
-        return t(
-            en=f"No message in this chat matches <i>{_quoted(query)}</i>. "
-            "Try fewer words, or a prefix like <code>stre*</code>.",
-            es=f"Ningún mensaje de este chat coincide con <i>{_quoted(query)}</i>. "
-            "Prueba con menos palabras o un prefijo como <code>stre*</code>.",
-        )
-    return t(
-        en=f"Nothing found for <i>{_quoted(query)}</i>. "
-        "Try fewer words, or a prefix like <code>stre*</code>.",
-        es=f"No se encontró nada para <i>{_quoted(query)}</i>. "
-        "Prueba con menos palabras o un prefijo como <code>stre*</code>.",
-    )
+        return t("nothing_found_for", query=_quoted(query)) + _did_you_mean(t, suggestion)
+    msg_id = "nothing_found_in_chat" if chat else "nothing_found_try_fewer"
+    return t(msg_id, query=_quoted(query))
 
 
 def render_documents(
@@ -115,19 +99,9 @@ def render_documents(
     """
     lines = [_header(t, page, len(page.hits), suggestion or query, chat=False)]
     if suggestion:
-        lines.append(
-            t(
-                en=f"Nothing for <i>{_quoted(query)}</i>; showing <i>{_quoted(suggestion)}</i>.",
-                es=f"Nada para <i>{_quoted(query)}</i>; se muestra <i>{_quoted(suggestion)}</i>.",
-            )
-        )
+        lines.append(t("showing_suggestion", query=_quoted(query), suggestion=_quoted(suggestion)))
     if relaxed:
-        lines.append(
-            t(
-                en="No page has all the words; these have most of them.",
-                es="Ninguna página tiene todas las palabras; estas tienen la mayoría.",
-            )
-        )
+        lines.append(t("relaxed_results"))
     for number, hit in enumerate(page.hits, start=page.page * page.page_size + 1):
         title = html.escape(hit.title, quote=False)
         entry = f"\n{number}. <b>{title}</b>\n{hit.snippet}"
@@ -144,9 +118,7 @@ def render_messages(t: Translate, page: ResultPage[MessageHit], query: str) -> s
     for number, hit in enumerate(page.hits, start=page.page * page.page_size + 1):
         meta = f"<b>{html.escape(hit.author, quote=False)}</b> · {hit.date:%Y-%m-%d %H:%M} UTC"
         if hit.link:
-            meta += (
-                f' · <a href="{html.escape(hit.link, quote=True)}">{t(en="open", es="abrir")}</a>'
-            )
+            meta += f' · <a href="{html.escape(hit.link, quote=True)}">{t("open_link")}</a>'
         lines.append(f"\n{number}. {meta}\n{hit.snippet}")
     return "\n".join(lines)
 
@@ -155,13 +127,9 @@ def paging_buttons(t: Translate, page: PageInfo, query_id: str) -> list[PageButt
     """Previous/Next buttons for ``page`` (none when everything fits on one page)."""
     buttons: list[PageButton] = []
     if page.has_previous:
-        buttons.append(
-            PageButton(t(en="◀ Previous", es="◀ Anterior"), page_data(query_id, page.page - 1))
-        )
+        buttons.append(PageButton(t("previous_page"), page_data(query_id, page.page - 1)))
     if page.has_next:
-        buttons.append(
-            PageButton(t(en="Next ▶", es="Siguiente ▶"), page_data(query_id, page.page + 1))
-        )
+        buttons.append(PageButton(t("next_page"), page_data(query_id, page.page + 1)))
     return buttons
 
 
@@ -174,11 +142,9 @@ def _web_snippet(result: WebResult) -> str:
 
 def render_web(t: Translate, results: list[WebResult]) -> str:
     """The "From the web" section under the first page of /search results."""
-    heading = t(en="From the web", es="De la web")
+    heading = t("web_heading")
     if not results:
-        return t(
-            en=f"🌐 <b>{heading}</b>: nothing found.", es=f"🌐 <b>{heading}</b>: no hay resultados."
-        )
+        return t("web_nothing_found", heading=heading)
     lines = [f"🌐 <b>{heading}</b>"]
     for result in results:
         title = html.escape(result.title, quote=False)
@@ -191,7 +157,4 @@ def render_web(t: Translate, results: list[WebResult]) -> str:
 
 def web_unavailable(t: Translate) -> str:
     """The notice shown instead of web results when the web backend failed."""
-    return t(
-        en="🌐 <i>Web results are unavailable right now; try again later.</i>",
-        es="🌐 <i>Los resultados de la web no están disponibles ahora; inténtalo más tarde.</i>",
-    )
+    return t("web_unavailable")

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from botbus.i18n import Catalog
 from services.search.answer import answer
 from services.search.evaluation import load_questions, mean_reciprocal_rank, rank, recall_at
 from services.search.index import SearchIndex
@@ -24,12 +25,15 @@ KB = Path(__file__).parents[3] / "docs" / "kb"
 QUESTIONS = Path(__file__).parent / "questions.jsonl"
 
 
-def english(*, en: str, es: str) -> str:
-    return en
+CATALOG = Catalog.load("services.search")
 
 
-def spanish(*, en: str, es: str) -> str:
-    return es
+def english(msg_id: str, /, **values: object) -> str:
+    return CATALOG.text("en", msg_id, **values)
+
+
+def spanish(msg_id: str, /, **values: object) -> str:
+    return CATALOG.text("es", msg_id, **values)
 
 
 @pytest.fixture
