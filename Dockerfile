@@ -6,7 +6,7 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md nats.conf ./
+COPY pyproject.toml README.md ./
 COPY src ./src
 COPY services ./services
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .

@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-CODE   := $(wildcard src services tests bench)
+CODE   := $(wildcard src services tests bench examples)
 
 .PHONY: run test test-fast lint fmt bench clean venv train-sentiment
 

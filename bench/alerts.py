@@ -23,6 +23,7 @@ from pathlib import Path
 
 import nats
 
+from botbus.connect import connect_options
 from botbus.models import Alert
 from botbus.natsserver import NatsServer
 from botbus.settings import load_settings
@@ -52,8 +53,11 @@ async def run(count: int) -> None:
     with tempfile.TemporaryDirectory(prefix="botbus-bench-") as tmp:
         settings = load_settings(_env_file=None, BOTBUS_DATA_DIR=str(Path(tmp) / "data"))
         async with NatsServer(Path(tmp) / "nats", settings) as server:
-            user, password = settings.credentials_for("admin")
-            nc = await nats.connect(server.url, user=user, password=password)
+            login = connect_options(settings, "admin")
+            nc = await nats.connect(
+                server.url,
+                **login,
+            )
             js = nc.jetstream(publish_async_max_pending=4000)
             await ensure_topology(js)
             store = await AlertsStore.open(js)

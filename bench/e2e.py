@@ -27,6 +27,7 @@ import uvloop
 from _procs import spawn, stop
 
 from botbus import topology
+from botbus.connect import connect_options
 from botbus.natsserver import NatsServer
 from botbus.sandbox import Limits, SandboxBot, SandboxClient, SandboxServer
 from botbus.settings import load_settings
@@ -185,8 +186,11 @@ async def main(rate: float, seconds: float) -> None:
         async with NatsServer(workdir / "nats", settings) as server:
             import nats
 
-            user, password = settings.credentials_for("admin")
-            nc = await nats.connect(server.url, user=user, password=password)
+            login = connect_options(settings, "admin")
+            nc = await nats.connect(
+                server.url,
+                **login,
+            )
             await topology.ensure_topology(nc.jetstream())
             await nc.close()
             print(

@@ -46,6 +46,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from botbus import subjects
+from botbus.connect import connect_options
 from botbus.models import (
     EditText,
     InboundCallback,
@@ -183,8 +184,11 @@ async def sandbox_path(
     }
     gw_settings = load_settings(_env_file=None, **env)
     user = SandboxClient(sandbox.base_url)
-    admin, password = settings.credentials_for("admin")
-    tap: Client = await nats.connect(nats_url, user=admin, password=password)
+    login = connect_options(settings, "admin")
+    tap: Client = await nats.connect(
+        nats_url,
+        **login,
+    )
     stages = Stages()
     await tap.subscribe(subjects.inbound_callback("games"), cb=stages.on_inbound)
     await tap.subscribe(subjects.outbound_of("games"), cb=stages.on_outbound)
@@ -268,8 +272,11 @@ async def bus_path(
     settings: Settings, nats_url: str, players: int
 ) -> AsyncIterator[tuple[Press, Callable[[], list[str]]]]:
     """Games on the bus alone; yields a function timing one press (no stage report)."""
-    user, password = settings.credentials_for("admin")
-    nc: Client = await nats.connect(nats_url, user=user, password=password)
+    login = connect_options(settings, "admin")
+    nc: Client = await nats.connect(
+        nats_url,
+        **login,
+    )
     js = nc.jetstream()
     await ensure_topology(js)
     outbox = Outbox()

@@ -26,6 +26,7 @@ import uvloop
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from botbus import subjects, topology
+from botbus.connect import connect_options
 from botbus.natsserver import NatsServer
 from botbus.sandbox import Limits, SandboxServer
 from botbus.settings import load_settings
@@ -74,8 +75,11 @@ async def main(count: int, connections: int) -> None:
         workdir = Path(tmp)
         settings = load_settings(_env_file=None, BOTBUS_DATA_DIR=str(workdir / "data"))
         async with NatsServer(workdir / "nats", settings) as server:
-            user, password = settings.credentials_for("admin")
-            nc = await nats.connect(server.url, user=user, password=password)
+            login = connect_options(settings, "admin")
+            nc = await nats.connect(
+                server.url,
+                **login,
+            )
             js = nc.jetstream()
             await topology.ensure_topology(js)
             # A durable consumer keeps interest so every published update stays countable.

@@ -45,6 +45,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from botbus import subjects
+from botbus.connect import connect_options
 from botbus.models import InboundCommand, decode_action, encode
 from botbus.natsserver import NatsServer
 from botbus.service import ServiceApp
@@ -84,7 +85,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 async def _connect(server: NatsServer, settings: Settings, user: str) -> Client:
-    return await nats.connect(server.url, user=user, password=settings.password_for(user))
+    return await nats.connect(server.url, **connect_options(settings, user))
 
 
 async def _publish(js: Any, i: int) -> None:

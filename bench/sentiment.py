@@ -182,6 +182,7 @@ async def _bus_run(instances: int, messages: int, chats: int, users: int, live: 
     import nats
 
     from botbus import subjects
+    from botbus.connect import connect_options
     from botbus.models import InboundMessage, encode
     from botbus.natsserver import NatsServer
     from botbus.settings import load_settings
@@ -216,8 +217,11 @@ async def _bus_run(instances: int, messages: int, chats: int, users: int, live: 
         stop = ctx.Event()
         procs: list[tuple[Any, Event]] = []
         try:
-            user, password = settings.credentials_for("admin")
-            nc = await nats.connect(server.url, user=user, password=password)
+            login = connect_options(settings, "admin")
+            nc = await nats.connect(
+                server.url,
+                **login,
+            )
             js = nc.jetstream()
             await ensure_topology(js)
             for _ in range(instances):

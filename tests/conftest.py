@@ -9,6 +9,8 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from botbus.auth import Authority, authority_dir
+from botbus.connect import connect_options
 from botbus.natsserver import NatsCluster, NatsServer
 from botbus.sandbox import SandboxClient, SandboxServer
 from botbus.settings import Settings, load_settings
@@ -22,7 +24,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def nats_server(tmp_path: Path, settings: Settings) -> AsyncIterator[NatsServer]:
-    """A real nats-server with JetStream and the repository's nats.conf."""
+    """A real nats-server with JetStream, botbus's nats.conf, in operator mode."""
     server = NatsServer(tmp_path / "nats", settings)
     await server.start()
     try:
@@ -43,9 +45,15 @@ async def nats_cluster(tmp_path: Path, settings: Settings) -> AsyncIterator[Nats
 
 
 async def connect_as(server: NatsServer, settings: Settings, component: str) -> Client:
-    """Connect to ``server`` as one of nats.conf's users."""
-    user, password = settings.credentials_for(component)
-    return await nats.connect(server.url, user=user, password=password, max_reconnect_attempts=2)
+    """Connect to ``server`` with the identity of ``component``, issued by its authority."""
+    login = connect_options(settings, component)
+    return await nats.connect(server.url, **login, max_reconnect_attempts=2)
+
+
+def publisher_creds(settings: Settings, service: str = "alerts") -> Path:
+    """A publish-only identity for ``service``'s subjects (e.g. an alert publisher)."""
+    authority = Authority.load(authority_dir(settings))
+    return authority.issue_publisher(service).write(authority_dir(settings) / "publisher.creds")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from nats.js.api import DiscardPolicy
 
 from botbus.models import Alert, DeliveryEvent, ForgetUser, InboundCommand
-from botbus.service import Ack, App, Context, Refuse, Reject, Service
+from botbus.service import Ack, App, Context, Grants, Refuse, Reject, Service
 from botbus.subjects import is_valid_name
 from services.alerts.bus import (
     ALERTS_ANY,
@@ -45,6 +45,8 @@ service = Service(
     version="1.0.0",
     # Texts: locales/<language>.toml beside this module (ctx.t("id")).
     locales=__package__,
+    # Its subscriptions bucket svc_alerts_subs (its streams are declared below).
+    grants=Grants(resources=("subs",)),
 )
 
 

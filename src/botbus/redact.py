@@ -75,12 +75,8 @@ _FILTER = SecretFilter()
 
 def settings_secrets(settings: Settings) -> list[str]:
     """Every secret a process may hold through its settings."""
-    found = [
-        settings.telegram_bot_token,
-        settings.webhook_secret,
-        settings.nats_password,
-        *settings.nats_passwords.values(),
-    ]
+    # The NATS identity is a .creds file (BOTBUS_NATS_CREDS): its seed never enters settings.
+    found = [settings.telegram_bot_token, settings.webhook_secret]
     values = [s.get_secret_value() for s in found if s is not None]
     if settings.telegram_bot_token is not None:
         # The part after "<bot id>:" is the secret one; it may be logged alone.

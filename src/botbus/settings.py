@@ -18,27 +18,6 @@ from botbus.errors import ConfigError
 
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
 
-# NATS users defined in nats.conf. Each component connects as its own user.
-NATS_COMPONENTS = (
-    "admin",
-    "gateway",
-    "publisher",
-    "echo",
-    "search",
-    "alerts",
-    "games",
-    "sentiment",
-)
-
-
-def dev_password(component: str) -> str:
-    """The DEVELOPMENT-ONLY default password of a NATS user.
-
-    Used when ``BOTBUS_NATS_PASSWORDS`` does not name the component. Fine for
-    the embedded broker on loopback; set real secrets for any shared broker.
-    """
-    return f"dev-only-{component}-password"
-
 
 class Settings(BaseSettings):
     """botbus settings. Environment names are given on each field."""
@@ -54,13 +33,10 @@ class Settings(BaseSettings):
     )
 
     nats_url: str | None = Field(default=None, validation_alias="NATS_URL")
-    nats_user: str | None = Field(default=None, validation_alias="BOTBUS_NATS_USER")
-    nats_password: SecretStr | None = Field(default=None, validation_alias="BOTBUS_NATS_PASSWORD")
-    # JSON object {"gateway": "...", "echo": "..."}: passwords of every NATS
-    # user, used by the embedded nats-server and by `botbus up` for its children.
-    nats_passwords: dict[str, SecretStr] = Field(
-        default_factory=dict, validation_alias="BOTBUS_NATS_PASSWORDS"
-    )
+    # This process's identity on the bus: a .creds file issued by `botbus creds issue`.
+    # Unset: credentials are issued on the fly from the authority in the data directory
+    # (the embedded broker's, zero-config on one machine), or none are used.
+    nats_creds: Path | None = Field(default=None, validation_alias="BOTBUS_NATS_CREDS")
 
     telegram_bot_token: SecretStr | None = Field(
         default=None, validation_alias="TELEGRAM_BOT_TOKEN"
@@ -149,22 +125,6 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL, e.g. https://en.wikipedia.org/w/api.php")
         return value
-
-    def password_for(self, component: str) -> str:
-        """The NATS password of ``component`` (dev default when not configured)."""
-        secret = self.nats_passwords.get(component)
-        return secret.get_secret_value() if secret else dev_password(component)
-
-    def credentials_for(self, component: str) -> tuple[str, str]:
-        """(user, password) this process uses to connect as ``component``.
-
-        ``BOTBUS_NATS_USER``/``BOTBUS_NATS_PASSWORD`` win when set, so a
-        deployment can hand each container exactly one credential.
-        """
-        user = self.nats_user or component
-        if self.nats_password is not None:
-            return user, self.nats_password.get_secret_value()
-        return user, self.password_for(user)
 
     @property
     def webhook_host_port(self) -> tuple[str, int]:

@@ -5,11 +5,15 @@ scheduler's figures: queue depth per lane, sends/s against the budget, 429s,
 retries and permanent failures. Then asks NATS micro discovery (``$SRV.INFO``
 and ``$SRV.STATS``) and prints one line per service. The broker is
 ``NATS_URL``, else the one ``botbus up`` recorded in ``<data dir>/up.json``.
+Claims the gateway did not accept (a command another live service owns, a
+service name its identity does not hold) come from the gateway's registry
+bucket, which ``botbus registry`` also lists and prunes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,9 +22,11 @@ from typing import Any
 import click
 import nats
 from nats.aio.client import Client
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
 
 from botbus import subjects
-from botbus.connect import server_list
+from botbus.connect import connect_options, server_list
 from botbus.errors import BotbusError, ConfigError, PayloadError
 from botbus.models import OutboundStatus, decode_as
 from botbus.settings import Settings, load_settings
@@ -85,6 +91,9 @@ class SystemStatus:
 
     gateway: OutboundStatus | None  # None: no gateway answered
     services: list[ServiceStatus]
+    # command -> services whose claim lost; service -> why its claim was not believed
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
+    unverified: dict[str, str] = field(default_factory=dict)
 
 
 async def gateway_status(nc: Client, timeout: float = GATEWAY_TIMEOUT) -> OutboundStatus | None:
@@ -102,25 +111,54 @@ async def gateway_status(nc: Client, timeout: float = GATEWAY_TIMEOUT) -> Outbou
         ) from exc
 
 
-async def collect(settings: Settings) -> SystemStatus:
-    """The gateway's figures and every live service (one INFO and one STATS round)."""
-    user, password = settings.credentials_for("admin")
+async def admin_connection(settings: Settings) -> Client:
+    """Connect to the broker as admin; :class:`ConfigError` saying why not."""
+    login = connect_options(settings, "admin")
     url = broker_url(settings)
     try:
-        nc = await nats.connect(
+        return await nats.connect(
             server_list(url),
-            user=user,
-            password=password,
+            **login,
             connect_timeout=CONNECT_TIMEOUT,
             max_reconnect_attempts=0,
             allow_reconnect=False,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         raise ConfigError(f"cannot reach NATS at {url}: {exc}; is `botbus up` running?") from exc
+
+
+async def registry_bucket(nc: Client) -> KeyValue | None:
+    """The gateway's registry bucket, or None before any gateway created it."""
+    try:
+        return await nc.jetstream().key_value(subjects.KV_GATEWAY_REGISTRY)
+    except (BucketNotFoundError, nats.js.errors.NotFoundError):
+        return None
+
+
+async def read_conflicts(nc: Client) -> dict[str, Any]:
+    """The conflicts the gateway recorded (``{"commands": ..., "unverified": ...}``)."""
+    kv = await registry_bucket(nc)
+    if kv is None:
+        return {}
+    try:
+        entry = await kv.get(subjects.KV_REGISTRY_CONFLICTS)
+    except KeyNotFoundError:
+        return {}
+    try:
+        recorded = json.loads(entry.value or b"{}")
+    except ValueError:
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+async def collect(settings: Settings) -> SystemStatus:
+    """The gateway's figures and every live service (one INFO and one STATS round)."""
+    nc = await admin_connection(settings)
     try:
         gateway = await gateway_status(nc)
         infos = await _gather(nc, subjects.SRV_INFO)
         stats = await _gather(nc, subjects.SRV_STATS)
+        conflicts = await read_conflicts(nc)
     finally:
         await nc.close()
     services: dict[str, ServiceStatus] = {}
@@ -143,7 +181,12 @@ async def collect(settings: Settings) -> SystemStatus:
         for endpoint in stat.get("endpoints") or []:
             status.requests += int(endpoint.get("num_requests", 0))
             status.errors += int(endpoint.get("num_errors", 0))
-    return SystemStatus(gateway, sorted(services.values(), key=lambda s: s.name))
+    return SystemStatus(
+        gateway,
+        sorted(services.values(), key=lambda s: s.name),
+        conflicts=dict(conflicts.get("commands") or {}),
+        unverified=dict(conflicts.get("unverified") or {}),
+    )
 
 
 def gateway_lines(gateway: OutboundStatus | None) -> list[str]:
@@ -184,10 +227,20 @@ def status(as_json: bool) -> None:
             for s in services
         ]
         gateway = system.gateway.model_dump(mode="json") if system.gateway else None
-        click.echo(json.dumps({"gateway": gateway, "services": rows}, indent=2))
+        out = {
+            "gateway": gateway,
+            "services": rows,
+            "conflicts": system.conflicts,
+            "unverified": system.unverified,
+        }
+        click.echo(json.dumps(out, indent=2))
         return
     for line in gateway_lines(system.gateway):
         click.echo(line)
+    for command, losers in sorted(system.conflicts.items()):
+        click.echo(f"conflict: /{command} is also claimed by {', '.join(losers)} (not routed)")
+    for name, reason in sorted(system.unverified.items()):
+        click.echo(f"unverified claim {name}: {reason}")
     if not services:
         click.echo("no service is running")
         return
@@ -197,3 +250,75 @@ def status(as_json: bool) -> None:
             f"{s.name:<12} {len(s.instances):>4} {','.join(sorted(s.versions)):<10} "
             f"{s.requests:>7} {s.errors:>5}  {' '.join(s.commands)}"
         )
+
+
+@click.group()
+def registry() -> None:
+    """The gateway's registry of services (what routes commands while they are down)."""
+
+
+async def _registry_rm(settings: Settings, name: str) -> tuple[bool, bool]:
+    nc = await admin_connection(settings)
+    try:
+        kv = await registry_bucket(nc)
+        if kv is None:
+            return False, False
+        try:
+            await kv.get(name)
+        except KeyNotFoundError:
+            return False, False
+        await kv.delete(name)
+        live = any(info.get("name") == name for info in await _gather(nc, subjects.SRV_INFO))
+        return True, live
+    finally:
+        await nc.close()
+
+
+async def _registry_list(settings: Settings) -> list[dict[str, Any]]:
+    nc = await admin_connection(settings)
+    try:
+        kv = await registry_bucket(nc)
+        if kv is None:
+            return []
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            return []
+        rows: list[dict[str, Any]] = []
+        for key in sorted(k for k in keys if subjects.is_valid_name(k)):
+            with contextlib.suppress(KeyNotFoundError, ValueError):
+                rows.append(json.loads((await kv.get(key)).value or b"{}"))
+        return rows
+    finally:
+        await nc.close()
+
+
+@registry.command("ls")
+def registry_ls() -> None:
+    """List every service the gateway remembers, live or not."""
+    try:
+        rows = asyncio.run(_registry_list(load_settings()))
+    except BotbusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not rows:
+        click.echo("the registry is empty")
+    for row in rows:
+        commands = " ".join(f"/{c.get('command')}" for c in row.get("commands", []))
+        click.echo(f"{row.get('name', '?'):<12} {row.get('version', ''):<10} {commands}")
+
+
+@registry.command("rm")
+@click.argument("name")
+def registry_rm(name: str) -> None:
+    """Forget service NAME (gone for good): its commands stop being routed to it."""
+    try:
+        removed, live = asyncio.run(_registry_rm(load_settings(), name))
+    except BotbusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not removed:
+        raise click.ClickException(
+            f"the registry has no service {name!r} (see `botbus registry ls`)"
+        )
+    click.echo(f"removed {name} from the registry; the gateway forgets it on its next round")
+    if live:
+        click.echo(f"warning: {name} is running right now, so it will register again")

@@ -2,8 +2,10 @@
 
 Starts, in order: the embedded nats-server (unless ``NATS_URL`` is set), the
 sandbox (in this process, unless ``TELEGRAM_BOT_TOKEN`` is set), the gateway
-and every service under ``services/`` as child processes. Each child gets
-only its own NATS credentials in its environment (services never see the bot
+and every installed service (entry-point group ``botbus.services``) as child
+processes. Each child gets
+only its own NATS identity, a ``.creds`` file issued from the bus's authority
+(:mod:`botbus.auth`), in its environment (services never see the bot
 token). A child that exits is restarted with exponential backoff and
 reported, unless its exit code says a restart cannot help (a bad setting, a
 refused login, a broker too old: :data:`botbus.exits.PERMANENT`); if that
@@ -37,14 +39,15 @@ import click
 
 from botbus import redact
 from botbus._proc import die_with_parent_hook
+from botbus.auth import credentials_for
 from botbus.errors import BotbusError, ConfigError
 from botbus.exits import EXIT_CONFIG, PERMANENT
 from botbus.natsserver import NatsCluster, NatsServer, free_ports
-from botbus.settings import NATS_COMPONENTS, Settings, dev_password, load_settings
+from botbus.service import installed_services
+from botbus.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
 DEFAULT_NATS_PORT = 4222
 DEFAULT_SANDBOX_PORT = 8081
 DEV_BOT_USERNAME = "botbus_dev_bot"
@@ -62,11 +65,9 @@ class AlreadyRunning(ConfigError):
     """Another ``botbus up`` holds this data directory."""
 
 
-def discover_services(root: Path = SERVICES_DIR) -> list[str]:
-    """Names of the runnable services: ``services/<name>/__main__.py``."""
-    if not root.is_dir():
-        return []
-    return sorted(p.parent.name for p in root.glob("*/__main__.py"))
+def discover_services() -> list[str]:
+    """Names of the installed services (entry-point group ``botbus.services``)."""
+    return installed_services()
 
 
 def state_path(settings: Settings) -> Path:
@@ -177,29 +178,33 @@ async def _pump(name: str, stream: asyncio.StreamReader) -> None:
 
 
 def mqtt_line(settings: Settings, port: int) -> str:
-    """How an MQTT alert publisher connects to the embedded broker (nats.conf's mqtt block)."""
-    if "publisher" in settings.nats_passwords:
-        password = "the 'publisher' entry of BOTBUS_NATS_PASSWORDS"  # a real secret: not shown
-    else:
-        password = dev_password("publisher")
+    """How an MQTT publisher connects to the embedded broker (nats.conf's mqtt block).
+
+    A device logs in with a publisher identity's JWT as password; the line
+    says how to issue one, never shows one.
+    """
     return (
-        f"[up] MQTT for alert publishers: 127.0.0.1:{port}, user publisher, password "
-        f"{password}, topic alerts/<channel> (docs/alerts.md)"
+        f"[up] MQTT for publishers: 127.0.0.1:{port}; log in with the JWT of "
+        "`botbus creds publisher SERVICE` as password (docs/alerts.md)"
     )
 
 
 def child_env(
     settings: Settings, component: str, nats_url: str, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """The environment of one child: its own NATS credentials, no other secret."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTBUS_NATS_PASSWORD")}
-    for secret in ("TELEGRAM_BOT_TOKEN", "BOTBUS_NATS_PASSWORDS", "BOTBUS_WEBHOOK_SECRET"):
+    """The environment of one child: its own NATS identity, no other secret.
+
+    The gateway gets its ``.creds`` file here. A service issues its own from
+    the authority in the data directory when it starts (``botbus.auth.credentials_for``
+    with the grants it declares), so ``botbus up`` needs to import no service.
+    """
+    env = dict(os.environ)
+    for secret in ("TELEGRAM_BOT_TOKEN", "BOTBUS_NATS_CREDS", "BOTBUS_WEBHOOK_SECRET"):
         env.pop(secret, None)
-    user, password = settings.credentials_for(component)
+    if component == "gateway" and (creds := credentials_for(settings, component)) is not None:
+        env["BOTBUS_NATS_CREDS"] = str(creds.resolve())
     env.update(
         NATS_URL=nats_url,
-        BOTBUS_NATS_USER=user,
-        BOTBUS_NATS_PASSWORD=password,
         BOTBUS_DATA_DIR=str(settings.data_dir.resolve()),
         PYTHONUNBUFFERED="1",
     )
@@ -263,10 +268,9 @@ class Supervisor:
                 Child("gateway", [sys.executable, "-m", "botbus.gateway"], gateway_env)
             )
             for name in self.services:
-                if name not in NATS_COMPONENTS and self.settings.nats_user is None:
-                    say(f"[up] warning: nats.conf has no user for service {name!r}")
                 env = child_env(self.settings, name, nats_url)
-                self.children.append(Child(name, [sys.executable, "-m", f"services.{name}"], env))
+                argv = [sys.executable, "-m", "botbus.service", name]
+                self.children.append(Child(name, argv, env))
             for child in self.children:
                 await child.start()
             say(f"[up] running: {', '.join(c.name for c in self.children)} (Ctrl-C stops)")
@@ -409,7 +413,7 @@ class Supervisor:
     "--services",
     "names",
     default="",
-    help="Comma-separated services to run (default: every one under services/).",
+    help="Comma-separated services to run (default: every installed service).",
 )
 @click.option(
     "--sandbox-port",

@@ -12,7 +12,7 @@ import nats
 import pytest
 
 from botbus import subjects
-from botbus.connect import server_list
+from botbus.connect import connect_options, server_list
 from botbus.sandbox import SandboxClient
 from botbus.settings import load_settings
 from tests.gateway.factories import message_texts
@@ -44,8 +44,10 @@ async def test_up_with_a_cluster_of_three(tmp_path: Path) -> None:
             sent = await user.send_text(bot.id, "/echo over three nodes")
             events = await user.wait_for(bot.id, sent["chat_id"], timeout=30)
             assert message_texts(events) == ["over three nodes"]
-        admin, password = load_settings(_env_file=None).credentials_for("admin")
-        nc = await nats.connect(urls, user=admin, password=password)
+        admin = connect_options(
+            load_settings(_env_file=None, BOTBUS_DATA_DIR=str(tmp_path / "data")), "admin"
+        )
+        nc = await nats.connect(urls, **admin)
         try:
             info = await nc.jetstream().stream_info(subjects.STREAM_INBOUND)
             assert info.config.num_replicas == 3

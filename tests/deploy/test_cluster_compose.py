@@ -14,7 +14,7 @@ from botbus.connect import server_list
 from botbus.natsserver import find_nats_server
 
 from . import compose
-from .test_compose import sandbox_env
+from .test_compose import issued, sandbox_env
 
 CLUSTER_FILE = compose.REPO / "docker-compose.cluster.yml"
 NODES = ("nats", "nats-2", "nats-3")
@@ -62,19 +62,25 @@ def test_every_botbus_container_connects_with_all_three_nodes() -> None:
     for name in CLIENTS:
         urls = server_list(services[name]["environment"]["NATS_URL"])
         assert [u.split("//")[1].split(":")[0] for u in urls] == list(NODES), name
-        assert services[name]["environment"]["BOTBUS_NATS_PASSWORD"]  # kept from the base
+        assert services[name]["environment"]["BOTBUS_NATS_CREDS"]  # kept from the base
 
 
-def test_new_nodes_require_the_same_secrets() -> None:
+def test_new_nodes_require_the_same_identities() -> None:
     env = sandbox_env()
-    env["BOTBUS_NATS_PW_ECHO"] = ""
-    with pytest.raises(compose.ComposeError, match="BOTBUS_NATS_PW_ECHO"):
+    env["BOTBUS_AUTH_DIR"] = ""
+    with pytest.raises(compose.ComposeError, match="BOTBUS_AUTH_DIR"):
         compose.load(env, CLUSTER_FILE)
+    services = merged(sandbox_env())["services"]
+    for node in NODES:
+        assert any(
+            v.endswith("/auth.conf:/etc/nats/auth.conf:ro") for v in services[node]["volumes"]
+        )
 
 
 def test_node_config_is_valid_for_nats_server(tmp_path: Path) -> None:
     """Mounted as the compose file mounts it, nats-server accepts the node config."""
-    services = merged(sandbox_env())["services"]
+    env = {**sandbox_env(), **issued(tmp_path / "auth")}
+    services = merged(env)["services"]
     for volume in services["nats-2"]["volumes"]:
         source, target = volume.split(":")[:2]
         if target.startswith("/etc/nats/"):

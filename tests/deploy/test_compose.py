@@ -19,7 +19,9 @@ import aiohttp
 import aiomqtt
 import pytest
 
+from botbus.auth import Credentials
 from botbus.connect import MIN_NATS_SERVER
+from botbus.creds import bootstrap
 from botbus.sandbox import SandboxClient, SandboxServer
 from botbus.settings import Settings
 from tests.support.waiting import eventually
@@ -27,13 +29,20 @@ from tests.support.waiting import eventually
 from . import compose
 
 SANDBOX_TOKEN = "7000000001:DEVONLY-sandbox-token"
-NATS_USERS = ("ADMIN", "GATEWAY", "PUBLISHER", "ECHO", "SEARCH", "ALERTS", "GAMES", "SENTIMENT")
 LONG_RUNNING = ("nats", "sandbox", "gateway", "echo", "search", "alerts", "games", "sentiment")
+COMPONENTS = ("echo", "search", "alerts", "games", "sentiment")
+AUTH_DIR = Path("/nonexistent/botbus-auth")  # the files are read only when processes run
 
 
-def secrets_env() -> dict[str, str]:
-    """A .env a user would write: a password per NATS user (fake values)."""
-    return {f"BOTBUS_NATS_PW_{user}": f"test-{user.lower()}-pw-0123" for user in NATS_USERS}
+def secrets_env(auth_dir: Path = AUTH_DIR) -> dict[str, str]:
+    """A .env a user would write: where `botbus creds bootstrap` put the identities."""
+    return {"BOTBUS_AUTH_DIR": str(auth_dir)}
+
+
+def issued(directory: Path) -> dict[str, str]:
+    """Run what README says once (`botbus creds bootstrap DIR --publisher alerts`)."""
+    bootstrap(directory, COMPONENTS, publishers=("alerts",))
+    return secrets_env(directory)
 
 
 def sandbox_env() -> dict[str, str]:
@@ -49,7 +58,7 @@ def sandbox_env() -> dict[str, str]:
 
 
 def test_every_secret_is_required_and_named_when_missing() -> None:
-    for missing in [f"BOTBUS_NATS_PW_{u}" for u in NATS_USERS] + ["TELEGRAM_BOT_TOKEN"]:
+    for missing in ["BOTBUS_AUTH_DIR", "TELEGRAM_BOT_TOKEN"]:
         env = sandbox_env()
         env[missing] = ""  # empty counts as missing, as `${X:?}` says
         with pytest.raises(compose.ComposeError, match=missing):
@@ -130,10 +139,22 @@ async def run(project: compose.Project) -> AsyncIterator[compose.Project]:
     assert not unclean, f"processes did not stop cleanly: {unclean}\n{tails}"
 
 
+def test_each_component_mounts_only_its_own_identity() -> None:
+    services = compose.load(sandbox_env())["services"]
+    for name in ("gateway", *COMPONENTS):
+        spec = services[name]
+        mounts = [str(v) for v in spec.get("volumes", []) if str(AUTH_DIR) in str(v)]
+        assert mounts == [f"{AUTH_DIR}/{name}.creds:/run/botbus/nats.creds:ro"], name
+        assert spec["environment"]["BOTBUS_NATS_CREDS"] == "/run/botbus/nats.creds"
+    nats_mounts = " ".join(str(v) for v in services["nats"]["volumes"])
+    assert f"{AUTH_DIR}/auth.conf" in nats_mounts and ".creds" not in nats_mounts
+
+
 @pytest.fixture
 async def sandbox_project(tmp_path: Path) -> AsyncIterator[compose.Project]:
+    env = {**sandbox_env(), **issued(tmp_path / "auth")}
     project = compose.Project(
-        compose.load(sandbox_env()), tmp_path, profiles=("sandbox",), scale={"alerts": 2}
+        compose.load(env), tmp_path, profiles=("sandbox",), scale={"alerts": 2}
     )
     async with run(project) as running:
         yield running
@@ -186,12 +207,12 @@ async def test_every_service_starts_and_answers_in_sandbox_mode(
             url = f"http://{address(project, 'alerts', index)}:8470/healthz"
             async with http.get(url) as resp:
                 assert resp.status == 200
-    # MQTT devices reach NATS on 1883 as the publisher user.
+    # MQTT devices reach NATS on 1883 with a publisher identity's JWT as password.
     async with aiomqtt.Client(
         address(project, "nats"),
         1883,
-        username="publisher",
-        password=secrets_env()["BOTBUS_NATS_PW_PUBLISHER"],
+        username="device",
+        password=Credentials.read(project.root / "auth" / "publisher-alerts.creds").jwt,
         identifier="compose-test-device",
     ) as device:
         await device.publish("alerts/nochannel", b"{}", qos=1)
@@ -205,7 +226,11 @@ async def test_the_gateway_runs_with_a_token_against_its_api_url(tmp_path: Path)
     telegram = SandboxServer()
     await telegram.start("127.0.0.2", 0)
     bot = telegram.add_bot(username="compose_live_bot")
-    env = {**secrets_env(), "TELEGRAM_BOT_TOKEN": bot.token, "TELEGRAM_API_URL": telegram.api_url}
+    env = {
+        **issued(tmp_path / "auth"),
+        "TELEGRAM_BOT_TOKEN": bot.token,
+        "TELEGRAM_API_URL": telegram.api_url,
+    }
     project = compose.Project(compose.load(env), tmp_path, only=("nats", "gateway", "echo"))
     user = SandboxClient(telegram.base_url)
     try:

@@ -20,9 +20,10 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from pydantic import SecretStr
 
 from botbus import subjects
+from botbus.auth import Grants, credentials_for
+from botbus.connect import connect_options
 from botbus.gateway import Gateway
 from botbus.natsserver import NatsServer
 from botbus.sandbox import Limits, SandboxBot, SandboxClient, SandboxServer
@@ -36,10 +37,10 @@ DISCOVERY_WAIT = 10.0  # seconds the gateway gets to discover a started service
 POLL_TIMEOUT = 2  # seconds of the gateway's getUpdates long poll: short, so restarts are quick
 
 
-def component_settings(base: Settings, component: str) -> Settings:
-    """``base`` with the NATS credential of ``component`` only (its own nats.conf user)."""
-    user, password = base.credentials_for(component)
-    return base.model_copy(update={"nats_user": user, "nats_password": SecretStr(password)})
+def component_settings(base: Settings, component: str, grants: Grants | None = None) -> Settings:
+    """``base`` with the NATS identity of ``component`` only (its own ``.creds`` file)."""
+    creds = credentials_for(base, component, grants)
+    return base.model_copy(update={"nats_creds": creds})
 
 
 class Stack:
@@ -85,7 +86,9 @@ class Stack:
     async def start_service(self, service: Service) -> ServiceApp:
         """Start one instance of ``service`` as its own NATS user; wait until it is routed."""
         app = ServiceApp(
-            service, component_settings(self.settings, service.name), url=self.nats_server.url
+            service,
+            component_settings(self.settings, service.name, service.grants),
+            url=self.nats_server.url,
         )
         await app.start()
         self.apps[service.name] = app
@@ -152,8 +155,11 @@ class AckWatch:
 
     async def start(self, nats_server: NatsServer, settings: Settings) -> None:
         """Subscribe to the ack subjects of the inbound and event streams."""
-        user, password = settings.credentials_for("admin")
-        self._nc = await nats.connect(nats_server.url, user=user, password=password)
+        login = connect_options(settings, "admin")
+        self._nc = await nats.connect(
+            nats_server.url,
+            **login,
+        )
         for stream in (subjects.STREAM_INBOUND, subjects.STREAM_EVENTS):
             await self._nc.subscribe(f"$JS.ACK.{stream}.*.>", cb=self._on_ack)
 

@@ -13,8 +13,9 @@ from botbus.connect import connect
 from botbus.models import Alert, encode
 from services.alerts.bus import STREAM_ALERTS, alert_channel
 from services.alerts.service import service as alerts_service
+from tests.conftest import publisher_creds
 
-from .conftest import ADMIN, Chat, Stack, StartStack, component_settings
+from .conftest import ADMIN, Chat, Stack, StartStack
 
 # the whole stack (sandbox, gateway, services) per test: in `make test`, not the fast loop
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
@@ -32,8 +33,8 @@ def texts(events: list[dict[str, Any]]) -> list[str]:
 
 
 async def publish_over_nats(stack: Stack, channel: str, alert: Alert) -> None:
-    """Publish ``alert`` as the ``publisher`` user, with a JetStream acknowledgement."""
-    settings = component_settings(stack.settings, "publisher")
+    """Publish ``alert`` as a publisher of alerts, with a JetStream acknowledgement."""
+    settings = stack.settings.model_copy(update={"nats_creds": publisher_creds(stack.settings)})
     nc = await connect(settings, "publisher", wait_for_server=False)
     try:
         ack = await nc.jetstream().publish(alert_channel(channel), encode(alert))

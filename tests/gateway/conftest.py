@@ -24,7 +24,7 @@ from nats.micro import add_service
 from nats.micro.service import Service as MicroService
 
 from botbus import subjects
-from botbus.connect import close_within
+from botbus.connect import close_within, connect_options
 from botbus.gateway import Gateway
 from botbus.models import (
     InboundCallback,
@@ -194,8 +194,11 @@ class MiniService:
 
 async def connect_admin(server: NatsServer, settings: Settings) -> Client:
     """An admin connection (tests inspect streams with it)."""
-    user, password = settings.credentials_for("admin")
-    return await nats.connect(server.url, user=user, password=password)
+    login = connect_options(settings, "admin")
+    return await nats.connect(
+        server.url,
+        **login,
+    )
 
 
 @pytest.fixture

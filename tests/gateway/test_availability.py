@@ -15,7 +15,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from botbus.connect import close_within
+from botbus.connect import close_within, connect_options
 from botbus.gateway import Gateway
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxBot, SandboxClient, SandboxServer
@@ -38,11 +38,9 @@ async def test_nats_restart_does_not_declare_live_services_down(
 ) -> None:
     server = NatsServer(tmp_path / "nats", settings)
     await server.start()
-    admin, password = settings.credentials_for("admin")
     nc = await nats.connect(
         server.url,
-        user=admin,
-        password=password,
+        **connect_options(settings, "admin"),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.2,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import telegram
 
+from botbus.auth import credentials_for
 from botbus.gateway import Gateway
 from botbus.gateway.chatadmins import ChatAdmins
 from botbus.models import (
@@ -28,7 +29,7 @@ from botbus.models import (
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxBot, SandboxClient, SandboxServer
 from botbus.service import ServiceApp
-from botbus.settings import Settings, dev_password, load_settings
+from botbus.settings import Settings, load_settings
 from services.alerts.service import service as alerts_service
 
 from .conftest import Inbox, MiniService, wait_until_live
@@ -255,8 +256,10 @@ def alerts_settings(tmp_path: Path, nats_server: NatsServer) -> Settings:
         NATS_URL=nats_server.url,
         BOTBUS_ALERTS_HTTP="127.0.0.1:0",
         BOTBUS_ADMIN_IDS=[BOT_ADMIN],
-        BOTBUS_NATS_USER="alerts",
-        BOTBUS_NATS_PASSWORD=dev_password("alerts"),
+        # alerts' own identity, issued by the broker's authority with the grants it declares
+        BOTBUS_NATS_CREDS=str(
+            credentials_for(nats_server.settings, "alerts", alerts_service.grants)
+        ),
     )
 
 

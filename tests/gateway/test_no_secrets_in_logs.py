@@ -10,7 +10,6 @@ used over HTTP). Then every line the run printed is searched for them.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -22,9 +21,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from botbus.auth import Authority, Credentials, authority_dir
+from botbus.creds import issue_for
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxClient, SandboxServer
-from botbus.settings import NATS_COMPONENTS, load_settings
+from botbus.settings import load_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -85,12 +86,8 @@ async def test_a_debug_run_logs_no_secret(
 ) -> None:
     """``up``: one supervisor (which masks its children's lines again); ``processes``:
     the gateway and services alone, as in containers, each masking its own lines."""
-    passwords = {c: f"pw-{c}-{os.urandom(6).hex()}" for c in NATS_COMPONENTS}
-    broker_settings = load_settings(
-        _env_file=None,
-        BOTBUS_DATA_DIR=str(tmp_path / "broker"),
-        BOTBUS_NATS_PASSWORDS=passwords,
-    )
+    # The broker's authority lives in the run's data directory: `up` issues from it.
+    broker_settings = load_settings(_env_file=None, BOTBUS_DATA_DIR=str(tmp_path / "data"))
     bot = quiet_sandbox.add_bot(TOKEN, username="secret_test_bot")
     hook_port, alerts_port = free_port(), free_port()
     env = {
@@ -113,8 +110,9 @@ async def test_a_debug_run_logs_no_secret(
     lines: list[str] = []
     async with NatsServer(tmp_path / "nats", broker_settings) as server:
         env["NATS_URL"] = server.url
+        authority = Authority.load(authority_dir(broker_settings))
         if mode == "up":
-            up_env = {**env, **gateway_env, "BOTBUS_NATS_PASSWORDS": json.dumps(passwords)}
+            up_env = {**env, **gateway_env}
             procs = [await spawn("up", ["up", "--services", "echo,alerts"], up_env, tmp_path)]
         else:
             procs = []
@@ -123,8 +121,9 @@ async def test_a_debug_run_logs_no_secret(
                 ("echo", ["service", "echo"], {}),
                 ("alerts", ["service", "alerts"], {}),
             ):
-                own = {**env, **extra, "BOTBUS_NATS_USER": name}
-                own["BOTBUS_NATS_PASSWORD"] = passwords[name]
+                # As in containers: each process gets only its own .creds file.
+                creds = issue_for(authority, name).write(tmp_path / "creds" / f"{name}.creds")
+                own = {**env, **extra, "BOTBUS_NATS_CREDS": str(creds)}
                 procs.append(await spawn(name, argv, own, tmp_path))
         ready = asyncio.Event()  # the gateway routes /echo and /newchannel
 
@@ -193,7 +192,14 @@ async def test_a_debug_run_logs_no_secret(
         "bot token's secret half": TOKEN.partition(":")[2],
         "webhook secret": WEBHOOK_SECRET,
         "channel token": channel_token,
-        **{f"NATS password of {c}": pw for c, pw in passwords.items()},
+        **{
+            f"NATS seed of {path.stem}": Credentials.read(path).seed
+            for path in authority_dir(broker_settings).glob("**/*.creds")
+        },
+        **{
+            f"NATS seed of {path.stem}": Credentials.read(path).seed
+            for path in (tmp_path / "creds").glob("*.creds")
+        },
     }
     leaked = {what: value for what, value in secrets.items() if value in output}
     assert not leaked, f"secrets in the logs: {sorted(leaked)}"

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from botbus.auth import credentials_for
 from botbus.errors import ConfigError
 from botbus.gateway import Budget, Gateway
 from botbus.natsserver import NatsServer
@@ -72,7 +73,10 @@ async def test_status_table_says_when_no_gateway_answers(
     tmp_path: Path, nats_server: NatsServer
 ) -> None:
     settings = load_settings(
-        _env_file=None, NATS_URL=nats_server.url, BOTBUS_DATA_DIR=str(tmp_path / "d")
+        _env_file=None,
+        NATS_URL=nats_server.url,
+        BOTBUS_DATA_DIR=str(tmp_path / "d"),
+        BOTBUS_NATS_CREDS=str(credentials_for(nats_server.settings, "admin")),
     )
     system = await collect(settings)
     assert system.gateway is None

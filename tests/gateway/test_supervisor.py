@@ -13,6 +13,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from botbus.auth import Credentials
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxClient
 
@@ -117,12 +118,24 @@ async def test_up_shows_how_mqtt_publishers_connect(tmp_path: Path) -> None:
     try:
         async with asyncio.timeout(30):
             await running.wait()
-        [shown] = [line for line in lines if line.startswith("[up] MQTT for alert publishers")]
-        found = re.search(r"127\.0\.0\.1:(\d+), user (\w+), password (\S+),", shown)
+        [shown] = [line for line in lines if line.startswith("[up] MQTT for publishers")]
+        found = re.search(r"127\.0\.0\.1:(\d+); .*`(botbus creds publisher) SERVICE`", shown)
         assert found, shown
-        port, user, password = int(found.group(1)), found.group(2), found.group(3)
-        # What it shows is enough to connect and publish (a wrong password is refused).
-        async with aiomqtt.Client("127.0.0.1", port, username=user, password=password) as device:
+        port = int(found.group(1))
+        # What it says is enough to connect and publish: issue the identity it names.
+        issue = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from botbus.cli import main; main()",
+            *found.group(2).split()[1:],
+            "alerts",
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        assert await issue.wait() == 0
+        creds = Credentials.read(tmp_path / "data" / "auth" / "creds" / "publisher.creds")
+        async with aiomqtt.Client("127.0.0.1", port, username="d", password=creds.jwt) as device:
             await device.publish("alerts/weather", '{"title": "Frost"}', qos=1)
     finally:
         if proc.returncode is None:

@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from botbus import subjects
+from botbus.auth import credentials_for
 from botbus.models import (
     InboundCommand,
     encode,
@@ -97,14 +98,18 @@ class ServiceProcess:
     """``python -m <module>`` (or a command line) as a child, settings via env vars."""
 
     def __init__(
-        self, module: str, name: str, url: str, log_path: Path, extra_env: dict[str, str]
+        self,
+        module: str,
+        creds: Path,
+        url: str,
+        log_path: Path,
+        extra_env: dict[str, str],
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "BOTBUS_"))}
         env.update(
             {
                 "NATS_URL": url,
-                "BOTBUS_NATS_USER": name,
-                "BOTBUS_NATS_PASSWORD": f"dev-only-{name}-password",
+                "BOTBUS_NATS_CREDS": str(creds),
                 "BOTBUS_LOG_LEVEL": "INFO",
                 "PYTHONPATH": str(REPO / "tests" / "sdk") + os.pathsep + str(REPO),
                 **extra_env,
@@ -156,13 +161,18 @@ Spawn = Callable[..., ServiceProcess]
 
 
 @pytest.fixture
-def spawn(nats_server: NatsServer, tmp_path: Path) -> Iterator[Spawn]:
-    """Start services as subprocesses; all are killed at the end of the test."""
+def spawn(nats_server: NatsServer, settings: Settings, tmp_path: Path) -> Iterator[Spawn]:
+    """Start services as subprocesses; all are killed at the end of the test.
+
+    Each runs with the identity of ``name`` (a ``.creds`` file issued for it).
+    """
     started: list[ServiceProcess] = []
 
     def start(module: str = "services.echo", name: str = "echo", **env: str) -> ServiceProcess:
         log_path = tmp_path / f"{name}-{len(started)}.log"
-        proc = ServiceProcess(module, name, nats_server.url, log_path, env)
+        creds = credentials_for(settings, name)
+        assert creds is not None
+        proc = ServiceProcess(module, creds, nats_server.url, log_path, env)
         started.append(proc)
         return proc
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
+from botbus.auth import Authority
 from botbus.service._runner import EXIT_CONFIG, EXIT_HOOK, EXIT_REFUSED, EXIT_UNREACHABLE
 from tests.sdk.conftest import REPO, Spawn
 
@@ -132,20 +133,23 @@ async def test_unreachable_nats_gives_up_after_the_timeout_with_exit_3(tmp_path:
     assert "BOTBUS_NATS_CONNECT_TIMEOUT" in message
 
 
-async def test_wrong_password_is_refused_with_exit_4(spawn: Spawn) -> None:
-    proc = spawn("services.echo", name="echo", BOTBUS_NATS_PASSWORD="not-the-password")
+async def test_credentials_of_another_authority_are_refused_with_exit_4(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    stranger = Authority.create().issue_service("echo").write(tmp_path / "stranger.creds")
+    proc = spawn("services.echo", name="echo", BOTBUS_NATS_CREDS=str(stranger))
     assert await proc.wait() == EXIT_REFUSED
     message = the_error(proc.log())
-    assert "refused user 'echo'" in message and "BOTBUS_NATS_PASSWORD" in message
+    assert "refused the identity of service 'echo'" in message
+    assert "botbus creds issue echo" in message
 
 
 async def test_permission_violation_at_consumer_creation_is_refused_with_exit_4(
     spawn: Spawn, topology: Client, service_script: Path
 ) -> None:
-    # Service "games" run with the echo user's credentials: nats.conf lets that
-    # user touch only echo's consumers.
+    # Service "games" run with echo's identity: it may touch only echo's consumers.
     proc = spawn(f"{sys.executable} {service_script} games ok", name="echo")
     assert await proc.wait() == EXIT_REFUSED
     message = the_error(proc.log())
-    assert "NATS user 'echo' is not allowed to set up service 'games'" in message
-    assert "nats.conf" in message
+    assert "this identity is not allowed to set up service 'games'" in message
+    assert "botbus creds issue games" in message

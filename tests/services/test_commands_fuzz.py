@@ -39,7 +39,7 @@ from botbus.models import (
 from botbus.models import encode as encode_model
 from botbus.natsserver import NatsServer
 from botbus.service import Service, ServiceApp
-from botbus.settings import dev_password, load_settings
+from botbus.settings import load_settings
 from botbus.topology import ensure_topology
 from services.alerts.service import service as alerts_service
 from services.echo.service import service as echo_service
@@ -193,8 +193,7 @@ async def running(
         BOTBUS_DATA_DIR=str(tmp_path / "data"),
         BOTBUS_ALERTS_HTTP="127.0.0.1:0",
         BOTBUS_ADMIN_IDS=[BOT_ADMIN],
-        BOTBUS_NATS_USER=service.name,
-        BOTBUS_NATS_PASSWORD=dev_password(service.name),
+        # same data directory as the broker's authority: the service issues its own identity
     )
     async with ServiceApp(service, service_settings, url=nats_server.url):
         yield run

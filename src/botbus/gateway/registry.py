@@ -13,6 +13,20 @@ which the gateway's connection dropped, proves nothing about the services;
 after the bus comes back they get the whole grace to reconnect before
 their absence counts. A broker restart therefore never makes live services
 look down.
+
+A claim is bound to the identity that makes it: any client may answer the
+broadcast ``$SRV.INFO``, but only a client holding service ``NAME``'s
+identity may subscribe to ``$SRV.INFO.NAME.<id>`` (its credentials allow
+``$SRV.*.NAME.*`` and nothing else, see :mod:`botbus.auth`). Each round the
+gateway asks every instance it heard of on that subject and believes only
+what comes back there; an answer under a name the client does not hold is
+logged and shown in ``botbus status`` as an unverified claim.
+
+A command keeps its owner: a later claim by another service never takes it
+from an owner that is live (the conflict is logged and recorded under the
+key ``_conflicts`` of the bucket for ``botbus status``); it moves only when
+the owner is down. ``botbus registry rm NAME`` deletes a service gone for
+good; the gateway forgets it on its next round.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -73,6 +88,18 @@ class ServiceEntry(BaseModel):
     version: str = ""
     commands: tuple[CommandSpec, ...] = ()
     listens: bool = False
+    since: float = 0.0  # wall-clock time first registered: the older claim wins a tie
+
+
+class Conflicts(BaseModel):
+    """What ``botbus status`` shows: claims the gateway did not accept."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    # command -> services that claim it but do not own it
+    commands: dict[str, list[str]] = Field(default_factory=dict)
+    # service name -> why its claim was not believed
+    unverified: dict[str, str] = Field(default_factory=dict)
 
 
 class ServiceInfo(BaseModel):
@@ -131,6 +158,10 @@ class Registry:
         self._entries: dict[str, ServiceEntry] = {}
         self._instances: dict[str, dict[str, float]] = {}  # service -> instance -> last seen
         self._owners: dict[str, tuple[str, CommandSpec]] = {}
+        self.conflicts = Conflicts()
+        self._recorded_conflicts: Conflicts | None = None
+        self._unverified: dict[str, str] = {}
+        self._verified: dict[tuple[str, str], ServiceInfo] = {}  # (name, id) -> its own answer
         self._live_signature: tuple[object, ...] = ()
         self._round = asyncio.Event()
 
@@ -197,6 +228,8 @@ class Registry:
         except NoKeysError:
             keys = []
         for key in keys:
+            if not subjects.is_valid_name(key):
+                continue  # the conflicts record, not a service
             try:
                 stored = await self._kv.get(key)
             except KeyNotFoundError:
@@ -209,12 +242,33 @@ class Registry:
         log.info("registry loaded %d known service(s) from KV", len(self._entries))
 
     async def discover(self) -> list[ServiceInfo]:
-        """One ``$SRV.INFO`` round: every reply received within the window."""
+        """One round: who answers ``$SRV.INFO``, then what each says on its own subject.
+
+        An answer identical to one already verified for that instance is
+        believed without asking again (a replay of it claims nothing new), so
+        a steady bus costs one broadcast per round.
+        """
+        heard = await self._gather(subjects.SRV_INFO)
+        claims = {(info.name, info.id): info for info in heard}
+        checked = await asyncio.gather(
+            *(
+                self._verify(info)
+                for key, info in claims.items()
+                if subjects.is_valid_name(info.name) and self._verified.get(key) != info
+            )
+        )
+        self._verified = {
+            key: info for key, info in self._verified.items() if claims.get(key) == info
+        }
+        self._verified.update(((i.name, i.id), i) for i in checked if i is not None)
+        return list(self._verified.values())
+
+    async def _gather(self, subject: str) -> list[ServiceInfo]:
         inbox = self._nc.new_inbox()
         replies: list[ServiceInfo] = []
         sub = await self._nc.subscribe(inbox)
         try:
-            await self._nc.publish(subjects.SRV_INFO, b"", reply=inbox)
+            await self._nc.publish(subject, b"", reply=inbox)
             deadline = time.monotonic() + self.gather_window
             while (left := deadline - time.monotonic()) > 0:
                 try:
@@ -230,6 +284,26 @@ class Registry:
         finally:
             await sub.unsubscribe()
         return replies
+
+    async def _verify(self, claim: ServiceInfo) -> ServiceInfo | None:
+        """``claim`` as told on ``$SRV.INFO.<name>.<id>``, which only ``name``'s identity hears."""
+        subject = f"{subjects.SRV_INFO}.{claim.name}.{claim.id}"
+        try:
+            msg = await self._nc.request(subject, b"", timeout=self.gather_window)
+            info = ServiceInfo.model_validate_json(msg.data)
+        except (NatsError, TimeoutError, ValidationError):
+            info = None
+        if info is None or info.name != claim.name or info.id != claim.id:
+            reason = (
+                f"instance {claim.id} answered $SRV.INFO as {claim.name!r} but not on "
+                f"{subject}: it does not hold {claim.name!r}'s identity"
+            )
+            if self._unverified.get(claim.name) != reason:
+                log.warning("ignoring an unverified claim: %s", reason)
+            self._unverified[claim.name] = reason
+            return None
+        self._unverified.pop(claim.name, None)
+        return info
 
     async def refresh(self) -> bool:
         """Run one discovery round; True if the live command set changed."""
@@ -253,13 +327,13 @@ class Registry:
                 self.absent_grace,
             )
         for info in infos:
-            if not subjects.is_valid_name(info.name):
-                log.warning("ignoring service with invalid name %r", info.name)
-                continue
             instance = (info.metadata or {}).get(META_INSTANCE) or info.id
             self._instances.setdefault(info.name, {})[instance] = now
-            entry = entry_from_info(info)
-            if self._entries.get(info.name) != entry:
+            known = self._entries.get(info.name)
+            entry = entry_from_info(info).model_copy(
+                update={"since": known.since if known else time.time()}
+            )
+            if known != entry:
                 self._entries[info.name] = entry
                 await self._kv.put(info.name, entry.model_dump_json().encode())
                 log.info(
@@ -268,8 +342,10 @@ class Registry:
                     entry.version,
                     ", ".join(f"/{c.command}" for c in entry.commands) or "no commands",
                 )
-                self._rebuild_owners()
         self._forget_stale_instances(now)
+        await self._forget_removed()
+        self._rebuild_owners()
+        await self._record_conflicts()
         signature: tuple[object, ...] = tuple(self.live_commands())
         signature += tuple(e.name for e in self.live_services())
         changed = signature != self._live_signature
@@ -287,21 +363,60 @@ class Registry:
             for instance in [i for i, t in seen.items() if t < horizon]:
                 del seen[instance]
 
+    async def _forget_removed(self) -> None:
+        """Drop services deleted from the bucket (``botbus registry rm``) that are not live."""
+        for name in [n for n in self._entries if not self.instances(n)]:
+            try:
+                await self._kv.get(name)
+            except KeyNotFoundError:
+                log.info("service %s was removed from the registry; forgetting it", name)
+                del self._entries[name]
+                self._instances.pop(name, None)
+
     def _rebuild_owners(self) -> None:
-        owners: dict[str, tuple[str, CommandSpec]] = {}
-        for name, entry in sorted(self._entries.items()):
+        """Who owns each command: the current owner keeps it while it is live.
+
+        A command changes hands only when its owner is gone or down; among
+        several new claimants a live one wins, then the one registered first.
+        """
+        claims: dict[str, list[tuple[str, CommandSpec]]] = {}
+        for name, entry in self._entries.items():
             for spec in entry.commands:
-                if spec.command in owners:
+                claims.setdefault(spec.command, []).append((name, spec))
+        owners: dict[str, tuple[str, CommandSpec]] = {}
+        conflicts: dict[str, list[str]] = {}
+        for command, claimants in claims.items():
+            current = self._owners.get(command)
+            keep = next((c for c in claimants if current and c[0] == current[0]), None)
+            if keep is None or (not self.is_live(keep[0]) and self._any_live(claimants)):
+                keep = min(
+                    claimants,
+                    key=lambda c: (not self.is_live(c[0]), self._entries[c[0]].since, c[0]),
+                )
+            owners[command] = keep
+            losers = sorted(name for name, _ in claimants if name != keep[0])
+            if losers:
+                conflicts[command] = losers
+                if self.conflicts.commands.get(command) != losers:
                     log.warning(
-                        "command /%s claimed by %s and %s; %s keeps it",
-                        spec.command,
-                        owners[spec.command][0],
-                        name,
-                        owners[spec.command][0],
+                        "command /%s claimed by %s too; %s keeps it",
+                        command,
+                        ", ".join(losers),
+                        keep[0],
                     )
-                    continue
-                owners[spec.command] = (name, spec)
         self._owners = owners
+        self.conflicts = Conflicts(commands=conflicts, unverified=dict(self._unverified))
+
+    def _any_live(self, claimants: list[tuple[str, CommandSpec]]) -> bool:
+        return any(self.is_live(name) for name, _ in claimants)
+
+    async def _record_conflicts(self) -> None:
+        """Keep the conflicts in the bucket, where ``botbus status`` reads them."""
+        if self.conflicts != self._recorded_conflicts:
+            await self._kv.put(
+                subjects.KV_REGISTRY_CONFLICTS, self.conflicts.model_dump_json().encode()
+            )
+            self._recorded_conflicts = self.conflicts
 
     async def next_round(self) -> None:
         """Wait until the next discovery round has completed."""

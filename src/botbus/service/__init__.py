@@ -5,9 +5,11 @@ See docs/writing-a-service.md and services/echo for the template.
 
 from __future__ import annotations
 
+from botbus.auth import Grants
 from botbus.service._app import ServiceApp
 from botbus.service._context import Context
 from botbus.service._declare import Command, Service
+from botbus.service._discovery import ENTRY_POINT_GROUP, installed_services, load_service
 from botbus.service._host import App
 from botbus.service._logging import JsonFormatter, configure_logging
 from botbus.service._micro import META_COMMANDS, META_DESCRIPTION, META_INSTANCE, META_LISTENS
@@ -15,6 +17,7 @@ from botbus.service._outcomes import Ack, HandlerResult, Outcome, Refuse, Reject
 from botbus.service._runner import serve
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "META_COMMANDS",
     "META_DESCRIPTION",
     "META_INSTANCE",
@@ -23,6 +26,7 @@ __all__ = [
     "App",
     "Command",
     "Context",
+    "Grants",
     "HandlerResult",
     "JsonFormatter",
     "Outcome",
@@ -32,5 +36,7 @@ __all__ = [
     "Service",
     "ServiceApp",
     "configure_logging",
+    "installed_services",
+    "load_service",
     "serve",
 ]

@@ -204,12 +204,15 @@ class ServiceApp:
         """Connect, waiting for the broker at most ``nats_connect_timeout`` seconds."""
         name = self.service.name
         server = resolve_url(self.settings, self.url)
-        user, _password = self.settings.credentials_for(name)
         timeout = self.settings.nats_connect_timeout
         try:
             async with asyncio.timeout(timeout):
                 return await connect(
-                    self.settings, name, url=server, name=f"{name}:{self.instance_id}"
+                    self.settings,
+                    name,
+                    url=server,
+                    name=f"{name}:{self.instance_id}",
+                    grants=self.service.grants,
                 )
         except TimeoutError as exc:
             raise StartupError(
@@ -221,8 +224,9 @@ class ServiceApp:
         except (NatsError, OSError) as exc:
             # connect() waits out outages by itself; what reaches us is a refusal.
             raise StartupError(
-                f"NATS at {server} refused user {user!r} ({exc}): check "
-                "BOTBUS_NATS_PASSWORD / BOTBUS_NATS_PASSWORDS against nats.conf",
+                f"NATS at {server} refused the identity of service {name!r} ({exc}): "
+                "check BOTBUS_NATS_CREDS (issue one with `botbus creds issue "
+                f"{name}`) or BOTBUS_DATA_DIR",
                 reason="refused",
             ) from exc
 
@@ -230,12 +234,10 @@ class ServiceApp:
         """Explain a JetStream call that failed while starting (usually a permission)."""
         cause = self.nc.last_error
         if cause is not None and "permissions violation" in str(cause).lower():
-            user, _password = self.settings.credentials_for(self.service.name)
             return StartupError(
-                f"NATS user {user!r} is not allowed to set up service "
-                f"{self.service.name!r} ({cause}): give that user the permissions of "
-                "this service in nats.conf (see the other services' users there), or run "
-                "the service as its own user",
+                f"this identity is not allowed to set up service {self.service.name!r} "
+                f"({cause}): run it with credentials issued for its own name "
+                f"(`botbus creds issue {self.service.name}`), with the grants it declares",
                 reason="refused",
             )
         return exc

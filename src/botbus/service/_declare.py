@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from nats.js.api import DeliverPolicy
 from pydantic import BaseModel
 
 from botbus import subjects
+from botbus.auth import Grants
 from botbus.i18n import Catalog
 from botbus.models import (
     DeliveryEvent,
@@ -108,7 +109,9 @@ class Service:
     redelivering a message whose instance went silent (handlers running
     longer are kept alive with in-progress acks). ``locales`` names the
     package whose ``locales/<language>.toml`` files hold the service's texts
-    (``ctx.t("id")``); pass ``__package__``.
+    (``ctx.t("id")``); pass ``__package__``. ``grants`` is what its identity
+    needs beyond its own name and declared streams (:class:`botbus.auth.Grants`,
+    e.g. publishing into another service's subjects).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class Service:
         concurrency: int = DEFAULT_CONCURRENCY,
         ack_wait: float = DEFAULT_ACK_WAIT,
         locales: str | None = None,
+        grants: Grants | None = None,
     ) -> None:
         if not subjects.is_valid_name(name):
             raise ValueError(
@@ -140,6 +144,7 @@ class Service:
         self.description = dict(description) if description else self._translations("description")
         if "en" not in self.description:
             raise ValueError("the service description needs at least an English text ('en')")
+        self._grants = grants or Grants()
         self.commands: dict[str, Command] = {}
         self.message_handler: MessageHandler | None = None
         self.callback_handler: CallbackHandler | None = None
@@ -150,6 +155,13 @@ class Service:
         self.lifespans: list[LifespanFunction] = []
         self.startup_hooks: list[LifecycleHook] = []
         self.shutdown_hooks: list[LifecycleHook] = []
+
+    @property
+    def grants(self) -> Grants:
+        """What its identity must allow beyond its name: declared grants, plus the
+        suffixes of its streams and buckets (written into its credentials when issued)."""
+        suffixes = (*self._grants.resources, *(s.suffix for s in self.streams if s.suffix))
+        return replace(self._grants, resources=tuple(dict.fromkeys(suffixes)))
 
     # -- declaration --------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from botbus import subjects
 from botbus.models import InboundCommand, SendText, encode
 from botbus.natsserver import NatsServer
 from botbus.service import ServiceApp
-from botbus.settings import Settings, dev_password, load_settings
+from botbus.settings import Settings, load_settings
 from botbus.topology import ensure_topology
 from services.alerts.service import service
 from tests.support.outbox import Outbox as SharedOutbox
@@ -105,10 +105,8 @@ def alerts_settings(tmp_path: Path) -> Settings:
         BOTBUS_DATA_DIR=str(tmp_path / "data"),
         BOTBUS_ALERTS_HTTP="127.0.0.1:0",
         BOTBUS_ADMIN_IDS=[ADMIN_ID],
-        # The service's own NATS user, so nats.conf's permissions are proven
-        # by every test that passes.
-        BOTBUS_NATS_USER="alerts",
-        BOTBUS_NATS_PASSWORD=dev_password("alerts"),
+        # The data directory holds the broker's authority: the service issues itself
+        # its own identity, so its permissions are proven by every test that passes.
     )
 
 

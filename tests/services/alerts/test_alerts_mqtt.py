@@ -15,13 +15,14 @@ import aiomqtt
 import pytest
 from nats.aio.client import Client
 
+from botbus.auth import Credentials
 from botbus.models import SendText
 from botbus.natsserver import NatsServer
 from botbus.service import ServiceApp
 from botbus.settings import Settings, load_settings
 from botbus.topology import ensure_topology
 from services.alerts.service import service
-from tests.conftest import connect_as
+from tests.conftest import connect_as, publisher_creds
 from tests.services.alerts.conftest import ADMIN_ID, Bot, Outbox
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,12 +50,13 @@ async def test_mqtt_alert_reaches_subscribers_with_the_real_alerts_user(
         assert "Subscribed" in await bot.ask("/subscribe sensors", chat_id=62)
         assert "Reminder r" in await bot.ask("/remind in 1h water", chat_id=61)
 
-        user, password = settings.credentials_for("publisher")
+        # An MQTT device logs in with a publisher identity's JWT as its password.
+        jwt = Credentials.read(publisher_creds(settings)).jwt
         async with aiomqtt.Client(
             "127.0.0.1",
             nats_server.mqtt_port,
-            username=user,
-            password=password,
+            username="greenhouse",
+            password=jwt,
             identifier="greenhouse-1",
         ) as device:
             payload = {"title": "Frost", "text": "-2 °C", "severity": "critical"}

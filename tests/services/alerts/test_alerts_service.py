@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 
 import aiohttp
+import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
@@ -20,7 +21,7 @@ from botbus.service import ServiceApp
 from botbus.settings import Settings
 from services.alerts.bus import STREAM_REMINDERS, alert_channel, reminder_schedule
 from services.alerts.service import service
-from tests.conftest import connect_as
+from tests.conftest import publisher_creds
 from tests.services.alerts.conftest import ADMIN_ID, Bot, Outbox, StartApp
 from tests.support.waiting import eventually
 
@@ -62,7 +63,11 @@ async def test_nats_alert_reaches_each_subscriber_exactly_once(
     listing = await b.ask("/channels", chat_id=1)
     assert "weather — Storm warnings (2 subscribers)" in listing
 
-    publisher = await connect_as(nats_server, settings, "publisher")
+    publisher = await nats.connect(
+        nats_server.url,
+        user_credentials=str(publisher_creds(settings)),
+        inbox_prefix="_INBOX.publisher",
+    )
     try:
         await publisher.publish(
             alert_channel("weather"),
@@ -86,7 +91,11 @@ async def test_nats_alert_reaches_each_subscriber_exactly_once(
     # Unsubscribing stops the alerts for that chat only.
     assert "Unsubscribed from weather" in await b.ask("/unsubscribe weather", chat_id=1)
     assert "weather" not in await b.ask("/mysubs", chat_id=1)
-    publisher = await connect_as(nats_server, settings, "publisher")
+    publisher = await nats.connect(
+        nats_server.url,
+        user_credentials=str(publisher_creds(settings)),
+        inbox_prefix="_INBOX.publisher",
+    )
     try:
         await publisher.publish(alert_channel("weather"), b'{"title": "Fog"}')
     finally:

@@ -14,6 +14,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from botbus import subjects
+from botbus.auth import credentials_for
 from botbus.models import AnswerCallback, EditText, InlineKeyboard, SendText
 from botbus.natsserver import NatsServer
 from botbus.service import ServiceApp
@@ -328,7 +329,11 @@ async def test_runs_as_its_own_process_and_drains_on_sigterm(
     nats_server: NatsServer, telegram: Telegram, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "BOTBUS_"))}
-    env.update(NATS_URL=nats_server.url, BOTBUS_DATA_DIR=str(tmp_path / "games"))
+    env.update(
+        NATS_URL=nats_server.url,
+        BOTBUS_DATA_DIR=str(tmp_path / "games"),
+        BOTBUS_NATS_CREDS=str(credentials_for(nats_server.settings, "games")),
+    )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -1,79 +1,23 @@
-"""nats.conf: each component can do its job and nothing more."""
+"""Issued identities: each component can do its job and nothing more.
+
+Every identity comes from the broker's authority (botbus.auth): the gateway and
+admin with their own permission lists, services through the scoped signing key's
+template, publishers through theirs. None of them is listed in any configuration.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-
-import nats
 import pytest
 from nats.aio.client import Client
-from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig, StreamConfig
 
 from botbus import subjects
-from botbus.connect import inbox_prefix
 from botbus.models import encode
-from botbus.natsserver import NatsServer
-from botbus.settings import Settings
 from botbus.topology import STREAMS, service_bucket
 from services.alerts.bus import ALERTS_ANY, STREAM_ALERTS, alert_channel
+from tests.auth.conftest import DENIED, REQUEST_TIMEOUT, Connect
 from tests.sdk.conftest import Gateway
 from tests.support.builders import make_command, make_message
-
-DENIED = (NatsError, TimeoutError)
-REQUEST_TIMEOUT = 1.0  # seconds: a denied JetStream request just gets no answer
-
-
-class Component:
-    """A connection as one nats.conf user that records permission violations."""
-
-    def __init__(self, nc: Client, violations: list[str]) -> None:
-        self.nc = nc
-        self.js = nc.jetstream(timeout=REQUEST_TIMEOUT)
-        self.violations = violations
-
-    async def denied(self, needle: str, timeout: float = 5.0) -> None:
-        """Wait for the server to report a violation mentioning ``needle``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        # nats-py reports "nats: permissions violation for publish to "<subject>"" in lowercase.
-        while not any(needle.lower() in v.lower() for v in self.violations):
-            assert loop.time() < deadline, f"no violation for {needle!r}: {self.violations}"
-            await asyncio.sleep(0.02)
-
-
-Connect = Callable[[str], Awaitable[Component]]
-
-
-@pytest.fixture
-async def as_user(
-    nats_server: NatsServer, settings: Settings, topology: Client
-) -> AsyncIterator[Connect]:
-    """Connect as a component, with its own inbox prefix as botbus.connect does."""
-    opened: list[Client] = []
-
-    async def open_as(component: str) -> Component:
-        violations: list[str] = []
-
-        async def on_error(exc: Exception) -> None:
-            violations.append(str(exc))
-
-        user, password = settings.credentials_for(component)
-        nc = await nats.connect(
-            nats_server.url,
-            user=user,
-            password=password,
-            inbox_prefix=inbox_prefix(user),
-            error_cb=on_error,
-            max_reconnect_attempts=0,
-        )
-        opened.append(nc)
-        return Component(nc, violations)
-
-    yield open_as
-    for nc in opened:
-        await nc.close()
 
 
 async def last_seq(admin: Client, stream: str) -> int:

@@ -1,0 +1,1 @@
+"""A botbus service written outside botbus: ``/weather CITY``."""

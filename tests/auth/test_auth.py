@@ -1,0 +1,205 @@
+"""botbus.auth: identities issued, not configured, confine a service the core never heard of."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import nats
+import nkeys
+import pytest
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.api import ConsumerConfig, KeyValueConfig
+
+from botbus import subjects
+from botbus.auth import (
+    Authority,
+    Credentials,
+    Grants,
+    authority_dir,
+    check_service_name,
+    decode_claims,
+    encode_jwt,
+)
+from botbus.connect import inbox_prefix
+from botbus.errors import ConfigError
+from botbus.natsserver import NatsServer
+from botbus.settings import Settings
+from tests.auth.conftest import DENIED, LogIn
+
+
+@pytest.fixture
+def authority(nats_server: NatsServer, settings: Settings) -> Authority:
+    """The authority the test broker trusts."""
+    return Authority.load(authority_dir(settings))
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_a_jwt_is_signed_by_its_issuer_and_carries_its_claims() -> None:
+    key = nkeys.from_seed(Authority.create().account.seed)
+    token = encode_jwt(key, {"sub": "UXYZ", "name": "weather", "nats": {"type": "user"}})
+    header, claims, signature = token.split(".")
+    assert json.loads(_unb64(header)) == {"typ": "JWT", "alg": "ed25519-nkey"}
+    decoded = decode_claims(token)
+    assert decoded["name"] == "weather" and decoded["iss"] == key.public_key.decode()
+    signed = f"{header}.{claims}".encode()
+    raw = _unb64(signature)
+    assert key.verify(signed, raw)
+    with pytest.raises(nkeys.ErrInvalidSignature):
+        key.verify(signed + b"x", raw)
+
+
+@pytest.mark.parametrize("name", ["botbus", "svc", "kv", "gateway", "admin", "publisher"])
+def test_reserved_names_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="reserved"):
+        check_service_name(name)
+
+
+@pytest.mark.parametrize("name", ["we_ather", "a.b", "*", ">", "Weather", "", "9x", "a-b"])
+def test_names_that_are_not_one_safe_token_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="invalid service name"):
+        Authority.create().issue_service(name)
+
+
+def test_bad_grants_are_refused() -> None:
+    authority = Authority.create()
+    with pytest.raises(ConfigError, match="suffix"):
+        authority.issue_service("weather", Grants(resources=("Bad_Suffix",)))
+    with pytest.raises(ConfigError, match="publish"):
+        authority.issue_service("weather", Grants(publishes=("alerts.>",)))
+
+
+@pytest.mark.parametrize("name", ["echo", "sensor", "a_b", "-x"])
+def test_a_publisher_cannot_take_a_name_a_service_could_have(name: str) -> None:
+    with pytest.raises(ConfigError, match="invalid publisher name"):
+        Authority.create().issue_publisher("alerts", name)
+
+
+def test_creds_file_round_trip(tmp_path: Path) -> None:
+    creds = Authority.create().issue_service("weather")
+    path = creds.write(tmp_path / "weather.creds")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert Credentials.read(path) == creds
+    (tmp_path / "junk.creds").write_text("not a creds file")
+    with pytest.raises(ConfigError, match=r"not a \.creds file"):
+        Credentials.read(tmp_path / "junk.creds")
+
+
+async def test_a_new_service_does_its_job_with_no_configuration(
+    authority: Authority, log_in: LogIn, topology: Client
+) -> None:
+    """'weather' is in no file of botbus: its issued identity is all it needs."""
+    weather = await log_in(authority.issue_service("weather", Grants(resources=("cache",))))
+    # Its own durable consumers, pinned to its own filter subjects (the template
+    # expands inside the filtered CONSUMER.CREATE subject and inside "weather_cmd").
+    await weather.js.add_consumer(
+        subjects.STREAM_INBOUND,
+        ConsumerConfig(
+            name=subjects.consumer_commands("weather"),
+            durable_name=subjects.consumer_commands("weather"),
+            filter_subject=subjects.inbound_commands_of("weather"),
+        ),
+    )
+    await weather.js.add_consumer(
+        subjects.STREAM_INBOUND,
+        ConsumerConfig(
+            name=subjects.consumer_messages("weather"),
+            durable_name=subjects.consumer_messages("weather"),
+            filter_subject=subjects.INBOUND_MESSAGES,
+        ),
+    )
+    # Its own bucket, and the suffixed one it was granted ("svc_weather" inside a token).
+    for bucket in (subjects.service_bucket("weather"), subjects.service_bucket("weather", "cache")):
+        kv = await weather.js.create_key_value(KeyValueConfig(bucket=bucket))
+        await kv.put("k", b"v")
+        assert (await kv.get("k")).value == b"v"
+    # Its outbound actions and its own subject namespace; replies to its own inbox.
+    ack = await weather.js.publish(subjects.outbound("weather", "interactive"), b"{}")
+    assert ack.stream == subjects.STREAM_OUTBOUND
+    await weather.nc.publish("weather.forecast.madrid", b"{}")
+    await weather.nc.subscribe("weather.>")
+    await weather.allowed()
+
+
+async def test_a_new_service_cannot_touch_anything_else(
+    authority: Authority, log_in: LogIn, topology: Client
+) -> None:
+    weather = await log_in(authority.issue_service("weather", Grants(resources=("cache",))))
+    # Another service's commands, under its own consumer name or another's.
+    with pytest.raises(DENIED):
+        await weather.js.add_consumer(
+            subjects.STREAM_INBOUND,
+            ConsumerConfig(
+                name="weather_cmd",
+                durable_name="weather_cmd",
+                filter_subject=subjects.inbound_commands_of("echo"),
+            ),
+        )
+    with pytest.raises(DENIED):
+        await weather.js.add_consumer(
+            subjects.STREAM_INBOUND,
+            ConsumerConfig(
+                name="echo_cmd",
+                durable_name="echo_cmd",
+                filter_subject=subjects.inbound_commands_of("echo"),
+            ),
+        )
+    # Buckets that are not its own, nor a suffix it was granted.
+    for bucket in (
+        subjects.service_bucket("echo"),
+        subjects.service_bucket("weather", "other"),
+        subjects.KV_GATEWAY_USERS,
+    ):
+        with pytest.raises(DENIED):
+            await weather.js.create_key_value(KeyValueConfig(bucket=bucket))
+    # Other services' subjects, outbound lane and dead letters; inbound traffic.
+    for subject in (
+        "echo.anything",
+        subjects.outbound("echo", "interactive"),
+        subjects.dead_letter("echo"),
+        subjects.INBOUND_MESSAGES,
+        "alerts.news",
+    ):
+        await weather.nc.publish(subject, b"{}")
+        await weather.denied(f'publish to "{subject}"')
+    # Another component's inbox, or the whole inbound stream.
+    for subject in (f"{inbox_prefix('echo')}.>", f"{inbox_prefix('gateway')}.>", "botbus.in.>"):
+        await weather.nc.subscribe(subject)
+        await weather.denied(f'subscription to "{subject}"')
+
+
+async def test_a_publisher_may_only_publish_to_its_services_subjects(
+    authority: Authority, log_in: LogIn, topology: Client
+) -> None:
+    sensor = await log_in(authority.issue_publisher("weather", name="sensor-1"))
+    await sensor.nc.publish("weather.madrid", b"{}")
+    await sensor.allowed()
+    # Not another service's, not the service's own internals (deeper than one token).
+    for subject in (
+        "echo.x",
+        "weather.internal.state",
+        subjects.INBOUND_MESSAGES,
+        subjects.outbound("weather", "bulk"),
+    ):
+        await sensor.nc.publish(subject, b"{}")
+        await sensor.denied(f'publish to "{subject}"')
+    await sensor.nc.subscribe("weather.>")
+    await sensor.denied('subscription to "weather.>"')
+
+
+async def test_an_identity_from_another_authority_is_refused(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    path = Authority.create().issue_service("weather").write(tmp_path / "stranger.creds")
+    with pytest.raises(NatsError, match=r"(?i)authorization"):
+        await nats.connect(
+            nats_server.url,
+            user_credentials=str(path),
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+        )

@@ -1,0 +1,175 @@
+"""Command claims are bound to identities and never displace a live owner.
+
+The impostor of issue 13: a client logged in as ``echo`` answered ``$SRV.INFO``
+as a made-up service claiming ``/subscribe``, took the command from alerts,
+and the claim outlived the impostor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import nats
+import pytest
+from click.testing import CliRunner, Result
+from nats.aio.client import Client
+from nats.js.api import KeyValueConfig
+from nats.micro import add_service
+from nats.micro.service import Service as MicroService
+
+from botbus import subjects
+from botbus.cli import cli
+from botbus.connect import connect_options
+from botbus.gateway.registry import META_COMMANDS, Registry
+from botbus.natsserver import NatsServer
+from botbus.settings import Settings
+
+Advertise = Callable[..., Awaitable[MicroService]]
+
+
+@pytest.fixture
+async def gateway_nc(nats_server: NatsServer, settings: Settings) -> AsyncIterator[Client]:
+    nc = await nats.connect(nats_server.url, **connect_options(settings, "gateway"))
+    yield nc
+    await nc.close()
+
+
+@pytest.fixture
+async def registry(gateway_nc: Client) -> Registry:
+    kv = await gateway_nc.jetstream().create_key_value(
+        KeyValueConfig(bucket=subjects.KV_GATEWAY_REGISTRY)
+    )
+    reg = Registry(gateway_nc, kv, poll_interval=0.1, gather_window=0.2, absent_grace=0.5)
+    await reg.load()
+    return reg
+
+
+@pytest.fixture
+async def advertise(nats_server: NatsServer, settings: Settings) -> AsyncIterator[Advertise]:
+    """Advertise ``name`` with ``commands`` over a connection with ``identity``."""
+    opened: list[tuple[Client, MicroService]] = []
+
+    async def start(identity: str, name: str, *commands: str) -> MicroService:
+        nc = await nats.connect(
+            nats_server.url,
+            **connect_options(settings, identity),
+            error_cb=_ignore,  # the impostor's denied subscriptions are expected
+        )
+        spec = [{"command": c, "description": {"en": c}} for c in commands]
+        micro = await add_service(
+            nc, name=name, version="1.0.0", metadata={META_COMMANDS: json.dumps(spec)}
+        )
+        opened.append((nc, micro))
+        return micro
+
+    yield start
+    for nc, micro in opened:
+        if not nc.is_closed:
+            await micro.stop()
+            await nc.close()
+
+
+Botbus = Callable[..., Awaitable[Result]]
+
+
+@pytest.fixture
+def botbus(nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Botbus:
+    """Run a ``botbus`` CLI command as the operator would on this machine."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOTBUS_DATA_DIR", str(tmp_path / "data"))  # the broker's authority
+    monkeypatch.setenv("NATS_URL", nats_server.url)
+    runner = CliRunner()
+
+    async def run(*args: str) -> Result:
+        # The commands run their own event loop: off this one.
+        return await asyncio.to_thread(runner.invoke, cli, list(args))
+
+    return run
+
+
+async def _ignore(exc: Exception) -> None:
+    return None
+
+
+async def rounds_until(registry: Registry, check: Callable[[], bool], rounds: int = 50) -> None:
+    """Run discovery rounds until ``check()`` holds (a new service answers within a few)."""
+    for _ in range(rounds):
+        await registry.refresh()
+        if check():
+            return
+    raise AssertionError("the registry never reached the expected state")
+
+
+async def test_an_impostor_cannot_take_a_command_under_a_made_up_name(
+    registry: Registry, advertise: Advertise
+) -> None:
+    await advertise("alerts", "alerts", "subscribe", "channels")
+    await rounds_until(registry, lambda: registry.knows("alerts"))
+    assert registry.owner("subscribe")[0] == "alerts"  # type: ignore[index]
+
+    # Logged in as echo, answering $SRV.INFO as "aaa" (sorts before "alerts").
+    impostor = await advertise("echo", "aaa", "subscribe")
+    await rounds_until(registry, lambda: "aaa" in registry.conflicts.unverified)
+    assert registry.owner("subscribe")[0] == "alerts"  # type: ignore[index]
+    assert not registry.knows("aaa")
+    assert "aaa" in registry.conflicts.unverified
+
+    await impostor.stop()
+    await registry.refresh()
+    assert registry.owner("subscribe")[0] == "alerts"  # type: ignore[index]
+
+
+async def test_a_real_service_claiming_a_live_owners_command_does_not_get_it(
+    registry: Registry, advertise: Advertise, botbus: Botbus
+) -> None:
+    await advertise("alerts", "alerts", "subscribe")
+    await rounds_until(registry, lambda: registry.knows("alerts"))
+    # echo, under its own name, claims /subscribe too: echo's other commands work,
+    # /subscribe stays with alerts, and the conflict is recorded for botbus status.
+    await advertise("echo", "echo", "echo", "subscribe")
+    await rounds_until(registry, lambda: registry.knows("echo"))
+    assert registry.owner("subscribe")[0] == "alerts"  # type: ignore[index]
+    assert registry.owner("echo")[0] == "echo"  # type: ignore[index]
+    assert registry.conflicts.commands == {"subscribe": ["echo"]}
+
+    shown = await botbus("status")
+    assert shown.exit_code == 0, shown.output
+    assert "conflict: /subscribe is also claimed by echo (not routed)" in shown.output
+    as_json = await botbus("status", "--json")
+    assert json.loads(as_json.output)["conflicts"] == {"subscribe": ["echo"]}
+
+
+async def test_a_command_moves_only_when_its_owner_is_down(
+    registry: Registry, advertise: Advertise
+) -> None:
+    owner = await advertise("alerts", "alerts", "subscribe")
+    await rounds_until(registry, lambda: registry.knows("alerts"))
+    await advertise("echo", "echo", "subscribe")
+    await rounds_until(registry, lambda: registry.knows("echo"))
+    assert registry.owner("subscribe")[0] == "alerts"  # type: ignore[index]
+
+    await owner.stop()
+    # The owner is down only after the grace (0.5 s here); then echo gets it.
+    await rounds_until(registry, lambda: registry.owner("subscribe")[0] == "echo", 100)  # type: ignore[index]
+    assert not registry.is_live("alerts")
+
+
+async def test_registry_rm_forgets_a_service_gone_for_good(
+    registry: Registry, advertise: Advertise, botbus: Botbus
+) -> None:
+    gone = await advertise("weather", "weather", "forecast")
+    await rounds_until(registry, lambda: registry.knows("weather"))
+    await gone.stop()
+
+    listed = await botbus("registry", "ls")
+    assert listed.exit_code == 0 and "/forecast" in listed.output
+    removed = await botbus("registry", "rm", "weather")
+    assert removed.exit_code == 0, removed.output
+    await registry.refresh()
+    assert not registry.knows("weather") and registry.owner("forecast") is None
+
+    again = await botbus("registry", "rm", "weather")
+    assert again.exit_code == 1 and "no service 'weather'" in again.output
