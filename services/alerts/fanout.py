@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from botbus.models import Alert, SendText, encode
 from botbus.subjects import outbound
 from services.alerts.store import AlertProgress, AlertsStore, StoreConflict, Subscriber
+from services.alerts.texts import catalog
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ SERVICE = "alerts"
 DEFAULT_BATCH_SIZE = 1000  # actions published before progress is recorded
 
 _SEVERITY_ICON = {"info": "ℹ️", "warning": "⚠️", "critical": "🚨"}
-_FOOTER = {
-    "en": "Channel {channel} · stop with /unsubscribe {channel}",
-    "es": "Canal {channel} · para dejar de recibirlo: /unsubscribe {channel}",
-}
 
 
 def alert_key(alert_id: str, chat_id: int) -> str:
@@ -50,7 +47,7 @@ def format_alert(channel: str, alert: Alert, language: str) -> str:
         lines.append(html.escape(alert.text))
     if alert.url:
         lines.append(html.escape(alert.url))
-    footer = _FOOTER["es" if language == "es" else "en"].format(channel=channel)
+    footer = catalog().text(language, "alert_footer", channel=channel)
     lines.append(f"\n<i>{html.escape(footer)}</i>")
     return "\n".join(lines)
 

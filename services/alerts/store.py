@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +46,8 @@ from services.alerts.channels import ChannelRecord
 from services.alerts.reminders import DEFAULT_TIMEZONE
 
 log = logging.getLogger(__name__)
+LANGUAGE_PATTERN = r"^[a-z]{2,3}$"  # any language code: a locales file adds one
+_LANGUAGE_IN_JSON = re.compile(rb'"language":"([a-z]{2,3})"')
 
 SERVICE = "alerts"
 DEFAULT_DEDUPE_WINDOW = 600.0  # seconds during which a dedupe key is remembered
@@ -63,7 +66,7 @@ class _Record(BaseModel):
 class Subscription(_Record):
     """One chat subscribed to one channel."""
 
-    language: Literal["en", "es"] = "en"
+    language: str = Field(default="en", pattern=LANGUAGE_PATTERN)
     since: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -79,7 +82,7 @@ class Reminder(_Record):
     due: datetime  # first firing (UTC) for "once"; informative for "daily"
     hour: int = 0
     minute: int = 0
-    language: Literal["en", "es"] = "en"
+    language: str = Field(default="en", pattern=LANGUAGE_PATTERN)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     thread_id: int | None = None  # the forum topic it was set in: it fires there
 
@@ -104,7 +107,7 @@ class Subscriber:
     """A chat to send an alert to, with the language to frame it in."""
 
     chat_id: int
-    language: Literal["en", "es"]
+    language: str
 
 
 class StoreConflict(RuntimeError):
@@ -167,7 +170,7 @@ class AlertsStore:
 
     # -- subscriptions ---------------------------------------------------
 
-    async def subscribe(self, channel: str, chat_id: int, language: Literal["en", "es"]) -> bool:
+    async def subscribe(self, channel: str, chat_id: int, language: str) -> bool:
         """Subscribe ``chat_id``; False if it already was (a compare-and-set create)."""
         value = Subscription(language=language).model_dump_json().encode()
         try:
@@ -225,7 +228,8 @@ class AlertsStore:
             chat_id = int(subject[prefix_len:])
             # The language sits in a tiny JSON object; a full model parse per
             # subscriber would dominate a 100,000-chat fan-out.
-            language: Literal["en", "es"] = "es" if b'"language":"es"' in data else "en"
+            found = _LANGUAGE_IN_JSON.search(data)
+            language = found.group(1).decode() if found else "en"
             result.append(Subscriber(chat_id, language))
 
         await _scan(self.js, self._subs_stream, f"{self._subs_prefix}{channel}.*", collect)

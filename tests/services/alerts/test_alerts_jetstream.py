@@ -133,7 +133,10 @@ async def test_subscriptions_are_compare_and_set_and_counted_by_the_server(
     assert not await store.unsubscribe("weather", 10)
     assert await store.subscriber_count("weather") == 1  # no tombstone counted
     assert [s.chat_id for s in await store.subscribers("weather")] == [-1001]
-    assert await store.subscribe("weather", 10, "en")  # re-subscribing works after purge
+    assert await store.subscribe("weather", 10, "fr")  # re-subscribing works after purge
+    # Any language code is kept (a locales file adds a language), and read back as stored.
+    subscribers = await store.subscribers("weather")
+    assert [(s.chat_id, s.language) for s in subscribers] == [(-1001, "es"), (10, "fr")]
 
     assert await store.unsubscribe_chat(10) == ["news", "weather"]
     assert await store.chat_channels(10) == []

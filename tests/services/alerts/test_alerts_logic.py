@@ -112,3 +112,10 @@ def test_alert_text_shows_url_and_severity() -> None:
     text = format_alert("ops", Alert(title="Disk", url="https://x.test/a?b=1&c=2"), "en")
     assert "ℹ️" in text
     assert "https://x.test/a?b=1&amp;c=2" in text
+
+
+def test_alerts_are_framed_in_the_subscribers_language_or_english() -> None:
+    alert = Alert(title="Disk")
+    assert "para dejar de recibirlo: /unsubscribe ops" in format_alert("ops", alert, "es")
+    # A language alerts has no file for (the gateway may have one): English, not an error.
+    assert "stop with /unsubscribe ops" in format_alert("ops", alert, "fr")
