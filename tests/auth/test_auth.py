@@ -126,6 +126,7 @@ async def test_a_new_service_does_its_job_with_no_configuration(
     await weather.allowed()
 
 
+@pytest.mark.slow  # 5 s: a dozen denied requests, each waiting for its permission error
 async def test_a_new_service_cannot_touch_anything_else(
     authority: Authority, log_in: LogIn, topology: Client
 ) -> None:

@@ -122,6 +122,7 @@ async def test_an_impostor_cannot_take_a_command_under_a_made_up_name(
     assert registry.owner("subscribe")[0] == "alerts"  # type: ignore[index]
 
 
+@pytest.mark.slow  # 2.5 s: registry rounds for two services, then botbus status
 async def test_a_real_service_claiming_a_live_owners_command_does_not_get_it(
     registry: Registry, advertise: Advertise, botbus: Botbus
 ) -> None:
