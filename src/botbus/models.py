@@ -1,8 +1,13 @@
 """Every payload on the bus, as a frozen pydantic v2 model.
 
 Publisher and subscriber share these classes, so the wire format is defined
-once. All models forbid unknown fields and carry ``schema_version``; JSON is
-the encoding (:func:`encode` / :func:`decode_inbound` / :func:`decode_action`).
+once. JSON is the encoding (:func:`encode` / :func:`decode_inbound` /
+:func:`decode_action`). Write strictly, read tolerantly: building a model in
+code refuses a field it does not know (a typo never reaches the bus), while
+the ``decode_*`` functions ignore fields they do not know and accept any
+``schema_version``, so a newer gateway can add a field its older services do
+not read yet, and the reverse: parts of the bus upgrade one at a time. A
+change that older readers would misread needs a new subject, not a new field.
 
 Inbound (gateway -> services): :class:`InboundMessage`, :class:`InboundCommand`,
 :class:`InboundCallback`, discriminated by ``kind`` (:data:`Inbound`).
@@ -27,7 +32,9 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from botbus.errors import PayloadError
@@ -49,18 +56,34 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class BusModel(BaseModel):
-    """Base of every bus payload: frozen, strict about unknown fields."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    schema_version: Literal[1] = SCHEMA_VERSION
+# Validation context of the decode_* functions: unknown fields are dropped, not refused.
+_TOLERANT = {"tolerant": True}
 
 
-class Part(BaseModel):
+class _Strict(BaseModel):
+    """Frozen; refuses unknown fields except when decoded from the bus (see the module)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_fields(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and not (info.context or {}).get("tolerant"):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(f"unknown field(s) {', '.join(unknown)} for {cls.__name__}")
+        return data
+
+
+class BusModel(_Strict):
+    """Base of every bus payload: frozen, with the schema version it was written in."""
+
+    # Written as 1; any later version is read (its extra fields are ignored).
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
+
+
+class Part(_Strict):
     """A value object nested inside a bus payload."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 # -- people and places ------------------------------------------------------
@@ -377,7 +400,7 @@ def _payload_error(exc: ValidationError, subject: str) -> PayloadError:
 
 def _decode(adapter: TypeAdapter[Any], data: bytes | str, subject: str) -> Any:
     try:
-        return adapter.validate_json(data)
+        return adapter.validate_json(data, context=_TOLERANT)
     except ValidationError as exc:
         raise _payload_error(exc, subject) from exc
 
@@ -409,8 +432,8 @@ def decode_event(data: bytes | str, subject: str = "") -> ForgetUser | DeliveryE
 
 
 def decode_as(model: type[M], data: bytes | str, subject: str = "") -> M:
-    """Decode ``data`` as one specific model."""
+    """Decode ``data`` as one specific model (tolerantly, as every ``decode_*``)."""
     try:
-        return model.model_validate_json(data)
+        return model.model_validate_json(data, context=_TOLERANT)
     except ValidationError as exc:
         raise _payload_error(exc, subject) from exc

@@ -161,6 +161,11 @@ class ServiceHarness:
             subject, encode(payload), headers={"Nats-Msg-Id": msg_id}
         )
 
+    async def send_raw(self, subject: str, data: bytes) -> None:
+        """Publish bytes as they are (another version's payload, a malformed one)."""
+        assert self._nc is not None, "use the harness inside `async with`"
+        await self._nc.jetstream().publish(subject, data)
+
     async def command(
         self,
         text: str,
