@@ -79,6 +79,7 @@ SENT_POLL = 0.05  # seconds between two looks at how many messages the sandbox g
 # Seconds a user waits for an answer: a reply queued behind a whole broadcast
 # (the PTB monolith's limiter is first come, first served) takes that long.
 REPLY_TIMEOUT = 900.0
+STALLED_AFTER = 30.0  # seconds without a send: what is missing was dropped
 WRITER_SESSIONS = 4  # HTTP sessions the writers share (WRITERS / 4 long polls each at most)
 ADMIN = 9_999  # the user who sends /broadcast to the PTB monolith
 PTB_RETRIES = 3  # AIORateLimiter's retries after a 429 (its default, 0, drops the message)
@@ -468,14 +469,27 @@ async def _broadcast_through(
     # would overstate the elapsed time by up to a writer's interval).
     # The sandbox is another process: only polling its stats can tell.
     try:
+        count, progress_at = 0, time.monotonic()
         while True:
-            if await sent() >= n + len(replies):
+            now_sent = await sent()
+            ended = time.monotonic()
+            if now_sent >= n + len(replies):
+                break
+            if now_sent != count:
+                count, progress_at = now_sent, ended
+            elif ended - progress_at > STALLED_AFTER:
+                # Some messages will never come (the sender dropped them): the
+                # broadcast ended when the last one went out.
+                ended = progress_at
                 break
             await asyncio.sleep(SENT_POLL)
-        elapsed = time.monotonic() - started
+        elapsed = ended - started
         used = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
         writing.cancel()
-        await asyncio.gather(*replies)
+        # An answer the sender dropped never comes: those users stop waiting.
+        _, lost = await asyncio.wait(replies, timeout=STALLED_AFTER) if replies else ((), ())
+        for task in lost:
+            task.cancel()
     finally:
         writing.cancel()
         for task in replies:
