@@ -484,7 +484,8 @@ async def _broadcast_through(
                 break
             await asyncio.sleep(SENT_POLL)
         elapsed = ended - started
-        used = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
+        wall = time.monotonic() - started  # CPU shares over all of it, stall included
+        used = {name: (cpu_seconds(pid) - cpu_before[name]) / wall for name, pid in pids.items()}
         writing.cancel()
         # An answer the sender dropped never comes: those users stop waiting.
         _, lost = await asyncio.wait(replies, timeout=STALLED_AFTER) if replies else ((), ())
