@@ -24,6 +24,7 @@ from services.alerts.bus import STREAM_ALERTS, alert_channel
 from services.alerts.fanout import Broadcaster
 from services.alerts.httpapi import AlertsHttp, Published
 from services.alerts.schedules import ReminderScheduler
+from services.alerts.settings import AlertsSettings
 from services.alerts.store import DEFAULT_DEDUPE_WINDOW, AlertsStore, StoreConflict
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class AlertsRuntime:
         runtime = cls(js, settings, store)
         info = await js.stream_info(STREAM_ALERTS)
         runtime.epoch = _epoch(info.created)
-        listen = settings.alerts_http_listen
+        listen = AlertsSettings.load(settings).http
         if listen.lower() != "off":
             host, _, port = listen.rpartition(":")
             if not host or not port.isdigit() or int(port) > 65535:

@@ -11,6 +11,7 @@ from botbus.errors import BotbusError
 from botbus.settings import load_settings
 from services.search.index import SearchIndex
 from services.search.indexing import index_path
+from services.search.settings import SearchSettings
 
 
 @click.command("search-index")
@@ -23,7 +24,7 @@ def search_index(path: Path) -> None:
     """
     try:
         settings = load_settings()
-        retention = timedelta(days=settings.search_retention_days)
+        retention = timedelta(days=SearchSettings.load(settings).retention_days)
         with SearchIndex.in_data_dir(settings.data_dir, retention=retention) as index:
             report = index_path(index, path, progress=True)
             total = index.document_count()

@@ -50,6 +50,7 @@ from services.search.render import (
     render_web,
     web_unavailable,
 )
+from services.search.settings import SearchSettings
 from services.search.web import MediaWikiClient, WebSearchError
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ async def _prune_forever(index: SearchIndex) -> None:
 @service.lifespan
 async def open_index(app: App) -> AsyncIterator[Instance]:
     """Open (or create) the index, seeded with the bundled knowledge base if empty; prune it."""
-    retention = timedelta(days=app.settings.search_retention_days)
+    retention = timedelta(days=SearchSettings.load(app.settings).retention_days)
     index = await asyncio.to_thread(
         SearchIndex.in_data_dir, app.settings.data_dir, retention=retention
     )
@@ -116,14 +117,14 @@ async def open_index(app: App) -> AsyncIterator[Instance]:
 @service.lifespan
 async def open_web(app: App) -> AsyncIterator[None]:
     """Open the web backend's HTTP session when ``BOTBUS_SEARCH_WEB_URL`` is set."""
-    settings = app.settings
-    if settings.search_web_url is None:
+    settings = SearchSettings.load(app.settings)
+    if settings.web_url is None:
         yield
         return
     client = MediaWikiClient(
-        settings.search_web_url,
-        timeout=settings.search_web_timeout,
-        limit=settings.search_web_results,
+        settings.web_url,
+        timeout=settings.web_timeout,
+        limit=settings.web_results,
     )
     await client.start()
     instance: Instance = app.state
@@ -131,7 +132,7 @@ async def open_web(app: App) -> AsyncIterator[None]:
     logger.info(
         "web results for /search from %s (timeout %s s)",
         client.endpoint.host,
-        settings.search_web_timeout,
+        settings.web_timeout,
     )
     try:
         yield

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from importlib.metadata import entry_points
 
 import click
 
@@ -23,18 +24,27 @@ SUBCOMMANDS: dict[str, str] = {
     "healthcheck": "botbus.health:healthcheck",
     "creds": "botbus.creds:creds",
     "registry": "botbus.status:registry",
-    "search-index": "services.search.cli:search_index",
 }
+
+
+# Installed packages add commands of their own (e.g. a service's `search-index`):
+# [project.entry-points."botbus.commands"] name = "module:command"
+COMMANDS_ENTRY_POINT_GROUP = "botbus.commands"
+
+
+def _all_commands() -> dict[str, str]:
+    added = {ep.name: ep.value for ep in entry_points(group=COMMANDS_ENTRY_POINT_GROUP)}
+    return {**added, **SUBCOMMANDS}  # a package cannot replace botbus's own commands
 
 
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(SUBCOMMANDS)
+        return sorted(_all_commands())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = SUBCOMMANDS.get(cmd_name)
+        target = _all_commands().get(cmd_name)
         if target is None:
             return None
         module_name, _, attr = target.partition(":")

@@ -24,10 +24,12 @@ class Settings(BaseSettings):
 
     # An empty variable means "unset": compose files pass ``${VAR:-}`` for settings
     # the user may leave out, and "" must then get the default, not fail validation.
+    # extra="allow": a name this class does not know, given to load_settings() or found
+    # in .env, is kept (model_extra) for the services' own settings (ServiceSettings.load).
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
-        extra="ignore",
+        extra="allow",
         frozen=True,
         env_ignore_empty=True,
     )
@@ -77,25 +79,6 @@ class Settings(BaseSettings):
     rate_group_per_min: int = Field(default=20, ge=1, validation_alias="BOTBUS_RATE_GROUP_PER_MIN")
     paid_broadcast: bool = Field(default=False, validation_alias="BOTBUS_PAID_BROADCAST")
 
-    # search service: days chat messages stay searchable by /find
-    search_retention_days: int = Field(
-        default=30, ge=1, validation_alias="BOTBUS_SEARCH_RETENTION_DAYS"
-    )
-    # search service: optional web results for /search from a MediaWiki search API
-    # (e.g. https://en.wikipedia.org/w/api.php); unset or empty = off. The timeout is in
-    # seconds for the whole request; the results are how many web hits /search shows.
-    search_web_url: str | None = Field(default=None, validation_alias="BOTBUS_SEARCH_WEB_URL")
-    search_web_timeout: float = Field(
-        default=3.0, gt=0, le=60, validation_alias="BOTBUS_SEARCH_WEB_TIMEOUT"
-    )
-    search_web_results: int = Field(
-        default=3, ge=1, le=10, validation_alias="BOTBUS_SEARCH_WEB_RESULTS"
-    )
-
-    # alerts service: HOST:PORT of its HTTP endpoint (POST /alerts/<channel>);
-    # port 0 picks a free one, "off" disables it
-    alerts_http_listen: str = Field(default="127.0.0.1:8470", validation_alias="BOTBUS_ALERTS_HTTP")
-
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -114,16 +97,6 @@ class Settings(BaseSettings):
     def _https(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
-        return value
-
-    @field_validator("search_web_url", mode="before")
-    @classmethod
-    def _web_url(cls, value: object) -> object:
-        # An empty value switches the web backend off, like leaving it unset.
-        if isinstance(value, str) and not value.strip():
-            return None
-        if isinstance(value, str) and not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL, e.g. https://en.wikipedia.org/w/api.php")
         return value
 
     @property

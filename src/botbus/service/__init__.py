@@ -15,6 +15,7 @@ from botbus.service._logging import JsonFormatter, configure_logging
 from botbus.service._micro import META_COMMANDS, META_DESCRIPTION, META_INSTANCE, META_LISTENS
 from botbus.service._outcomes import Ack, HandlerResult, Outcome, Refuse, Reject, Retry
 from botbus.service._runner import serve
+from botbus.service._settings import ServiceSettings
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -35,6 +36,7 @@ __all__ = [
     "Retry",
     "Service",
     "ServiceApp",
+    "ServiceSettings",
     "configure_logging",
     "installed_services",
     "load_service",

@@ -18,7 +18,7 @@ from botbus.errors import ConfigError
 from botbus.models import DeadLetter, DeliveryEvent, ForgetUser, SendText, decode_as, encode
 from botbus.natsserver import NatsServer
 from botbus.service import ServiceApp
-from botbus.settings import Settings
+from botbus.settings import Settings, load_settings
 from services.alerts.bus import STREAM_REMINDERS, alert_channel, reminder_schedule
 from services.alerts.service import service
 from tests.conftest import publisher_creds
@@ -288,7 +288,9 @@ async def test_a_busy_http_port_stops_start_up_with_a_clear_error(
 ) -> None:
     _b, app = bot
     busy = app.state.http.url.removeprefix("http://")
-    clashing = alerts_settings.model_copy(update={"alerts_http_listen": busy})
+    clashing = load_settings(
+        _env_file=None, BOTBUS_DATA_DIR=str(alerts_settings.data_dir), BOTBUS_ALERTS_HTTP=busy
+    )
     second = ServiceApp(service, clashing, url=nats_server.url)
     with pytest.raises(ConfigError, match="set BOTBUS_ALERTS_HTTP to a free HOST:PORT"):
         await second.start()

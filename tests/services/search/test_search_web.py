@@ -26,6 +26,7 @@ from botbus.topology import ensure_topology
 from services.search.index import SearchIndex
 from services.search.kb import Document
 from services.search.service import service as search_service
+from services.search.settings import SearchSettings
 from services.search.web import snippet_segments
 from tests.services.search.test_search_bus import Bus, buttons
 
@@ -268,7 +269,7 @@ async def test_web_backend_is_off_unless_configured(
     url: str | None,
 ) -> None:
     settings = seeded if url is None else with_web(seeded, url)
-    assert settings.search_web_url is None
+    assert SearchSettings.load(settings).web_url is None
     await start(apps, nats_server, settings)
     reply = await bus.reply_to(await bus.command("search", "gateway"))
     assert reply.text.startswith("🔎 <b>Results 1–5 of 7</b>")
@@ -278,7 +279,9 @@ async def test_web_backend_is_off_unless_configured(
 
 def test_a_web_url_that_is_not_http_is_refused_at_start_up() -> None:
     with pytest.raises(ConfigError, match=r"BOTBUS_SEARCH_WEB_URL is invalid: .*http"):
-        load_settings(_env_file=None, BOTBUS_SEARCH_WEB_URL="en.wikipedia.org/w/api.php")
+        SearchSettings.load(
+            load_settings(_env_file=None, BOTBUS_SEARCH_WEB_URL="en.wikipedia.org/w/api.php")
+        )
 
 
 def test_snippets_lose_their_markup_and_are_clipped() -> None:
