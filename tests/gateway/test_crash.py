@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from botbus import subjects, topology
+from botbus.auth import credentials_for
 from botbus.connect import connect_options
 from botbus.gateway.scheduler import DEFAULT_MAX_IN_FLIGHT
 from botbus.models import decode_inbound
@@ -89,6 +90,11 @@ def child_env(
         BOTBUS_LOG_LEVEL="INFO",
     )
     env.pop("BOTBUS_WEBHOOK_URL", None)
+    # The gateway's identity, issued by the test broker's authority: a child given a
+    # data directory of its own (the failover tests) still logs in as the gateway.
+    creds = credentials_for(settings, "gateway")
+    if creds is not None:
+        env["BOTBUS_NATS_CREDS"] = str(creds)
     return env
 
 
