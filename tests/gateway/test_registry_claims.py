@@ -143,8 +143,8 @@ async def test_a_real_service_claiming_a_live_owners_command_does_not_get_it(
     assert json.loads(as_json.output)["conflicts"] == {"subscribe": ["echo"]}
 
 
-async def test_a_command_moves_only_when_its_owner_is_down(
-    registry: Registry, advertise: Advertise
+async def test_a_down_owner_keeps_its_command_until_it_is_removed(
+    registry: Registry, advertise: Advertise, botbus: Botbus
 ) -> None:
     owner = await advertise("alerts", "alerts", "subscribe")
     await rounds_until(registry, lambda: registry.knows("alerts"))
@@ -152,10 +152,19 @@ async def test_a_command_moves_only_when_its_owner_is_down(
     await rounds_until(registry, lambda: registry.knows("echo"))
     assert registry.owner("subscribe")[0] == "alerts"  # type: ignore[index]
 
+    # A crash or a redeploy of the owner must not hand its command to another claimant:
+    # while it is down its requests wait for it (the grace is 0.5 s here).
     await owner.stop()
-    # The owner is down only after the grace (0.5 s here); then echo gets it.
+    await rounds_until(registry, lambda: not registry.is_live("alerts"), 100)
+    await registry.refresh()
+    assert registry.owner("subscribe")[0] == "alerts"  # type: ignore[index]
+    assert registry.conflicts.commands == {"subscribe": ["echo"]}
+
+    # Removed for good, the owner's command goes to the remaining claimant.
+    removed = await botbus("registry", "rm", "alerts")
+    assert removed.exit_code == 0, removed.output
     await rounds_until(registry, lambda: registry.owner("subscribe")[0] == "echo", 100)  # type: ignore[index]
-    assert not registry.is_live("alerts")
+    assert registry.conflicts.commands == {}
 
 
 async def test_registry_rm_forgets_a_service_gone_for_good(

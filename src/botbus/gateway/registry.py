@@ -23,10 +23,13 @@ what comes back there; an answer under a name the client does not hold is
 logged and shown in ``botbus status`` as an unverified claim.
 
 A command keeps its owner: a later claim by another service never takes it
-from an owner that is live (the conflict is logged and recorded under the
-key ``_conflicts`` of the bucket for ``botbus status``); it moves only when
-the owner is down. ``botbus registry rm NAME`` deletes a service gone for
-good; the gateway forgets it on its next round.
+(the conflict is logged and recorded under the key ``_conflicts`` of the
+bucket for ``botbus status``), whether the owner is live or down — a crash
+or a redeploy of a service must not hand its commands to whoever else claims
+them, and while it is down its requests wait for it in the stream. A command
+moves only when its owner is removed: ``botbus registry rm NAME`` deletes a
+service gone for good; the gateway forgets it on its next round and the
+oldest remaining claimant gets the command.
 """
 
 from __future__ import annotations
@@ -374,10 +377,12 @@ class Registry:
                 self._instances.pop(name, None)
 
     def _rebuild_owners(self) -> None:
-        """Who owns each command: the current owner keeps it while it is live.
+        """Who owns each command: the current owner keeps it while it is registered.
 
-        A command changes hands only when its owner is gone or down; among
-        several new claimants a live one wins, then the one registered first.
+        A command changes hands only when its owner left the registry
+        (``botbus registry rm``); among several claimants of a command with no
+        owner, the one registered first wins (a gateway restarted with a
+        persisted registry therefore picks the same owners again).
         """
         claims: dict[str, list[tuple[str, CommandSpec]]] = {}
         for name, entry in self._entries.items():
@@ -388,11 +393,8 @@ class Registry:
         for command, claimants in claims.items():
             current = self._owners.get(command)
             keep = next((c for c in claimants if current and c[0] == current[0]), None)
-            if keep is None or (not self.is_live(keep[0]) and self._any_live(claimants)):
-                keep = min(
-                    claimants,
-                    key=lambda c: (not self.is_live(c[0]), self._entries[c[0]].since, c[0]),
-                )
+            if keep is None:
+                keep = min(claimants, key=lambda c: (self._entries[c[0]].since, c[0]))
             owners[command] = keep
             losers = sorted(name for name, _ in claimants if name != keep[0])
             if losers:
@@ -406,9 +408,6 @@ class Registry:
                     )
         self._owners = owners
         self.conflicts = Conflicts(commands=conflicts, unverified=dict(self._unverified))
-
-    def _any_live(self, claimants: list[tuple[str, CommandSpec]]) -> bool:
-        return any(self.is_live(name) for name, _ in claimants)
 
     async def _record_conflicts(self) -> None:
         """Keep the conflicts in the bucket, where ``botbus status`` reads them."""
