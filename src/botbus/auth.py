@@ -394,8 +394,9 @@ class Authority:
             seeds = json.loads(path.read_text())
         except FileNotFoundError as exc:
             raise ConfigError(
-                f"no botbus authority in {directory}: run `botbus up` (or `botbus creds init`) "
-                "once to create one"
+                f"no botbus authority in {directory}: run this in the directory of the "
+                "running `botbus up` or set BOTBUS_DATA_DIR to its data directory "
+                "(a new bus: `botbus up` or `botbus creds init` creates one)"
             ) from exc
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read the botbus authority {path}: {exc}") from exc

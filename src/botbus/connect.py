@@ -13,6 +13,7 @@ reconnects to another one, forever.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -35,6 +36,8 @@ INITIAL_CONNECT_LOG_EVERY = 5  # attempts between two "still waiting" log lines
 # reminders are JetStream message schedules (ADR-51), new in nats-server 2.12.
 MIN_NATS_SERVER = (2, 12)
 MIN_NATS_SERVER_NEEDS = "JetStream message schedules, which /remind uses"
+# Where a running `botbus up` records the broker it started, in its data directory.
+UP_STATE_FILE = "up.json"
 
 
 def inbox_prefix(user: str) -> str:
@@ -60,15 +63,35 @@ def connect_options(
     return {"user_credentials": str(creds), "inbox_prefix": inbox_prefix(identity_name(creds))}
 
 
+def recorded_url(settings: Settings) -> str | None:
+    """The broker a ``botbus up`` running on this data directory started, if any."""
+    path = settings.data_dir / UP_STATE_FILE
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("nats_url")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, str) and recorded else None
+
+
 def resolve_url(settings: Settings, url: str | None = None) -> str:
-    """The broker URL: ``url`` (e.g. the embedded server's) or ``NATS_URL``."""
+    """The broker URL: ``url`` (e.g. the embedded server's), ``NATS_URL``, or else
+    the broker of the ``botbus up`` running on the same data directory.
+
+    The last one lets ``botbus service NAME`` join a running ``make run``
+    without looking up the embedded server's port.
+    """
     resolved = url or settings.nats_url
-    if not resolved:
-        raise ConfigError(
-            "setting NATS_URL is missing: set it to your broker (e.g. nats://127.0.0.1:4222) "
-            "or start everything with `botbus up`, which runs an embedded nats-server"
-        )
-    return resolved
+    if resolved:
+        return resolved
+    recorded = recorded_url(settings)
+    if recorded:
+        log.info("NATS_URL unset: using %s, the broker `botbus up` runs here", recorded)
+        return recorded
+    raise ConfigError(
+        "setting NATS_URL is missing: set it to your broker (e.g. nats://127.0.0.1:4222), "
+        "start everything with `botbus up` (which runs an embedded nats-server), or run "
+        "this in the directory (or with the BOTBUS_DATA_DIR) of a running `botbus up`"
+    )
 
 
 async def connect(

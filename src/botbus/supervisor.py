@@ -40,6 +40,7 @@ import click
 from botbus import redact
 from botbus._proc import die_with_parent_hook
 from botbus.auth import credentials_for
+from botbus.connect import UP_STATE_FILE
 from botbus.errors import BotbusError, ConfigError
 from botbus.exits import EXIT_CONFIG, PERMANENT
 from botbus.natsserver import NatsCluster, NatsServer, free_ports
@@ -55,7 +56,7 @@ RESTART_BACKOFF_START = 1.0  # seconds before restarting a crashed child
 RESTART_BACKOFF_MAX = 30.0  # seconds
 HEALTHY_AFTER = 60.0  # seconds of running that reset a child's backoff
 STOP_GRACE = 10.0  # seconds a child gets to drain after SIGTERM
-STATE_FILE = "up.json"
+STATE_FILE = UP_STATE_FILE
 LOCK_FILE = "up.lock"
 # Environment a child may get that must never be written to up.json.
 SECRET_ENV = ("TELEGRAM_BOT_TOKEN", "BOTBUS_WEBHOOK_SECRET")

@@ -22,6 +22,7 @@ def test_issue_without_an_authority_says_how_to_get_one(runner: CliRunner) -> No
     result = runner.invoke(cli, ["creds", "issue", "weather"])
     assert result.exit_code == 1
     assert "no botbus authority" in result.output and "botbus up" in result.output
+    assert "BOTBUS_DATA_DIR" in result.output  # where to point it when run elsewhere
 
 
 def test_init_then_issue_a_service_and_a_publisher(runner: CliRunner, tmp_path: Path) -> None:
