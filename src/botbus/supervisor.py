@@ -56,6 +56,7 @@ RESTART_BACKOFF_START = 1.0  # seconds before restarting a crashed child
 RESTART_BACKOFF_MAX = 30.0  # seconds
 HEALTHY_AFTER = 60.0  # seconds of running that reset a child's backoff
 STOP_GRACE = 10.0  # seconds a child gets to drain after SIGTERM
+CHAT_HINT_AFTER = 8.0  # seconds after start-up to repeat how to chat with the sandbox bot
 STATE_FILE = UP_STATE_FILE
 LOCK_FILE = "up.lock"
 # Environment a child may get that must never be written to up.json.
@@ -248,6 +249,7 @@ class Supervisor:
         self.ephemeral = ephemeral
         self.children: list[Child] = []
         self._stop = asyncio.Event()
+        self._hints: list[str] = []  # how to chat with the sandbox bot, said again later
         self.failed: Child | None = None  # the gateway, if it exited for good
 
     async def run(self) -> None:
@@ -275,9 +277,11 @@ class Supervisor:
             for child in self.children:
                 await child.start()
             say(f"[up] running: {', '.join(c.name for c in self.children)} (Ctrl-C stops)")
+            reminder = asyncio.create_task(self._remind_how_to_chat())
             try:
                 await self._supervise()
             finally:
+                reminder.cancel()
                 say("[up] stopping...")
                 # The gateway first, so nothing new comes in while services drain.
                 for child in self.children:
@@ -353,9 +357,23 @@ class Supervisor:
         redact.register(bot.token)
         kept = f"state kept in {data}" if data is not None else "nothing kept (--ephemeral)"
         say(f"[up] no TELEGRAM_BOT_TOKEN: local sandbox at {base_url} (@{bot.username}; {kept})")
-        say(f"[up] web chat:      {base_url}/")
-        say(f"[up] terminal chat: {_botbus_command()} chat   (from {Path.cwd()})")
+        self._hints = [
+            f"[up] web chat:      {base_url}/",
+            f"[up] terminal chat: {_botbus_command()} chat   (from {Path.cwd()})",
+        ]
+        for hint in self._hints:
+            say(hint)
         return {"TELEGRAM_BOT_TOKEN": bot.token, "TELEGRAM_API_URL": sandbox.api_url}
+
+    async def _remind_how_to_chat(self) -> None:
+        """Say again how to chat once the children's start-up logs have scrolled past."""
+        if not self._hints:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), CHAT_HINT_AFTER)
+            return  # stopping: no reminder
+        for hint in self._hints:
+            say(hint)
 
     def _write_state(self, state: dict[str, str]) -> None:
         path = state_path(self.settings)

@@ -16,6 +16,7 @@ import pytest
 from botbus.auth import Credentials
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxClient
+from tests.support.waiting import eventually
 
 from .factories import message_texts
 
@@ -93,6 +94,12 @@ async def test_up_runs_echo_end_to_end_and_stops_cleanly(
         table, _ = await shown.communicate()
         assert shown.returncode == 0
         assert "/echo" in table.decode()
+        # How to chat is said again once the children's start-up logs scrolled past it.
+        await eventually(
+            lambda: sum(line.startswith("[up] web chat:") for line in lines) == 2,
+            30,
+            "the web chat URL to be repeated",
+        )
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
