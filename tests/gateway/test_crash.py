@@ -88,8 +88,6 @@ def child_env(
         BOTBUS_GATEWAY_HTTP="127.0.0.1:0",
         BOTBUS_DATA_DIR=str(settings.data_dir),
         BOTBUS_LOG_LEVEL="INFO",
-        # its own identity, whatever data directory a test gives it
-        BOTBUS_NATS_CREDS=str(credentials_for(settings, "gateway")),
     )
     env.pop("BOTBUS_WEBHOOK_URL", None)
     # The gateway's identity, issued by the test broker's authority: a child given a
