@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from botbus.errors import ServiceError
+from botbus.i18n import Catalog
 from services.search.stopwords import is_stop_word
 from services.search.text import WORD_RE, Highlighter, Stemmer, normalize
 
@@ -32,56 +35,38 @@ MIN_PREFIX_CHARS = 2
 # before this runs, so every '"' here is part of a closed phrase.
 _PIECE_RE = re.compile(r'(-?)"([^"]*)"(\*?)|(\S+)')
 
-# Error texts by code: (English, Spanish).
-_TEXTS: dict[str, tuple[str, str]] = {
-    "empty": (
-        "Type what to look for, e.g. /search nats streams",
-        "Escribe qué buscar, p. ej. /search nats streams",
-    ),
-    "too_long": (
-        f"That query is too long: keep it under {MAX_QUERY_CHARS} characters.",
-        f"La búsqueda es demasiado larga: usa menos de {MAX_QUERY_CHARS} caracteres.",
-    ),
-    "quotes": (
-        'A quote is not closed: put phrases between two " marks, e.g. "key value".',
-        'Falta cerrar unas comillas: pon las frases entre dos ", p. ej. "clave valor".',
-    ),
-    "operator": (
-        "OR, AND and NOT need a word on each side, e.g. cats OR dogs, cats NOT dogs.",
-        "OR, AND y NOT necesitan una palabra a cada lado, p. ej. gatos OR perros.",
-    ),
-    "no_words": (
-        "There is no word to look for in that query: use letters or digits.",
-        "No hay ninguna palabra que buscar: usa letras o números.",
-    ),
-    "only_excluded": (
-        "Add at least one word to look for, not only words to leave out.",
-        "Añade al menos una palabra que buscar, no solo palabras a excluir.",
-    ),
-    "prefix": (
-        f"Put at least {MIN_PREFIX_CHARS} letters before *, e.g. stre*.",
-        f"Pon al menos {MIN_PREFIX_CHARS} letras antes de *, p. ej. stre*.",
-    ),
-    "too_many": (
-        f"Too many words: use at most {MAX_TERMS}.",
-        f"Demasiadas palabras: usa como máximo {MAX_TERMS}.",
-    ),
+# The values a refusal's text may use ({max_chars} and so on); the texts
+# themselves are the catalogue's ``query_<code>`` ids (locales/<language>.toml).
+_VALUES: dict[str, int] = {
+    "max_chars": MAX_QUERY_CHARS,
+    "min_prefix": MIN_PREFIX_CHARS,
+    "max_terms": MAX_TERMS,
 }
+
+
+@cache
+def _catalog() -> Catalog:
+    return Catalog.load("services.search")
 
 
 class QueryError(ServiceError):
     """The user's query cannot be searched; the message says how to fix it.
 
-    ``code`` names the problem; :meth:`text` gives the message in a language.
+    ``code`` names the problem; ``msg_id`` and ``values`` are its text in the
+    search catalogue (``ctx.t(exc.msg_id, **exc.values)``), :meth:`text` the
+    same for a language code.
     """
 
     def __init__(self, code: str) -> None:
-        super().__init__(_TEXTS[code][0], code=code)
+        self.msg_id = f"query_{code}"
+        if self.msg_id not in _catalog().ids:
+            raise ValueError(f"query error {code!r} has no text ({self.msg_id} in locales/en.toml)")
+        self.values: dict[str, Any] = dict(_VALUES)
+        super().__init__(_catalog().text("en", self.msg_id, **self.values), code=code)
 
     def text(self, language: str) -> str:
-        """The user-facing message in ``language`` ("en" or "es")."""
-        en, es = _TEXTS[self.code]
-        return es if language == "es" else en
+        """The user-facing message in ``language`` (English if the catalogue has none)."""
+        return _catalog().text(language, self.msg_id, **self.values)
 
 
 @dataclass(frozen=True)

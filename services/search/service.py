@@ -145,7 +145,7 @@ def _parse(ctx: Context, text: str) -> Query:
     try:
         return parse_query(text)
     except QueryError as exc:
-        raise Refuse(exc.text(ctx.language)) from exc
+        raise Refuse(ctx.t(exc.msg_id, **exc.values)) from exc
 
 
 def _keyboard(ctx: Context, buttons_of: list[tuple[str, str]]) -> list[list[InlineButton]] | None:

@@ -8,7 +8,7 @@ figure, and no display is needed.
 from __future__ import annotations
 
 import io
-from typing import Protocol
+from typing import Any, Protocol
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import DateFormatter, date2num
@@ -25,19 +25,19 @@ _DATE_FORMAT: dict[Period, str] = {"day": "%H:%M", "week": "%a %Hh", "month": "%
 
 
 class Translate(Protocol):
-    """Picks the text of the reader's language (``ctx.t`` of the SDK)."""
+    """A text of the sentiment catalogue in the reader's language (``ctx.t`` of the SDK)."""
 
-    def __call__(self, *, en: str, es: str) -> str:
-        """Return ``en`` or ``es``."""
+    def __call__(self, msg_id: str, /, **values: Any) -> str:
+        """Message ``msg_id`` of ``locales/<language>.toml``, filled with ``values``."""
 
 
 def period_name(period: Period, t: Translate) -> str:
     """'the last 24 hours' and friends, in the reader's language."""
     if period == "day":
-        return t(en="the last 24 hours", es="las últimas 24 horas")
+        return t("period_day")
     if period == "week":
-        return t(en="the last 7 days", es="los últimos 7 días")
-    return t(en="the last 30 days", es="los últimos 30 días")
+        return t("period_week")
+    return t("period_month")
 
 
 def total_of(points: list[Point]) -> Bucket:
@@ -51,14 +51,14 @@ def total_of(points: list[Point]) -> Bucket:
 def mood_word(mean: float, t: Translate) -> str:
     """A word for a mean compound value."""
     if mean >= 0.35:
-        return t(en="very positive", es="muy positivo")
+        return t("mood_very_positive")
     if mean >= 0.05:
-        return t(en="positive", es="positivo")
+        return t("mood_positive")
     if mean > -0.05:
-        return t(en="neutral", es="neutral")
+        return t("mood_neutral")
     if mean > -0.35:
-        return t(en="negative", es="negativo")
-    return t(en="very negative", es="muy negativo")
+        return t("mood_negative")
+    return t("mood_very_negative")
 
 
 def summary_line(points: list[Point], period: Period, subject: str, t: Translate) -> str:
@@ -66,22 +66,20 @@ def summary_line(points: list[Point], period: Period, subject: str, t: Translate
     total = total_of(points)
     when = period_name(period, t)
     if total.mean is None:
-        return t(
-            en=f"No scored messages for {subject} in {when}.",
-            es=f"No hay mensajes puntuados de {subject} en {when}.",
-        )
+        return t("summary_empty", subject=subject, when=when)
     mean = total.mean
     pos, neu, neg = (round(100 * x / total.n) for x in (total.pos, total.neu, total.neg))
     word = mood_word(mean, t)
     return t(
-        en=(
-            f"Mood of {subject} in {when}: {word} (average {mean:+.2f}) over {total.n} "
-            f"messages — {pos}% positive, {neu}% neutral, {neg}% negative."
-        ),
-        es=(
-            f"Ánimo de {subject} en {when}: {word} (media {mean:+.2f}) en {total.n} "
-            f"mensajes — {pos}% positivos, {neu}% neutros, {neg}% negativos."
-        ),
+        "summary",
+        subject=subject,
+        when=when,
+        word=word,
+        mean=mean,
+        n=total.n,
+        pos=pos,
+        neu=neu,
+        neg=neg,
     )
 
 
@@ -104,7 +102,7 @@ def render_chart(points: list[Point], period: Period, title: str, t: Translate) 
         count_axis.bar(
             starts, counts, width=step * 0.8, color=_COLOR_COUNT, alpha=0.5, align="edge"
         )
-    count_axis.set_ylabel(t(en="messages", es="mensajes"))
+    count_axis.set_ylabel(t("chart_messages_axis"))
     count_axis.set_ylim(0, max([*counts, 1]) * 1.3)
     mood_axis.set_zorder(count_axis.get_zorder() + 1)
     mood_axis.patch.set_visible(False)
@@ -123,7 +121,7 @@ def render_chart(points: list[Point], period: Period, title: str, t: Translate) 
         mood_axis.text(
             0.5,
             0.5,
-            t(en="no messages yet", es="aún no hay mensajes"),
+            t("chart_no_messages_yet"),
             transform=mood_axis.transAxes,
             ha="center",
             va="center",
@@ -131,7 +129,7 @@ def render_chart(points: list[Point], period: Period, title: str, t: Translate) 
         )
     mood_axis.axhline(0, color="#90a4ae", linewidth=0.8)
     mood_axis.set_ylim(-1.05, 1.05)
-    mood_axis.set_ylabel(t(en="mood (−1 … +1)", es="ánimo (−1 … +1)"))
+    mood_axis.set_ylabel(t("chart_mood_axis"))
     if step is not None:
         mood_axis.set_xlim(starts[0], starts[-1] + step)
     # DateFormatter has no annotations in matplotlib's stubs.

@@ -47,8 +47,25 @@ def test_bad_queries_get_a_clear_error(text: str, code: str) -> None:
 def test_errors_speak_spanish() -> None:
     with pytest.raises(QueryError) as info:
         parse_query('"sin cerrar')
-    assert "comillas" in info.value.text("es")
-    assert "quote" in info.value.text("en")
+    assert info.value.msg_id == "query_quotes"
+    assert info.value.text("es") == (
+        'Falta cerrar unas comillas: pon las frases entre dos ", p. ej. "clave valor".'
+    )
+    assert info.value.text("en") == (
+        'A quote is not closed: put phrases between two " marks, e.g. "key value".'
+    )
+    # A language without a file (or without the id) falls back to English.
+    assert info.value.text("pt") == info.value.text("en") == info.value.user_message
+
+
+def test_error_texts_fill_in_the_limits() -> None:
+    with pytest.raises(QueryError) as info:
+        parse_query(" ".join(["word"] * (MAX_TERMS + 1)))
+    assert info.value.text("en") == f"Too many words: use at most {MAX_TERMS}."
+    assert info.value.text("es") == f"Demasiadas palabras: usa como máximo {MAX_TERMS}."
+    with pytest.raises(QueryError) as info:
+        parse_query("x" * 10_000)
+    assert info.value.text("en") == "That query is too long: keep it under 300 characters."
 
 
 def test_words_are_normalised_and_grouped() -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from matplotlib.image import imread
 
+from botbus.i18n import Catalog
 from services.sentiment.aggregate import AlertPolicy, MoodDoc, MoodDocError
 from services.sentiment.chart import render_chart, summary_line
 from services.sentiment.evaluation import EVAL_SET_NAMES, evaluate, load_eval_set, metrics
@@ -24,12 +25,15 @@ def analyzer() -> SentimentAnalyzer:
     return SentimentAnalyzer()
 
 
-def english(*, en: str, es: str) -> str:
-    return en
+CATALOG = Catalog.load("services.sentiment")
 
 
-def spanish(*, en: str, es: str) -> str:
-    return es
+def english(msg_id: str, /, **values: object) -> str:
+    return CATALOG.text("en", msg_id, **values)
+
+
+def spanish(msg_id: str, /, **values: object) -> str:
+    return CATALOG.text("es", msg_id, **values)
 
 
 # -- language ----------------------------------------------------------------
@@ -281,11 +285,18 @@ def test_summary_line_in_both_languages() -> None:
     doc.add(-0.2, "negative", NOW)
     series = doc.series("day", NOW)
     line = summary_line(series, "day", "Team", english)
-    assert "3 messages" in line and "67% positive" in line and "+0.27" in line
-    assert "\n" not in line
-    assert "mensajes" in summary_line(series, "day", "Team", spanish)
+    assert line == (
+        "Mood of Team in the last 24 hours: positive (average +0.27) over 3 messages"
+        " — 67% positive, 0% neutral, 33% negative."
+    )
+    assert summary_line(series, "day", "Team", spanish) == (
+        "Ánimo de Team en las últimas 24 horas: positivo (media +0.27) en 3 mensajes"
+        " — 67% positivos, 0% neutros, 33% negativos."
+    )
     empty = summary_line(MoodDoc().series("week", NOW), "week", "Team", english)
-    assert empty.startswith("No scored messages")
+    assert empty == "No scored messages for Team in the last 7 days."
+    empty_es = summary_line(MoodDoc().series("month", NOW), "month", "Team", spanish)
+    assert empty_es == "No hay mensajes puntuados de Team en los últimos 30 días."
 
 
 # -- evaluation --------------------------------------------------------------
