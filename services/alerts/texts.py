@@ -6,33 +6,18 @@ adding a language is adding a file (see :mod:`botbus.i18n`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import cache
-
-from botbus.i18n import REFERENCE, Catalog
+from botbus.i18n import REFERENCE, Catalog, Text, catalog_of
 
 
-@cache
 def catalog() -> Catalog:
     """The alerts service's message catalogue (read once)."""
-    return Catalog.load(__package__ or "services.alerts")
+    return catalog_of(__package__ or "services.alerts")
 
 
-@dataclass(frozen=True)
-class Localized:
-    """One user-facing text: a message id and its placeholders' values (texts of their own too)."""
+class Localized(Text):
+    """One user-facing text of the alerts catalogue, filled in when shown."""
 
-    msg_id: str
-    values: Mapping[str, object] = field(default_factory=dict)
-
-    def pick(self, language: str) -> str:
-        """The text in ``language`` (English where that language has no file or no such id)."""
-        values = {
-            name: value.pick(language) if isinstance(value, Localized) else value
-            for name, value in self.values.items()
-        }
-        return catalog().text(language, self.msg_id, **values)
+    package = __package__ or "services.alerts"
 
 
 class UserInputError(ValueError):

@@ -6,33 +6,18 @@ adding a language is adding a file (see :mod:`botbus.i18n`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import cache
-
-from botbus.i18n import REFERENCE, Catalog
+from botbus.i18n import REFERENCE, Catalog, Text, catalog_of
 
 
-@cache
 def catalog() -> Catalog:
     """The games service's message catalogue (read once)."""
-    return Catalog.load(__package__ or "services.games")
+    return catalog_of(__package__ or "services.games")
 
 
-@dataclass(frozen=True)
-class Localized:
-    """One user-facing text: a message id of the catalogue and its placeholders' values."""
+class Localized(Text):
+    """One user-facing text of the games catalogue, filled in when shown."""
 
-    msg_id: str
-    values: Mapping[str, object] = field(default_factory=dict)
-
-    def pick(self, language: str) -> str:
-        """The text in ``language`` (English where that language has no file or no such id)."""
-        return catalog().text(language, self.msg_id, **self.values)
-
-    def format(self, **values: object) -> Localized:
-        """The same text with (more of) its ``{name}`` placeholders' values."""
-        return Localized(self.msg_id, {**self.values, **values})
+    package = __package__ or "services.games"
 
 
 class Refused(Exception):

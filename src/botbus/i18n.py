@@ -22,8 +22,11 @@ import re
 import string
 import tomllib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar, Self
 
 from botbus.errors import ConfigError
 
@@ -137,3 +140,36 @@ def pick_language(candidates: Iterable[str | None], installed: Iterable[str]) ->
         if base in available:
             return base
     return REFERENCE
+
+
+@cache
+def catalog_of(package: str) -> Catalog:
+    """The catalogue of ``package``, read once per process."""
+    return Catalog.load(package)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A user-facing text not yet in a language: a message id and its placeholders' values.
+
+    For texts made far from a handler (a refusal raised in domain code, a game's
+    board) and shown later in the reader's language. A service subclasses it
+    once, naming its catalogue's package in :attr:`package`; a value that is a
+    ``Text`` itself is shown in the same language.
+    """
+
+    package: ClassVar[str]
+    msg_id: str
+    values: Mapping[str, object] = field(default_factory=dict)
+
+    def pick(self, language: str) -> str:
+        """The text in ``language`` (English where that language has no file or no such id)."""
+        values = {
+            name: value.pick(language) if isinstance(value, Text) else value
+            for name, value in self.values.items()
+        }
+        return catalog_of(self.package).text(language, self.msg_id, **values)
+
+    def format(self, **values: object) -> Self:
+        """The same text with (more of) its ``{name}`` placeholders' values."""
+        return replace(self, values={**self.values, **values})
