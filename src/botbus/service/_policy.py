@@ -97,16 +97,25 @@ class Policy:
     async def _answer(self, ctx: Context[Any]) -> None:
         """Answer the button press being handled, if nobody did yet."""
         if isinstance(ctx.inbound, InboundCallback) and not ctx.answered:
-            await self.app.publish(
-                AnswerCallback(
-                    service=self.service.name,
-                    chat_id=ctx.inbound.chat.id,
-                    idempotency_key=f"{self.service.name}:{ctx.correlation_id}:answer",
-                    correlation_id=ctx.correlation_id,
-                    callback_query_id=ctx.inbound.callback_query_id,
-                )
+            key = f"{self.service.name}:{ctx.correlation_id}"
+            await self._answer_press(
+                ctx.inbound.chat.id, key, ctx.correlation_id, ctx.inbound.callback_query_id
             )
             ctx.answered = True
+
+    async def _answer_press(
+        self, chat_id: int, key: str, correlation: str | None, query_id: str
+    ) -> None:
+        """Publish the SDK's own answer to a press (key ``<key>:answer``, one per message)."""
+        await self.app.publish(
+            AnswerCallback(
+                service=self.service.name,
+                chat_id=chat_id,
+                idempotency_key=f"{key}:answer",
+                correlation_id=correlation,
+                callback_query_id=query_id,
+            )
+        )
 
     async def _ack(self, msg: Msg, ctx: Context[Any]) -> None:
         try:
@@ -190,15 +199,7 @@ class Policy:
         text = sdk_texts().text(language, "sorry")
         key = f"{name}:{correlation or 'dlq'}"
         if kind == "callback" and isinstance(query_id, str) and query_id and not answered:
-            await self.app.publish(
-                AnswerCallback(
-                    service=name,
-                    chat_id=chat_id,
-                    idempotency_key=f"{key}:answer",
-                    correlation_id=correlation,
-                    callback_query_id=query_id,
-                )
-            )
+            await self._answer_press(chat_id, key, correlation, query_id)
             if ctx is not None:
                 ctx.answered = True
         await self.app.publish(
