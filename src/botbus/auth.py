@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -49,6 +50,8 @@ import nkeys
 from botbus import subjects
 from botbus.errors import ConfigError
 from botbus.settings import Settings
+
+log = logging.getLogger(__name__)
 
 ACCOUNT_NAME = "BOTBUS"
 OPERATOR_NAME = "botbus"
@@ -576,4 +579,11 @@ def credentials_for(
     directory = authority_dir(settings)
     if not (directory / AUTHORITY_FILE).exists():
         return None
-    return Authority.load(directory).ensure_creds(component, grants)
+    path = Authority.load(directory).ensure_creds(component, grants)
+    log.info(
+        "identity %r issued from the authority in %s (one machine; elsewhere give each "
+        "process its own .creds in BOTBUS_NATS_CREDS)",
+        component,
+        directory,
+    )
+    return path

@@ -1,13 +1,15 @@
 """All configuration, read once at start-up and passed down as an object.
 
 Values come from the environment and an optional ``.env`` file in the working
-directory. Nothing in botbus reads ``os.environ`` elsewhere. :func:`load_settings`
+directory (``BOTBUS_ENV_FILE`` names another one; empty: none). Nothing in
+botbus reads ``os.environ`` elsewhere. :func:`load_settings`
 turns a validation failure into :class:`~botbus.errors.ConfigError` whose
 message is one line naming the setting.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +19,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from botbus.errors import ConfigError
 
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
+# Which .env file settings read: default ".env"; an empty value reads none. `botbus up`
+# gives its children an empty one and passes on its own .env minus the secrets.
+ENV_FILE_VAR = "BOTBUS_ENV_FILE"
+
+
+def env_file() -> Path | None:
+    """The ``.env`` file settings are read from, or None for none."""
+    chosen = os.environ.get(ENV_FILE_VAR, ".env")
+    return Path(chosen) if chosen else None
 
 
 class Settings(BaseSettings):
@@ -119,6 +130,7 @@ def _env_name(field: str) -> str:
 def load_settings(**overrides: object) -> Settings:
     """Read settings once; raise :class:`ConfigError` naming the bad setting."""
     try:
+        overrides.setdefault("_env_file", env_file())
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]

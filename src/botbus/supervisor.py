@@ -4,9 +4,11 @@ Starts, in order: the embedded nats-server (unless ``NATS_URL`` is set), the
 sandbox (in this process, unless ``TELEGRAM_BOT_TOKEN`` is set), the gateway
 and every installed service (entry-point group ``botbus.services``) as child
 processes. Each child gets
-only its own NATS identity, a ``.creds`` file issued from the bus's authority
-(:mod:`botbus.auth`), in its environment (services never see the bot
-token). A child that exits is restarted with exponential backoff and
+only its own NATS identity, a ``.creds`` file issued here from the bus's
+authority (:mod:`botbus.auth`) with the grants the service declares, in its
+environment; no child reads the authority or a ``.env`` file (this process
+passes on its ``.env`` minus the secrets), so services never see the bot
+token or another identity. A child that exits is restarted with exponential backoff and
 reported, unless its exit code says a restart cannot help (a bad setting, a
 refused login, a broker too old: :data:`botbus.exits.PERMANENT`); if that
 child is the gateway, everything stops. Ctrl-C or SIGTERM stops the children
@@ -36,16 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+from dotenv import dotenv_values
 
 from botbus import redact
 from botbus._proc import die_with_parent_hook
-from botbus.auth import credentials_for
+from botbus.auth import AUTHORITY_FILE, Authority, Grants, authority_dir, credentials_for
 from botbus.connect import UP_STATE_FILE
 from botbus.errors import BotbusError, ConfigError
 from botbus.exits import EXIT_CONFIG, PERMANENT
 from botbus.natsserver import NatsCluster, NatsServer, free_ports
-from botbus.service import installed_services
-from botbus.settings import Settings, load_settings
+from botbus.service import installed_services, load_service
+from botbus.settings import ENV_FILE_VAR, Settings, env_file, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -191,25 +194,62 @@ def mqtt_line(settings: Settings, port: int) -> str:
     )
 
 
+def _declared_grants(name: str) -> Grants:
+    """What installed service ``name`` declares; none if it cannot even be imported
+    (the child then starts, fails to import, and says why itself)."""
+    try:
+        return load_service(name).grants
+    except BotbusError:
+        return Grants()
+
+
+def component_creds(settings: Settings, component: str) -> Path | None:
+    """The ``.creds`` file ``botbus up`` gives one child, issued from the authority.
+
+    A service gets its own name and the grants it declares; None when the bus
+    has no authority (an external broker without authentication).
+    """
+    if component == "gateway":
+        return credentials_for(settings, component)
+    directory = authority_dir(settings)
+    if not (directory / AUTHORITY_FILE).exists():
+        return None
+    authority = Authority.load(directory)
+    return authority.ensure_creds(component, _declared_grants(component))
+
+
+def _dotenv() -> dict[str, str]:
+    """The settings this process read from its ``.env`` file, minus the secrets."""
+    path = env_file()
+    if path is None or not path.is_file():
+        return {}
+    return {
+        key: value
+        for key, value in dotenv_values(path).items()
+        if value is not None and key not in (*SECRET_ENV, "BOTBUS_NATS_CREDS")
+    }
+
+
 def child_env(
     settings: Settings, component: str, nats_url: str, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
     """The environment of one child: its own NATS identity, no other secret.
 
-    The gateway gets its ``.creds`` file here. A service issues its own from
-    the authority in the data directory when it starts (``botbus.auth.credentials_for``
-    with the grants it declares), so ``botbus up`` needs to import no service.
+    Every child, services included, gets a ``.creds`` file issued here
+    (:func:`component_creds`), so no child needs the authority. Children read
+    no ``.env``: its settings (not its secrets) are passed on in the environment.
     """
-    env = dict(os.environ)
+    env = {**_dotenv(), **os.environ}
     for secret in ("TELEGRAM_BOT_TOKEN", "BOTBUS_NATS_CREDS", "BOTBUS_WEBHOOK_SECRET"):
         env.pop(secret, None)
-    if component == "gateway" and (creds := credentials_for(settings, component)) is not None:
+    if (creds := component_creds(settings, component)) is not None:
         env["BOTBUS_NATS_CREDS"] = str(creds.resolve())
     env.update(
         NATS_URL=nats_url,
         BOTBUS_DATA_DIR=str(settings.data_dir.resolve()),
         PYTHONUNBUFFERED="1",
     )
+    env[ENV_FILE_VAR] = ""
     env.update(extra or {})
     return env
 

@@ -13,9 +13,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from botbus.auth import Credentials
+from botbus.auth import Authority, Credentials, authority_dir, decode_claims
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxClient
+from botbus.settings import load_settings
+from botbus.supervisor import child_env
 from tests.support.waiting import eventually
 
 from .factories import message_texts
@@ -151,3 +153,47 @@ async def test_up_shows_how_mqtt_publishers_connect(tmp_path: Path) -> None:
             await proc.wait()
             await reader
     assert proc.returncode == 0, "\n".join(lines)[-2000:]
+
+
+def test_up_issues_each_service_its_own_identity_and_keeps_dotenv_secrets_from_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``botbus up`` issues every child's .creds with the grants the service declares;
+    children read no .env, and get its settings but not its secrets."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "TELEGRAM_BOT_TOKEN=123:not-a-real-token\n"
+        "BOTBUS_WEBHOOK_SECRET=not-a-real-secret\n"
+        "BOTBUS_LOG_LEVEL=DEBUG\n"
+    )
+    for name in ("TELEGRAM_BOT_TOKEN", "BOTBUS_WEBHOOK_SECRET", "BOTBUS_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("BOTBUS_ENV_FILE", raising=False)
+    settings = load_settings(BOTBUS_DATA_DIR=str(tmp_path / "data"))
+    assert settings.telegram_bot_token is not None  # this process did read the .env
+    Authority.load_or_create(authority_dir(settings))
+
+    env = child_env(settings, "alerts", "nats://127.0.0.1:4222")
+
+    creds = Credentials.read(Path(env["BOTBUS_NATS_CREDS"]))
+    assert creds.name == "alerts"
+    assert "res:subs" in decode_claims(creds.jwt)["nats"]["tags"]  # alerts declares it
+    assert "TELEGRAM_BOT_TOKEN" not in env
+    assert "BOTBUS_WEBHOOK_SECRET" not in env
+    assert env["BOTBUS_LOG_LEVEL"] == "DEBUG"
+    assert env["BOTBUS_ENV_FILE"] == ""
+    # What the child then loads: the .env's settings, none of its secrets.
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    seen = load_settings()
+    assert seen.telegram_bot_token is None
+    assert seen.webhook_secret is None
+    assert seen.log_level == "DEBUG"
+    assert seen.nats_creds == Path(env["BOTBUS_NATS_CREDS"])
+
+
+def test_up_gives_no_identity_where_the_bus_has_no_authority(tmp_path: Path) -> None:
+    """An external broker without authentication: children get no .creds at all."""
+    settings = load_settings(_env_file=None, BOTBUS_DATA_DIR=str(tmp_path / "data"))
+    env = child_env(settings, "echo", "nats://127.0.0.1:4222")
+    assert "BOTBUS_NATS_CREDS" not in env

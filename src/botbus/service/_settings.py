@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from botbus.errors import ConfigError
-from botbus.settings import Settings
+from botbus.settings import Settings, env_file
 
 
 class ServiceSettings(BaseSettings):
@@ -43,7 +43,7 @@ class ServiceSettings(BaseSettings):
             if prefix and key.upper().startswith(prefix):
                 overrides[key[len(prefix) :].lower()] = value
         try:
-            return cls(**overrides)
+            return cls(_env_file=env_file(), **overrides)
         except ValidationError as exc:
             first = exc.errors()[0]
             field = str(first["loc"][0]) if first["loc"] else "?"
