@@ -80,6 +80,7 @@ def plan_actions(
             priority="bulk",
             text=text,
             parse_mode="HTML",
+            message_thread_id=sub.thread_id,
         )
 
 

@@ -172,7 +172,7 @@ async def subscribe(ctx: Context, cmd: InboundCommand) -> None:
     store = runtime(ctx).store
     if await store.get_channel(name) is None:
         raise Refuse(ctx.t("there_is_no_channel", name=name))
-    if await store.subscribe(name, cmd.chat.id, cmd.language):
+    if await store.subscribe(name, cmd.chat.id, cmd.language, cmd.message_thread_id):
         await ctx.reply(ctx.t("subscribed_to_name_stop", name=name))
     else:
         await ctx.reply(ctx.t("already_subscribed_to_name", name=name))

@@ -48,6 +48,7 @@ from services.alerts.reminders import DEFAULT_TIMEZONE
 log = logging.getLogger(__name__)
 LANGUAGE_PATTERN = r"^[a-z]{2,3}$"  # any language code: a locales file adds one
 _LANGUAGE_IN_JSON = re.compile(rb'"language":"([a-z]{2,3})"')
+_THREAD_IN_JSON = re.compile(rb'"thread_id":(\d+)')
 
 SERVICE = "alerts"
 DEFAULT_DEDUPE_WINDOW = 600.0  # seconds during which a dedupe key is remembered
@@ -67,6 +68,7 @@ class Subscription(_Record):
     """One chat subscribed to one channel."""
 
     language: str = Field(default="en", pattern=LANGUAGE_PATTERN)
+    thread_id: int | None = None  # the forum topic it was made in: alerts go there
     since: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -108,6 +110,7 @@ class Subscriber:
 
     chat_id: int
     language: str
+    thread_id: int | None = None  # a forum topic of the chat, or None
 
 
 class StoreConflict(RuntimeError):
@@ -170,9 +173,12 @@ class AlertsStore:
 
     # -- subscriptions ---------------------------------------------------
 
-    async def subscribe(self, channel: str, chat_id: int, language: str) -> bool:
-        """Subscribe ``chat_id``; False if it already was (a compare-and-set create)."""
-        value = Subscription(language=language).model_dump_json().encode()
+    async def subscribe(
+        self, channel: str, chat_id: int, language: str, thread_id: int | None = None
+    ) -> bool:
+        """Subscribe ``chat_id`` (in forum topic ``thread_id``); False if it already was
+        (a compare-and-set create)."""
+        value = Subscription(language=language, thread_id=thread_id).model_dump_json().encode()
         try:
             await self.subs.create(f"{channel}.{_chat_token(chat_id)}", value)
         except nats.js.errors.KeyWrongLastSequenceError:
@@ -230,7 +236,8 @@ class AlertsStore:
             # subscriber would dominate a 100,000-chat fan-out.
             found = _LANGUAGE_IN_JSON.search(data)
             language = found.group(1).decode() if found else "en"
-            result.append(Subscriber(chat_id, language))
+            thread = _THREAD_IN_JSON.search(data)
+            result.append(Subscriber(chat_id, language, int(thread.group(1)) if thread else None))
 
         await _scan(self.js, self._subs_stream, f"{self._subs_prefix}{channel}.*", collect)
         result.sort(key=lambda s: s.chat_id)

@@ -33,6 +33,7 @@ def command(
     language: str = "en",
     admin: bool = False,
     group_admin: bool = False,
+    thread_id: int | None = None,
 ) -> InboundCommand:
     """``/name args`` as the gateway would publish it for the alerts service.
 
@@ -56,6 +57,7 @@ def command(
             "args": args,
             "is_admin": admin,
             "chat_admin": group_admin or chat_type == "private",
+            "message_thread_id": thread_id,
         }
     )
 

@@ -104,6 +104,28 @@ async def test_nats_alert_reaches_each_subscriber_exactly_once(
     assert sorted(third) == [2]
 
 
+async def test_a_subscription_made_in_a_forum_topic_gets_its_alerts_in_that_topic(
+    bot: tuple[Bot, ServiceApp], nats_server: NatsServer, settings: Settings
+) -> None:
+    b, _app = bot
+    await make_channel(b)
+    forum = {"chat_type": "supergroup", "group_admin": True}
+    assert "Subscribed" in await b.ask("/subscribe weather", chat_id=-1001, thread_id=42, **forum)
+    assert "Subscribed" in await b.ask("/subscribe weather", chat_id=-1002, **forum)
+    publisher = await nats.connect(
+        nats_server.url,
+        user_credentials=str(publisher_creds(settings)),
+        inbox_prefix="_INBOX.publisher",
+    )
+    try:
+        await publisher.publish(alert_channel("weather"), b'{"title": "Hail"}')
+    finally:
+        await publisher.drain()
+    sent = alerts_by_chat(await b.outbox.take(2))
+    assert [a.message_thread_id for a in sent[-1001]] == [42]
+    assert [a.message_thread_id for a in sent[-1002]] == [None]  # General, as before
+
+
 async def test_http_alerts_need_the_channel_token_and_a_valid_body(
     bot: tuple[Bot, ServiceApp],
 ) -> None:
