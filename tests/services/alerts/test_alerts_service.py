@@ -51,6 +51,19 @@ def alerts_by_chat(actions: Sequence[object]) -> dict[int, list[SendText]]:
     return by_chat
 
 
+async def publish_alert(nats_server: NatsServer, settings: Settings, payload: bytes) -> None:
+    """Publish one alert to channel weather as an alert publisher would."""
+    publisher = await nats.connect(
+        nats_server.url,
+        user_credentials=str(publisher_creds(settings)),
+        inbox_prefix="_INBOX.publisher",
+    )
+    try:
+        await publisher.publish(alert_channel("weather"), payload)
+    finally:
+        await publisher.drain()
+
+
 @pytest.mark.slow  # 4 s: gateway, sandbox and fan-out to several chats
 async def test_nats_alert_reaches_each_subscriber_exactly_once(
     bot: tuple[Bot, ServiceApp], nats_server: NatsServer, settings: Settings
@@ -91,15 +104,7 @@ async def test_nats_alert_reaches_each_subscriber_exactly_once(
     # Unsubscribing stops the alerts for that chat only.
     assert "Unsubscribed from weather" in await b.ask("/unsubscribe weather", chat_id=1)
     assert "weather" not in await b.ask("/mysubs", chat_id=1)
-    publisher = await nats.connect(
-        nats_server.url,
-        user_credentials=str(publisher_creds(settings)),
-        inbox_prefix="_INBOX.publisher",
-    )
-    try:
-        await publisher.publish(alert_channel("weather"), b'{"title": "Fog"}')
-    finally:
-        await publisher.drain()
+    await publish_alert(nats_server, settings, b'{"title": "Fog"}')
     third = alerts_by_chat(await b.outbox.take(2, timeout=3.0))
     assert sorted(third) == [2]
 
@@ -112,15 +117,7 @@ async def test_a_subscription_made_in_a_forum_topic_gets_its_alerts_in_that_topi
     forum = {"chat_type": "supergroup", "group_admin": True}
     assert "Subscribed" in await b.ask("/subscribe weather", chat_id=-1001, thread_id=42, **forum)
     assert "Subscribed" in await b.ask("/subscribe weather", chat_id=-1002, **forum)
-    publisher = await nats.connect(
-        nats_server.url,
-        user_credentials=str(publisher_creds(settings)),
-        inbox_prefix="_INBOX.publisher",
-    )
-    try:
-        await publisher.publish(alert_channel("weather"), b'{"title": "Hail"}')
-    finally:
-        await publisher.drain()
+    await publish_alert(nats_server, settings, b'{"title": "Hail"}')
     sent = alerts_by_chat(await b.outbox.take(2))
     assert [a.message_thread_id for a in sent[-1001]] == [42]
     assert [a.message_thread_id for a in sent[-1002]] == [None]  # General, as before
