@@ -163,6 +163,8 @@ def service_template() -> dict[str, Any]:
     # each suffix is issued as a tag ("res:<suffix>") and expands here.
     suffixed = f"{own}_{{{{tag(res)}}}}"
     publish += _stream_rights(suffixed) + _bucket_rights(suffixed)
+    # Its streams and buckets are made by the core's provisioner (botbus.provision).
+    publish.append(subjects.provision(n))
     # Publishing into another service's namespace, one token deep (a mood alert to
     # alerts.mood), never into its internals (alerts.remind.fired).
     publish.append(f"{_PUBLISHES}.*")
@@ -204,6 +206,11 @@ def gateway_permissions() -> dict[str, Any]:
         subjects.outbound_of("gateway"),
         "$SRV.>",
         "$JS.API.INFO",
+        # The provisioner creates services' svc_* streams and KV_svc_* buckets. A NATS
+        # wildcard is a whole token, so "svc_*" cannot be spelled: any stream name.
+        "$JS.API.STREAM.CREATE.*",
+        "$JS.API.STREAM.UPDATE.*",
+        "$JS.API.STREAM.INFO.*",
         "$JS.API.STREAM.NAMES",
         "$JS.API.STREAM.LIST",
         *(f"$JS.API.STREAM.*.{s}" for s in _SHARED_STREAMS),
@@ -224,7 +231,7 @@ def gateway_permissions() -> dict[str, Any]:
     return {
         "pub": {"allow": publish},
         # botbus.gateway.status: `botbus status` (admin) asks for the outbound figures
-        "sub": {"allow": ["_INBOX.>", subjects.GATEWAY_STATUS]},
+        "sub": {"allow": ["_INBOX.>", subjects.GATEWAY_STATUS, subjects.PROVISION_ALL]},
         "resp": {"max": 1, "ttl": 0},
         **_UNLIMITED,
     }

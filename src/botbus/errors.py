@@ -4,6 +4,7 @@ BotbusError
 ├── ConfigError          a setting is missing or malformed (start-up stops)
 ├── NatsServerError      the embedded nats-server could not start or stop
 ├── PayloadError         a bus payload failed validation (names the field)
+├── ProvisionError       a service's stream or bucket could not be provisioned
 ├── ServiceError         deprecated: a handler refused a request (use ``Refuse``)
 ├── StartupError         a service could not start (broker, permissions, a hook)
 └── SteppedDown          another gateway of the bot took the active-gateway lease
@@ -39,6 +40,13 @@ class PayloadError(BotbusError):
         super().__init__(message)
         self.field = field
         self.subject = subject
+
+
+class ProvisionError(BotbusError):
+    """The provisioner refused a service's stream or bucket, or none answered.
+
+    The message says which stream or bucket, and why (:mod:`botbus.provision`).
+    """
 
 
 class ServiceError(BotbusError):

@@ -16,6 +16,8 @@ Layout::
     botbus.dlq.<service>                poison messages of one service      (stream BOTBUS_DLQ)
     <service>.>                         a service's own subjects, in its own streams
                                         ``svc_<service>[_<suffix>]`` (``Service.stream``)
+    botbus.ctl.provision.<service>      a service asks the core's provisioner (in the
+                                        gateway) to create its stream or bucket
 """
 
 from __future__ import annotations
@@ -167,6 +169,24 @@ def service_bucket(service: str, suffix: str = "") -> str:
     """Name of a KV bucket owned by ``service`` (``svc_<service>[_<suffix>]``)."""
     name = f"svc_{_token(service, 'service')}"
     return f"{name}_{_token(suffix, 'bucket')}" if suffix else name
+
+
+# Provisioning: only service <name>'s identity may publish to its own subject, so
+# the provisioner (botbus.provision, run by the gateway) takes the name from it.
+PROVISION_ALL = f"{PREFIX}.ctl.provision.*"
+PROVISION_QUEUE = "botbus_provisioner"  # every gateway instance serves in this queue group
+
+
+def provision(service: str) -> str:
+    """Subject on which ``service`` asks for its streams and buckets to be made."""
+    return f"{PREFIX}.ctl.provision.{_token(service, 'service')}"
+
+
+def provision_requester(subject: str) -> str | None:
+    """The service a provisioning subject belongs to (its last token), or None."""
+    prefix = f"{PREFIX}.ctl.provision."
+    name = subject.removeprefix(prefix)
+    return name if subject.startswith(prefix) and is_valid_name(name) else None
 
 
 # The gateway answers requests here with its outbound figures (``botbus status``).

@@ -12,7 +12,7 @@ import pytest
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
-from botbus.auth import Credentials
+from botbus.auth import Authority, Credentials, authority_dir
 from botbus.connect import connect_options, inbox_prefix
 from botbus.natsserver import NatsServer
 from botbus.settings import Settings
@@ -71,6 +71,12 @@ async def _open(nats_server: NatsServer) -> AsyncIterator[Callable[..., Awaitabl
     yield open_with
     for nc in opened:
         await nc.close()
+
+
+@pytest.fixture
+def authority(nats_server: NatsServer, settings: Settings) -> Authority:
+    """The authority the test broker trusts."""
+    return Authority.load(authority_dir(settings))
 
 
 @pytest.fixture

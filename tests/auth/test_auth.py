@@ -18,7 +18,6 @@ from botbus.auth import (
     Authority,
     Credentials,
     Grants,
-    authority_dir,
     check_service_name,
     decode_claims,
     encode_jwt,
@@ -26,14 +25,7 @@ from botbus.auth import (
 from botbus.connect import inbox_prefix
 from botbus.errors import ConfigError
 from botbus.natsserver import NatsServer
-from botbus.settings import Settings
 from tests.auth.conftest import DENIED, LogIn
-
-
-@pytest.fixture
-def authority(nats_server: NatsServer, settings: Settings) -> Authority:
-    """The authority the test broker trusts."""
-    return Authority.load(authority_dir(settings))
 
 
 def _unb64(text: str) -> bytes:

@@ -1,7 +1,8 @@
 """The gateway process: one per bot token, the only holder of that token.
 
 Lifecycle, python-telegram-bot style: :meth:`Gateway.initialize` connects
-(NATS, streams, buckets, ``getMe``, the persisted registry),
+(NATS, streams, buckets, the provisioner of services' streams, ``getMe``, the
+persisted registry),
 :meth:`Gateway.start` launches ingest (long polling, or the webhook when
 ``BOTBUS_WEBHOOK_URL`` is set), the outbound relay, service discovery and
 the health endpoint, :meth:`Gateway.stop` drains them in that order so
@@ -56,6 +57,7 @@ from botbus.gateway.users import FloodControl, LanguageStore
 from botbus.gateway.webhook import WebhookServer, webhook_app
 from botbus.health import listen_error
 from botbus.models import encode
+from botbus.provision import Provisioner
 from botbus.settings import DEFAULT_TELEGRAM_API_URL, Settings
 
 log = logging.getLogger(__name__)
@@ -184,6 +186,11 @@ class Gateway:
             # Creating a replicated stream waits for a cluster quorum: more time than a call.
             setup = self._nc.jetstream(timeout=topology.SETUP_TIMEOUT)
             await topology.ensure_topology(setup)
+            # Services' own streams and buckets are made here, on their request: every
+            # gateway instance serves, the active one and standbys alike (a queue group).
+            provisioner = Provisioner(self._nc)
+            await provisioner.start()
+            opened.push_async_callback(provisioner.stop)
             registry_kv = await _bucket(setup, subjects.KV_GATEWAY_REGISTRY)
             users_kv = await _bucket(setup, subjects.KV_GATEWAY_USERS)
             await _bucket(setup, subjects.KV_GATEWAY_SENT, ttl=SENT_KEYS_TTL)

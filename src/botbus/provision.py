@@ -1,0 +1,535 @@
+"""Services' streams and KV buckets, made by the core on their behalf.
+
+A service identity may not create, update or restore a stream (see
+:func:`botbus.auth.service_template`): NATS cannot check the subjects inside
+a ``$JS.API.STREAM.CREATE.<stream>`` request, so a service allowed to
+create ``svc_<name>`` could give it ``botbus.in.>`` as subjects, or
+``sources``/``mirror`` of a shared stream, or ``republish`` into someone
+else's subjects, and read or forge other services' traffic.
+
+Instead a service asks on ``botbus.ctl.provision.<name>``, a subject only
+the identity ``<name>`` may publish to, and the :class:`Provisioner` (run by
+every gateway instance, in one queue group) creates the stream or bucket,
+or brings an existing one up to date. It takes the service's name from the
+subject, never from the payload, and builds the configuration itself from
+a short whitelist of options:
+
+- a stream is named ``svc_<name>`` or ``svc_<name>_<suffix>``, and every
+  subject of it lies under ``<name>.``;
+- a bucket follows the same naming rule; its subjects (``$KV.<bucket>.>``)
+  are the provisioner's own;
+- no ``sources``, ``mirror``, ``republish``, subject transform or any field
+  the request models below do not name (an unknown field is refused);
+- replicas are the provisioner's choice (three on a cluster), never the
+  request's.
+
+Requests and replies are JSON of :data:`ProvisionRequest` and
+:class:`ProvisionReply`. A bad request gets ``ok: false`` and an error that
+says what to fix; nothing a request holds can stop the provisioner.
+
+The client side (:func:`provision`, :func:`service_bucket`) is what the SDK
+calls. On a broker without authentication (a bare development
+``nats-server``) with no provisioner running, it creates the stream itself,
+through the same code the provisioner runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, NotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from botbus import subjects, topology
+from botbus.auth import check_service_name
+from botbus.errors import ConfigError, ProvisionError
+
+log = logging.getLogger(__name__)
+
+PROVISION_WAIT = 30.0  # seconds a service waits for a provisioner to answer at all
+PROVISION_RETRY = 0.5  # seconds between two asks while no provisioner answers
+PROVISION_LOG_EVERY = 5.0  # seconds between two "waiting for the provisioner" lines
+# The provisioner's own JetStream calls may take topology.SETUP_TIMEOUT (a cluster
+# waiting for its peers); the asker waits a little longer than that.
+REQUEST_TIMEOUT = topology.SETUP_TIMEOUT + 5.0  # seconds
+MAX_REQUEST_BYTES = 16 * 1024
+MAX_SUBJECTS = 16  # subjects per stream
+MAX_DESCRIPTION = 256  # characters
+
+_SUFFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,31}$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Fields the provisioner never sets: a stream carrying one was not made by it.
+_UNMANAGED = ("mirror", "sources", "republish", "subject_transform")
+
+Storage = Literal["file", "memory"]
+
+
+class _Request(BaseModel):
+    """What every request shares: strict types, no field the model does not name."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: str
+    """``svc_<service>`` or ``svc_<service>_<suffix>``."""
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION)
+    storage: Storage | None = None
+    """On creation; default ``file``. JetStream cannot change it afterwards."""
+
+
+class StreamRequest(_Request):
+    """A stream of the service's own subjects; options not given are left as they are."""
+
+    kind: Literal["stream"] = "stream"
+    subjects: list[str] = Field(min_length=1, max_length=MAX_SUBJECTS)
+    retention: Literal["limits", "interest", "workqueue"] | None = None
+    max_age: float | None = Field(None, ge=0)  # seconds, 0 = forever
+    max_msgs: int | None = Field(None, ge=-1)
+    max_bytes: int | None = Field(None, ge=-1)
+    max_msgs_per_subject: int | None = Field(None, ge=-1)
+    max_msg_size: int | None = Field(None, ge=-1)
+    discard: Literal["old", "new"] | None = None
+    duplicate_window: float | None = Field(None, ge=0)  # seconds
+    allow_msg_schedules: bool | None = None
+    allow_msg_ttl: bool | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The ``StreamConfig`` fields the request sets (name, subjects, storage aside)."""
+        given = self.model_dump(exclude_none=True, exclude={"kind", "name", "subjects", "storage"})
+        if "retention" in given:
+            given["retention"] = RetentionPolicy(given["retention"])
+        if "discard" in given:
+            given["discard"] = DiscardPolicy(given["discard"])
+        return given
+
+
+class BucketRequest(_Request):
+    """A KV bucket; the provisioner builds its stream (subjects ``$KV.<bucket>.>``)."""
+
+    kind: Literal["bucket"] = "bucket"
+    history: int = Field(1, ge=1, le=64)
+    ttl: float | None = Field(None, ge=0)  # seconds, None = values never expire
+    max_bytes: int = Field(topology.DEFAULT_BUCKET_MAX_BYTES, ge=-1)
+    max_value_size: int = Field(topology.DEFAULT_BUCKET_MAX_VALUE, ge=-1)
+
+
+ProvisionRequest = Annotated[StreamRequest | BucketRequest, Field(discriminator="kind")]
+_REQUEST: TypeAdapter[StreamRequest | BucketRequest] = TypeAdapter(ProvisionRequest)
+
+
+class ProvisionReply(BaseModel):
+    """The provisioner's answer. Read tolerantly: a newer provisioner may say more."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ok: bool
+    name: str = ""
+    created: bool = False
+    changed: list[str] = Field(default_factory=list)
+    """What an update changed (empty: it was already as asked)."""
+    error: str = ""
+
+
+class Refused(Exception):
+    """A request the provisioner will not carry out; the message says why."""
+
+
+# -- what is allowed -------------------------------------------------------------------
+
+
+def stream_request(name: str, subjects: list[str], **options: Any) -> StreamRequest:
+    """A :class:`StreamRequest` from ``StreamConfig``-style keyword arguments.
+
+    Enum values (``DiscardPolicy.OLD``, ``StorageType.FILE``...) are taken by
+    value. An option the provisioner does not accept raises ``ValueError``
+    naming it and the accepted ones.
+    """
+    allowed = set(StreamRequest.model_fields) - {"kind", "name", "subjects"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(
+            f"stream {name}: option(s) {', '.join(unknown)} cannot be provisioned; "
+            f"a service's stream takes only {', '.join(sorted(allowed))}"
+        )
+    plain = {k: getattr(v, "value", v) for k, v in options.items()}
+    for key in ("max_age", "duplicate_window"):
+        if isinstance(plain.get(key), int):
+            plain[key] = float(plain[key])
+    try:
+        return StreamRequest(name=name, subjects=list(subjects), **plain)
+    except ValidationError as exc:
+        raise ValueError(f"stream {name}: {_first_error(exc)}") from None
+
+
+def check_name(service: str, name: str) -> str:
+    """``name`` if it may name a stream or bucket of ``service``; else :class:`Refused`."""
+    own = subjects.service_bucket(service)
+    suffix = name.removeprefix(f"{own}_")
+    if name == own or (name != suffix and _SUFFIX_RE.match(suffix)):
+        return name
+    raise Refused(
+        f"{name!r} is not a stream or bucket service {service} may own: use {own} "
+        f"or {own}_<suffix> (suffix: lowercase letters and digits)"
+    )
+
+
+def check_subjects(service: str, wanted: list[str]) -> list[str]:
+    """``wanted`` if every subject lies under ``<service>.``; else :class:`Refused`."""
+    for subject in wanted:
+        tokens = subject.split(".")
+        valid = len(tokens) >= 2 and tokens[0] == service
+        for i, token in enumerate(tokens[1:], start=1):
+            last = i == len(tokens) - 1
+            valid = valid and (
+                token == "*" or (token == ">" and last) or bool(_TOKEN_RE.match(token))
+            )
+        if not valid:
+            raise Refused(
+                f"subject {subject!r} is not under {service}.> (service {service} owns "
+                f"only the subjects {service}.<token>...; tokens: letters, digits, '_', "
+                "'-', a '*' token, or a final '>')"
+            )
+    return wanted
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "request"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def parse(data: bytes) -> StreamRequest | BucketRequest:
+    """The request in ``data``; :class:`Refused` saying what is wrong with it."""
+    if len(data) > MAX_REQUEST_BYTES:
+        raise Refused(f"request of {len(data)} bytes; at most {MAX_REQUEST_BYTES}")
+    try:
+        return _REQUEST.validate_json(data)
+    except ValidationError as exc:
+        raise Refused(f"invalid request: {_first_error(exc)}") from None
+
+
+# -- doing it --------------------------------------------------------------------------
+
+
+def _unmanaged(config: StreamConfig) -> list[str]:
+    return [field for field in _UNMANAGED if getattr(config, field, None)]
+
+
+async def _info(js: JetStreamContext, stream: str) -> StreamConfig | None:
+    try:
+        return (await js.stream_info(stream)).config
+    except NotFoundError:
+        return None
+
+
+async def _update(
+    js: JetStreamContext, current: StreamConfig, wanted: StreamConfig, fields: list[str]
+) -> list[str]:
+    """Update ``current`` to ``wanted`` where ``fields`` (or replicas) differ; what changed."""
+    refused = _unmanaged(current)
+    if refused:
+        raise Refused(
+            f"stream {current.name} has {', '.join(refused)}, which the provisioner never "
+            f"sets: an operator must remove it (nats stream rm {current.name})"
+        )
+    changed = [f for f in fields if getattr(current, f) != getattr(wanted, f)]
+    have = current.num_replicas or 1
+    wanted.num_replicas = max(have, wanted.num_replicas or 1)  # never shed copies
+    if wanted.num_replicas != have:
+        changed.append(f"replicas {have} -> {wanted.num_replicas}")
+    if not changed:
+        return changed
+    try:
+        await js.update_stream(wanted)
+    except APIError:
+        if wanted.num_replicas == have:
+            raise
+        log.warning("stream %s not scaled up to %s replicas", current.name, wanted.num_replicas)
+        wanted.num_replicas = have
+        await js.update_stream(wanted)
+    return changed
+
+
+async def _stream(js: JetStreamContext, req: StreamRequest, replicas: int) -> ProvisionReply:
+    options = req.options()
+    current = await _info(js, req.name)
+    if current is None:
+        storage = StorageType(req.storage or "file")
+        config = StreamConfig(
+            name=req.name,
+            subjects=list(req.subjects),
+            storage=storage,
+            num_replicas=replicas,
+            **options,
+        )
+        await topology.add_stream(js, config)
+        return ProvisionReply(ok=True, name=req.name, created=True)
+    wanted = replace(current, subjects=list(req.subjects), num_replicas=replicas, **options)
+    if req.storage is not None:
+        wanted.storage = StorageType(req.storage)
+    changed = await _update(js, current, wanted, ["subjects", "storage", *options])
+    return ProvisionReply(ok=True, name=req.name, changed=changed)
+
+
+async def _bucket(js: JetStreamContext, req: BucketRequest, replicas: int) -> ProvisionReply:
+    stream = f"KV_{req.name}"
+    current = await _info(js, stream)
+    if current is None:
+        config = KeyValueConfig(
+            bucket=req.name,
+            description=req.description,
+            history=req.history,
+            ttl=req.ttl,
+            max_bytes=req.max_bytes,
+            max_value_size=req.max_value_size,
+            storage=StorageType(req.storage or "file"),
+            # Reads answered by the stream itself, not through the JetStream API.
+            direct=True,
+            replicas=replicas,
+        )
+        try:
+            await js.create_key_value(config)
+        except APIError as exc:
+            if replicas <= 1:
+                raise
+            log.warning("KV bucket %s: %s; created with 1 replica", req.name, exc.description)
+            await js.create_key_value(replace(config, replicas=1))
+        return ProvisionReply(ok=True, name=req.name, created=True)
+    ttl = req.ttl or 0.0
+    wanted = replace(
+        current,
+        max_msgs_per_subject=req.history,
+        max_age=ttl,
+        max_bytes=req.max_bytes,
+        max_msg_size=req.max_value_size,
+        allow_direct=True,
+        # Per-message TTLs (a key that expires alone), as new buckets have them.
+        allow_msg_ttl=True,
+        num_replicas=replicas,
+    )
+    if ttl and wanted.duplicate_window > ttl:
+        wanted.duplicate_window = ttl  # JetStream wants it within max_age
+    fields = ["max_msgs_per_subject", "max_age", "max_bytes", "max_msg_size"]
+    fields += ["allow_direct", "allow_msg_ttl", "duplicate_window"]
+    if req.storage is not None:
+        wanted.storage = StorageType(req.storage)
+        fields.append("storage")
+    changed = await _update(js, current, wanted, fields)
+    return ProvisionReply(ok=True, name=req.name, changed=changed)
+
+
+async def apply(
+    js: JetStreamContext,
+    service: str,
+    request: StreamRequest | BucketRequest,
+    replicas: int | None = None,
+) -> ProvisionReply:
+    """Create or update ``service``'s stream or bucket as ``request`` asks, if allowed.
+
+    Raises :class:`Refused` for a request outside what ``service`` may own;
+    JetStream's own refusals come as ``nats`` errors. ``replicas`` defaults to
+    what the server calls for (:func:`botbus.topology.replicas_for`).
+    """
+    try:
+        check_service_name(service)
+    except ConfigError as exc:
+        raise Refused(str(exc)) from None
+    check_name(service, request.name)
+    copies = topology.replicas_for(js) if replicas is None else replicas
+    if isinstance(request, StreamRequest):
+        check_subjects(service, request.subjects)
+        return await _stream(js, request, copies)
+    return await _bucket(js, request, copies)
+
+
+class Provisioner:
+    """Answers ``botbus.ctl.provision.<service>`` requests (the gateway runs one).
+
+    Requests are handled one at a time, so two asks for the same stream never
+    race. ``replicas`` overrides the copies the server calls for.
+    """
+
+    def __init__(self, nc: Client, *, replicas: int | None = None) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=topology.SETUP_TIMEOUT)
+        self._replicas = replicas
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        """Start answering, in the queue group every provisioner shares."""
+        self._sub = await self._nc.subscribe(
+            subjects.PROVISION_ALL, queue=subjects.PROVISION_QUEUE, cb=self._on_request
+        )
+
+    async def stop(self) -> None:
+        """Stop answering (a request being handled is finished first by nats-py)."""
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            try:
+                await sub.unsubscribe()
+            except (NatsError, ValueError) as exc:
+                log.debug("provisioner unsubscribe: %s", exc)
+
+    async def __aenter__(self) -> Provisioner:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def handle(self, subject: str, data: bytes) -> ProvisionReply:
+        """The reply to one request; never raises."""
+        service = subjects.provision_requester(subject)
+        try:
+            if service is None:
+                raise Refused(f"{subject!r} names no service")
+            request = parse(data)
+            reply = await apply(self._js, service, request, self._replicas)
+        except Refused as exc:
+            log.warning("provisioning refused (%s): %s", subject, exc)
+            return ProvisionReply(ok=False, error=str(exc))
+        except APIError as exc:
+            log.warning("provisioning for %s: JetStream refused: %s", service, exc.description)
+            return ProvisionReply(ok=False, error=f"JetStream refused it: {exc.description}")
+        except Exception as exc:
+            log.exception("provisioning for %s failed", service)
+            return ProvisionReply(ok=False, error=f"the provisioner failed: {exc!r}")
+        if reply.created:
+            log.info("provisioned %s %s for %s", request.kind, reply.name, service)
+        elif reply.changed:
+            log.info("updated %s %s: %s", request.kind, reply.name, ", ".join(reply.changed))
+        return reply
+
+    async def _on_request(self, msg: Msg) -> None:
+        reply = await self.handle(msg.subject, msg.data)
+        if not msg.reply:
+            return
+        try:
+            await msg.respond(reply.model_dump_json().encode())
+        except (NatsError, OSError) as exc:
+            log.warning("could not answer a provisioning request: %s", exc)
+
+
+# -- the client side -------------------------------------------------------------------
+
+
+def auth_required(nc: Client) -> bool:
+    """True unless the server said it needs no authentication (a bare dev broker)."""
+    info = getattr(nc, "_server_info", None)  # nats-py keeps the server's INFO privately
+    return not isinstance(info, dict) or bool(info.get("auth_required", True))
+
+
+async def _exists(js: JetStreamContext, request: StreamRequest | BucketRequest) -> bool:
+    stream = request.name if isinstance(request, StreamRequest) else f"KV_{request.name}"
+    return await _info(js, stream) is not None
+
+
+async def provision(
+    nc: Client,
+    service: str,
+    request: StreamRequest | BucketRequest,
+    *,
+    wait: float = PROVISION_WAIT,
+) -> ProvisionReply:
+    """Have ``service``'s stream or bucket created (or updated) as ``request`` says.
+
+    Asks the provisioner. While none answers: on a broker without
+    authentication it is done directly; if the stream or bucket exists it is
+    used as it is (with a warning: its settings are not updated); else the
+    ask is repeated for ``wait`` seconds. Raises :class:`ProvisionError` when
+    the provisioner refuses, or none answered in time.
+    """
+    subject = subjects.provision(service)
+    payload = request.model_dump_json(exclude_none=True).encode()
+    js = nc.jetstream(timeout=topology.SETUP_TIMEOUT)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    logged = loop.time()
+    while True:
+        try:
+            msg = await nc.request(subject, payload, timeout=REQUEST_TIMEOUT)
+            break
+        except NoRespondersError:
+            pass
+        except (NatsTimeoutError, TimeoutError) as exc:
+            raise ProvisionError(
+                f"{request.kind} {request.name}: no answer on {subject} within "
+                f"{REQUEST_TIMEOUT:g}s (is this identity allowed to publish there? issue its "
+                f"credentials with `botbus creds issue {service}`)"
+            ) from exc
+        if not auth_required(nc):
+            try:
+                return await apply(js, service, request)
+            except Refused as exc:
+                raise ProvisionError(str(exc)) from None
+        if await _exists(js, request):
+            log.warning(
+                "%s %s: no provisioner answers (is the gateway running?); using it as it "
+                "is, its settings not updated",
+                request.kind,
+                request.name,
+            )
+            return ProvisionReply(ok=True, name=request.name)
+        now = loop.time()
+        if now >= deadline:
+            raise ProvisionError(
+                f"{request.kind} {request.name}: no provisioner answered on {subject} within "
+                f"{wait:g}s. The gateway runs it: start the gateway (`botbus up` does), "
+                "then this service"
+            )
+        if now - logged >= PROVISION_LOG_EVERY:
+            log.warning(
+                "waiting for the provisioner to make %s — is the gateway running?", request.name
+            )
+            logged = now
+        await asyncio.sleep(PROVISION_RETRY)
+    try:
+        reply = ProvisionReply.model_validate_json(msg.data)
+    except ValidationError:
+        raise ProvisionError(
+            f"{request.kind} {request.name}: the provisioner's answer is not one "
+            f"(got {msg.data[:100]!r})"
+        ) from None
+    if not reply.ok:
+        raise ProvisionError(
+            f"the provisioner refused {request.kind} {request.name}: {reply.error}"
+        )
+    return reply
+
+
+async def service_bucket(
+    nc: Client,
+    service: str,
+    suffix: str = "",
+    *,
+    wait: float = PROVISION_WAIT,
+    **options: Any,
+) -> KeyValue:
+    """Open ``service``'s KV bucket ``svc_<service>[_<suffix>]``, provisioned first.
+
+    ``options`` are :class:`BucketRequest` fields (``history``, ``ttl``,
+    ``max_bytes``, ``max_value_size``, ``storage``).
+    """
+    request = BucketRequest(name=subjects.service_bucket(service, suffix), **options)
+    await provision(nc, service, request, wait=wait)
+    return await nc.jetstream(timeout=topology.SETUP_TIMEOUT).key_value(request.name)

@@ -1,0 +1,190 @@
+"""botbus.provision: a service's streams and buckets are made by the core, on its request.
+
+The provisioner runs as the gateway's identity (as the gateway runs it); the
+services ask with identities issued for names botbus never heard of.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+from nats.js.api import RePublish
+from nats.js.errors import NotFoundError
+
+from botbus import subjects
+from botbus.auth import Authority, Grants
+from botbus.errors import ProvisionError
+from botbus.natsserver import NatsServer
+from botbus.provision import (
+    BucketRequest,
+    Provisioner,
+    ProvisionReply,
+    provision,
+    service_bucket,
+    stream_request,
+)
+from botbus.settings import Settings
+from tests.auth.conftest import Component, LogIn
+from tests.conftest import connect_as
+
+
+@pytest.fixture
+async def provisioner(nats_server: NatsServer, settings: Settings) -> AsyncIterator[Provisioner]:
+    """A provisioner on the gateway's identity, as the gateway runs it."""
+    nc = await connect_as(nats_server, settings, "gateway")
+    try:
+        async with Provisioner(nc) as running:
+            yield running
+    finally:
+        await nc.drain()
+
+
+@pytest.fixture
+async def weather(authority: Authority, log_in: LogIn) -> Component:
+    """A service the core never heard of, with one extra suffix granted."""
+    return await log_in(authority.issue_service("weather", Grants(resources=("cache",))))
+
+
+async def ask(component: Component, payload: Any, service: str = "weather") -> ProvisionReply:
+    """Send a raw request (bytes, or JSON of ``payload``) and read the reply."""
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    msg = await component.nc.request(subjects.provision(service), data, timeout=5)
+    return ProvisionReply.model_validate_json(msg.data)
+
+
+async def exists(admin: Client, stream: str) -> bool:
+    try:
+        await admin.jetstream().stream_info(stream)
+    except NotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.usefixtures("provisioner")
+async def test_a_new_service_gets_its_stream_and_bucket_and_can_use_them(
+    weather: Component, admin_nc: Client
+) -> None:
+    request = stream_request("svc_weather", ["weather.readings.*"], max_age=3600, discard="old")
+    reply = await provision(weather.nc, "weather", request)
+    assert reply.created
+    ack = await weather.js.publish("weather.readings.madrid", b"21")
+    assert ack.stream == "svc_weather"
+    assert (await weather.js.get_last_msg("svc_weather", "weather.readings.madrid")).data == b"21"
+    config = (await admin_nc.jetstream().stream_info("svc_weather")).config
+    assert config.subjects == ["weather.readings.*"] and config.max_age == 3600
+    assert not (config.sources or config.mirror or config.republish)
+
+    kv = await service_bucket(weather.nc, "weather", "cache", ttl=60.0)
+    await kv.put("madrid", b"sunny")
+    assert (await kv.get("madrid")).value == b"sunny"
+    await weather.allowed()
+
+
+@pytest.mark.usefixtures("provisioner")
+async def test_provisioning_is_idempotent_and_updates_what_changed(weather: Component) -> None:
+    first = stream_request("svc_weather", ["weather.>"], max_age=60)
+    assert (await provision(weather.nc, "weather", first)).created
+    again = await provision(weather.nc, "weather", first)
+    assert not again.created and again.changed == []
+    longer = stream_request("svc_weather", ["weather.>"], max_age=120)
+    assert (await provision(weather.nc, "weather", longer)).changed == ["max_age"]
+
+    bucket = BucketRequest(name="svc_weather")
+    assert (await provision(weather.nc, "weather", bucket)).created
+    assert (await provision(weather.nc, "weather", bucket)).changed == []
+    history = BucketRequest(name="svc_weather", history=5)
+    assert (await provision(weather.nc, "weather", history)).changed == ["max_msgs_per_subject"]
+
+
+def _stream(**extra: Any) -> dict[str, Any]:
+    return {"kind": "stream", "name": "svc_weather", "subjects": ["weather.x"], **extra}
+
+
+BAD_REQUESTS: list[tuple[str, Any, str]] = [
+    ("foreign subjects", _stream(subjects=["botbus.in.>"]), "not under weather."),
+    ("a subject beside its own", _stream(subjects=["weather.x", "echo.>"]), "'echo.>'"),
+    ("its bare name", _stream(subjects=["weather"]), "not under weather."),
+    ("a wildcard for its name", _stream(subjects=["*.x"]), "not under weather."),
+    ("sources", _stream(sources=[{"name": "BOTBUS_IN"}]), "sources"),
+    ("mirror", _stream(mirror={"name": "BOTBUS_IN"}), "mirror"),
+    ("republish", _stream(republish={"src": ">", "dest": "echo.x"}), "republish"),
+    ("transform", _stream(subject_transform={"src": ">", "dest": "x"}), "subject_transform"),
+    ("replicas", _stream(num_replicas=5), "num_replicas"),
+    ("unknown field", _stream(colour="red"), "colour"),
+    ("another service's stream", _stream(name="svc_echo"), "svc_echo"),
+    ("a shared stream", _stream(name="BOTBUS_IN"), "BOTBUS_IN"),
+    ("a bad suffix", _stream(name="svc_weather_Bad"), "svc_weather_Bad"),
+    ("another's bucket", {"kind": "bucket", "name": "svc_echo"}, "svc_echo"),
+    ("bucket republish", {"kind": "bucket", "name": "svc_weather", "republish": {}}, "republish"),
+    ("no kind", {"name": "svc_weather", "subjects": ["weather.x"]}, "kind"),
+    ("wrong types", _stream(max_age="forever"), "max_age"),
+    ("not an object", [1, 2], "invalid request"),
+    ("garbage", b"\xff{not json", "invalid request"),
+]
+
+
+@pytest.mark.usefixtures("provisioner")
+async def test_bad_requests_get_a_clear_refusal_and_the_provisioner_keeps_serving(
+    weather: Component, admin_nc: Client
+) -> None:
+    for label, payload, needle in BAD_REQUESTS:
+        reply = await ask(weather, payload)
+        assert not reply.ok and needle in reply.error, (label, reply)
+        assert not reply.created
+    for stream in ("svc_weather", "svc_echo", "svc_weather_Bad", "KV_svc_echo", "KV_svc_weather"):
+        assert not await exists(admin_nc, stream), stream
+    # Still serving, and a good request after all that works.
+    assert (await ask(weather, _stream())).created
+    await weather.allowed()
+
+
+@pytest.mark.usefixtures("provisioner")
+async def test_the_subject_decides_whose_stream_it_is(
+    weather: Component, authority: Authority, log_in: LogIn, admin_nc: Client
+) -> None:
+    # weather cannot ask in echo's name: its identity may not publish there.
+    await weather.nc.publish(subjects.provision("echo"), json.dumps(_stream()).encode())
+    await weather.denied(f'publish to "{subjects.provision("echo")}"')
+    # In its own name, echo's stream is refused, whatever the payload claims.
+    echo = await log_in(authority.issue_service("echo"))
+    reply = await ask(echo, _stream(name="svc_weather"), service="echo")
+    assert not reply.ok and "svc_weather" in reply.error
+    assert not await exists(admin_nc, "svc_weather")
+    with pytest.raises(ProvisionError, match="not under echo"):
+        await provision(echo.nc, "echo", stream_request("svc_echo", ["weather.>"]))
+
+
+@pytest.mark.usefixtures("provisioner")
+async def test_a_stream_with_options_the_provisioner_never_sets_is_not_updated(
+    weather: Component, admin_nc: Client
+) -> None:
+    # Made some other way (an older botbus let services create streams themselves).
+    await admin_nc.jetstream().add_stream(
+        name="svc_weather",
+        subjects=["weather.x"],
+        republish=RePublish(src="weather.x", dest="echo.copy"),
+    )
+    with pytest.raises(ProvisionError, match="republish"):
+        await provision(weather.nc, "weather", stream_request("svc_weather", ["weather.x"]))
+
+
+async def test_without_a_provisioner_a_service_on_an_authenticated_bus_gets_a_clear_error(
+    weather: Component, admin_nc: Client
+) -> None:
+    with pytest.raises(ProvisionError, match="gateway"):
+        await provision(weather.nc, "weather", BucketRequest(name="svc_weather"), wait=0.5)
+    # One that exists already is used as it is.
+    await admin_nc.jetstream().create_key_value(bucket="svc_weather")
+    reply = await provision(weather.nc, "weather", BucketRequest(name="svc_weather"), wait=0.5)
+    assert reply.ok and not reply.created
+
+
+def test_a_service_cannot_declare_a_stream_option_the_provisioner_refuses() -> None:
+    with pytest.raises(ValueError, match="sources"):
+        stream_request("svc_weather", ["weather.x"], sources=[{"name": "BOTBUS_IN"}])
+    with pytest.raises(ValueError, match="num_replicas"):
+        stream_request("svc_weather", ["weather.x"], num_replicas=3)
