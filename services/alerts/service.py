@@ -10,12 +10,14 @@ the sibling modules; this module maps commands and events onto it.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import string
 import zoneinfo
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from nats.errors import Error as NatsError
 from nats.js.api import DiscardPolicy
 
 from botbus.models import Alert, DeliveryEvent, ForgetUser, InboundCommand
@@ -32,7 +34,7 @@ from services.alerts.bus import (
 from services.alerts.channels import check_channel_name, new_channel
 from services.alerts.reminders import next_local_time, parse_reminder, resolve_timezone
 from services.alerts.runtime import FEED_ACK_WAIT, AlertsRuntime
-from services.alerts.schedules import STREAM_OPTIONS, ReminderRef
+from services.alerts.schedules import FIRED_CONSUMER, STREAM_OPTIONS, ReminderRef
 from services.alerts.store import Reminder
 from services.alerts.texts import UserInputError
 
@@ -64,11 +66,18 @@ _reminders = service.stream("reminders", subjects=[REMINDERS_ALL], **STREAM_OPTI
 assert (_feed, _reminders) == (STREAM_ALERTS, STREAM_REMINDERS)
 
 
+log = logging.getLogger(__name__)
+
+
 @service.lifespan
 async def alerts_runtime(app: App) -> AsyncIterator[AlertsRuntime]:
     """Open the state and the HTTP endpoint; close the endpoint at the end."""
     rt = await AlertsRuntime.start(app.js, app.settings)
     try:
+        try:
+            await rt.scheduler.restore(rt.store.all_reminders, datetime.now(UTC))
+        except NatsError as exc:  # the reminders already armed still fire
+            log.error("could not check the reminder schedules (%s); will at the next start", exc)
         yield rt
     finally:
         await rt.stop()
@@ -92,7 +101,7 @@ async def alert_published(ctx: Context[AlertsRuntime], alert: Alert) -> Ack | Re
 
 
 @service.consume(
-    stream=STREAM_REMINDERS, subject=REMINDER_FIRED, model=ReminderRef, durable="alerts_remind"
+    stream=STREAM_REMINDERS, subject=REMINDER_FIRED, model=ReminderRef, durable=FIRED_CONSUMER
 )
 async def reminder_fired(ctx: Context[AlertsRuntime], ref: ReminderRef) -> None:
     """Send one reminder nats-server fired to its chat."""

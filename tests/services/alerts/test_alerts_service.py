@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import nats
@@ -21,6 +22,7 @@ from botbus.service import ServiceApp
 from botbus.settings import Settings, load_settings
 from services.alerts.bus import STREAM_REMINDERS, alert_channel, reminder_schedule
 from services.alerts.service import service
+from services.alerts.store import AlertsStore, Reminder
 from tests.conftest import publisher_creds
 from tests.services.alerts.conftest import ADMIN_ID, Bot, Outbox, StartApp
 from tests.support.waiting import eventually
@@ -314,3 +316,50 @@ async def test_a_busy_http_port_stops_start_up_with_a_clear_error(
     with pytest.raises(ConfigError, match="set BOTBUS_ALERTS_HTTP to a free HOST:PORT"):
         await second.start()
     await second.stop(timeout=1.0)
+
+
+@pytest.mark.slow  # restarts the service
+async def test_reminders_whose_schedules_are_missing_are_armed_again_at_start(
+    start_alerts: StartApp, admin_nc: Client
+) -> None:
+    """As after upgrading from a version that kept the schedules in another stream:
+    the reminders are stored, their schedules are not. None may be lost or doubled."""
+    js = admin_nc.jetstream()
+    b = Bot(js, Outbox(js))
+    try:
+        app = await start_alerts()
+        await app.stop(timeout=5.0)
+        store = await AlertsStore.open(js)
+        now = datetime.now(UTC)
+        stored = [
+            Reminder(id="rlate", user_id=51, chat_id=51, kind="once", text="call mum",
+                     timezone="UTC", due=now - timedelta(hours=1)),
+            Reminder(id="rsoon", user_id=52, chat_id=52, kind="once", text="water plants",
+                     timezone="UTC", due=now + timedelta(hours=1)),
+            Reminder(id="rdaily", user_id=53, chat_id=53, kind="daily", text="stretch",
+                     timezone="Europe/Madrid", due=now + timedelta(hours=5), hour=7, minute=30),
+        ]  # fmt: skip
+        for reminder in stored:
+            assert await store.create_reminder(reminder)
+
+        await start_alerts()
+        [late] = await b.outbox.take(1, timeout=8)
+        assert isinstance(late, SendText) and (late.chat_id, late.text) == (
+            51,
+            "⏰ Reminder: call mum",
+        )
+        armed = {
+            r.id: await js.get_last_msg(STREAM_REMINDERS, reminder_schedule(r.user_id, r.id))
+            for r in stored[1:]
+        }
+        assert armed["rdaily"].headers is not None
+        assert armed["rdaily"].headers["Nats-Schedule"] == "0 30 7 * * *"
+        assert armed["rdaily"].headers["Nats-Schedule-Time-Zone"] == "Europe/Madrid"
+
+        await start_alerts()  # a second instance finds every schedule in place
+        for r in stored[1:]:
+            again = await js.get_last_msg(STREAM_REMINDERS, reminder_schedule(r.user_id, r.id))
+            assert again.seq == armed[r.id].seq  # not armed twice
+        assert await b.outbox.take(1, timeout=0.5) == []  # the overdue one fired once
+    finally:
+        await b.outbox.close()
