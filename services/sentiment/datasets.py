@@ -1,20 +1,28 @@
 """The public labelled sets the sentiment model is trained on and measured on.
 
-None of them is in the repository: their files are read from a data
-directory (``--data-dir``, default ``.sentiment-data/``, git-ignored) that
-``python -m services.sentiment.datasets`` explains how to fill, each file
-taken from a pinned commit of a public GitHub repository. Training sets and
-evaluation sets come from different sources, so no figure is measured on
-data the model or its settings were fitted to.
+The training sets whose licences allow it (GoEmotions, Apache-2.0; XED,
+CC BY 4.0; UD Spanish-GSD, CC BY-SA 4.0) are in the repository, as
+``training/<key>.tsv.gz`` (one ``label<TAB>text`` line per example, nothing
+else), so ``python -m services.sentiment.train`` needs nothing else. The
+other sets -- development and evaluation tweets, whose licences do not allow
+copying them, and the optional Mozetič tweets, whose texts carry no licence
+-- are read from a data directory (``--data-dir``, default
+``.sentiment-data/``, git-ignored) that ``python -m services.sentiment.datasets``
+explains how to fill, each file taken from a pinned commit of a public GitHub
+repository. Training sets and evaluation sets come from different sources,
+so no figure is measured on data the model or its settings were fitted to.
 
-Run ``python -m services.sentiment.datasets`` to list every set with its
-source, licence and role, and the commands that rebuild the data directory
-from clones of those repositories.
+``python -m services.sentiment.datasets`` lists every set with its source,
+licence and role, and prints the commands that fill the data directory;
+``--bundle`` rewrites the committed training files from those sources (the
+same bytes, as long as the pinned commits are used).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
+import gzip
 import io
 import sys
 from collections.abc import Callable
@@ -27,7 +35,12 @@ from services.sentiment.language import Lang
 from services.sentiment.scoring import Label
 
 DEFAULT_DATA_DIR = Path(".sentiment-data")
-Role = Literal["train", "dev", "eval"]
+TRAINING_DIR = Path(__file__).parent / "training"  # the committed training sets
+# train: in the repository, used by default. extra: optional training data read from
+# the data directory (texts without a licence, never committed). dev: tuning only.
+# eval: measurement only.
+Role = Literal["train", "extra", "dev", "eval"]
+_LABEL_OF: dict[str, Label] = {"negative": "negative", "neutral": "neutral", "positive": "positive"}
 
 _NUMBERED: dict[str, Label] = {"0": "negative", "1": "neutral", "2": "positive"}
 _SIGNED: dict[str, Label] = {"-1": "negative", "0": "neutral", "1": "positive"}
@@ -38,6 +51,34 @@ _GOEMOTIONS_GROUPS: dict[str, Label] = {"1": "negative", "2": "neutral", "3": "p
 
 class DataMissingError(FileNotFoundError):
     """A set's files are not in the data directory; the message says how to get them."""
+
+
+class BundleError(ValueError):
+    """A committed training file is malformed; the message names the file and line."""
+
+
+def write_bundle(path: Path, examples: list[Example]) -> None:
+    """Write ``examples`` as gzipped ``label<TAB>text`` lines, byte for byte reproducibly."""
+    lines = []
+    for example in examples:
+        text = " ".join(example.text.split())  # no tab or line break inside a field
+        if text:
+            lines.append(f"{example.label}\t{text}\n")
+    # mtime=0 and no file name in the header: the same examples give the same bytes.
+    with path.open("wb") as raw, gzip.GzipFile("", "wb", 9, raw, mtime=0) as out:
+        out.write("".join(lines).encode("utf-8"))
+
+
+def read_bundle(path: Path) -> list[Example]:
+    """The examples of a committed training file (see :func:`write_bundle`)."""
+    examples = []
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        for line_no, line in enumerate(lines, 1):
+            label, sep, text = line.rstrip("\n").partition("\t")
+            if not sep or label not in _LABEL_OF or not text:
+                raise BundleError(f"{path.name}:{line_no}: expected 'label<TAB>text'")
+            examples.append(Example(text, _LABEL_OF[label]))
+    return examples
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +95,22 @@ class PublicSet:
     licence: str
     gold: str
     parse: Callable[[list[str]], list[Example]]
+    # In the repository as TRAINING_DIR/<key>.tsv.gz (the licence allows it).
+    bundled: bool = False
 
-    def load(self, data_dir: Path) -> list[Example]:
-        """The set's examples, read from ``data_dir``."""
+    @property
+    def bundle(self) -> Path:
+        """Where the set's committed copy is (for a set that has one)."""
+        return TRAINING_DIR / f"{self.key}.tsv.gz"
+
+    def load(self, data_dir: Path = DEFAULT_DATA_DIR) -> list[Example]:
+        """The set's examples: its committed copy if it has one, else read from ``data_dir``."""
+        if self.bundled:
+            return read_bundle(self.bundle)
+        return self.load_source(data_dir)
+
+    def load_source(self, data_dir: Path) -> list[Example]:
+        """The set's examples, parsed from its original files in ``data_dir``."""
         texts = []
         for path, local in self.files:
             file = data_dir / local
@@ -186,11 +240,12 @@ PUBLIC_SETS: tuple[PublicSet, ...] = (
         "single-label comments of the paper's groups negative/neutral/positive (ambiguous "
         "and mixed left out)",
         _goemotions,
+        bundled=True,
     ),
     PublicSet(
         "mozetic_en",
         "en",
-        "train",
+        "extra",
         "Twitter sentiment for 15 European languages, English part (positive/negative)",
         _MOZETIC_REPO,
         "03636bf528ffe70decb989ae9b0d03b708ab6e0c",
@@ -211,6 +266,7 @@ PUBLIC_SETS: tuple[PublicSet, ...] = (
         "Plutchik emotions grouped by polarity (joy, trust / anger, disgust, fear, sadness); "
         "lines with both polarities or only anticipation/surprise left out",
         _xed,
+        bundled=True,
     ),
     PublicSet(
         "xed_neutral_en",
@@ -223,6 +279,7 @@ PUBLIC_SETS: tuple[PublicSet, ...] = (
         _XED_LICENCE,
         "lines the annotators marked neutral",
         _xed_neutral,
+        bundled=True,
     ),
     PublicSet(
         "xed_es",
@@ -235,11 +292,12 @@ PUBLIC_SETS: tuple[PublicSet, ...] = (
         _XED_LICENCE,
         "projected Plutchik emotions grouped by polarity, as for XED English",
         _xed,
+        bundled=True,
     ),
     PublicSet(
         "mozetic_es",
         "es",
-        "train",
+        "extra",
         "Twitter sentiment for 15 European languages, Spanish part (positive/negative)",
         _MOZETIC_REPO,
         "03636bf528ffe70decb989ae9b0d03b708ab6e0c",
@@ -262,6 +320,7 @@ PUBLIC_SETS: tuple[PublicSet, ...] = (
         "CC BY-SA 4.0 (the treebank's LICENSE.txt)",
         "not labelled for sentiment: every sentence is taken as neutral (mostly factual prose)",
         _conllu_sentences_as_neutral,
+        bundled=True,
     ),
     # -- development: one scalar (how much the lexicon adds) is chosen on these ------
     PublicSet(
@@ -381,6 +440,8 @@ def how_to_fetch(data_dir: Path = DEFAULT_DATA_DIR) -> str:
     lines = [f"mkdir -p {data_dir}"]
     for s in PUBLIC_SETS:
         lines.append(f"# {s.key} ({s.role}, {s.language}): {s.name}; licence: {s.licence}")
+        if s.bundled:
+            lines.append(f"# (in the repository as {s.bundle.name}; needed only for --bundle)")
         for path, local in s.files:
             if s.repository.startswith("pypi:"):
                 archive, _, member = path.partition(":")
@@ -399,15 +460,49 @@ def how_to_fetch(data_dir: Path = DEFAULT_DATA_DIR) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Print every set and how to fetch it."""
-    out = sys.stdout
+def bundle(data_dir: Path) -> list[tuple[PublicSet, int, int]]:
+    """Rewrite the committed training files from the sources in ``data_dir``.
+
+    Returns each bundled set with its number of examples and its file size in bytes.
+    """
+    written = []
+    TRAINING_DIR.mkdir(exist_ok=True)
     for s in PUBLIC_SETS:
-        out.write(f"{s.key:14} {s.role:5} {s.language}  {s.name}\n")
-        out.write(f"{'':23}github.com/{s.repository} @ {s.commit}\n")
-        out.write(f"{'':23}licence: {s.licence}\n{'':23}gold: {s.gold}\n")
-    out.write("\n" + how_to_fetch() + "\n")
+        if s.bundled:
+            examples = s.load_source(data_dir)
+            write_bundle(s.bundle, examples)
+            written.append((s, len(examples), s.bundle.stat().st_size))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print every set and how to fetch it, or (``--bundle``) rewrite the committed sets."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--bundle",
+        action="store_true",
+        help="rewrite training/*.tsv.gz from the original files in --data-dir",
+    )
+    args = parser.parse_args(argv)
+    out = sys.stdout
+    if args.bundle:
+        try:
+            written = bundle(args.data_dir)
+        except DataMissingError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        for s, count, size in written:
+            out.write(f"{s.bundle.name}: {count:,} examples, {size:,} bytes\n")
+        return 0
+    for s in PUBLIC_SETS:
+        where = "in the repository" if s.bundled else f"in {args.data_dir}/"
+        out.write(f"{s.key:16} {s.role:5} {s.language}  {s.name} ({where})\n")
+        out.write(f"{'':25}github.com/{s.repository} @ {s.commit}\n")
+        out.write(f"{'':25}licence: {s.licence}\n{'':25}gold: {s.gold}\n")
+    out.write("\n" + how_to_fetch(args.data_dir) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

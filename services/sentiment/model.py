@@ -9,10 +9,14 @@ softmax: no scikit-learn at run time.
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -74,8 +78,14 @@ class LinearModel:
     @classmethod
     def load(cls, language: str) -> LinearModel:
         """The model shipped in ``data/`` for ``language``."""
-        name = MODEL_FILE.format(language=language)
-        path = resources.files("services.sentiment").joinpath("data", name)
+        path = resources.files("services.sentiment").joinpath(
+            "data", MODEL_FILE.format(language=language)
+        )
+        return cls.from_file(path, "; rebuild it with `make train-sentiment`")
+
+    @classmethod
+    def from_file(cls, path: Path | Traversable, advice: str = "") -> LinearModel:
+        """A model written by :meth:`save` to ``path``; ``advice`` ends the error message."""
         try:
             with path.open("rb") as fh, np.load(fh) as npz:
                 meta = json.loads(str(npz["meta"]))
@@ -86,16 +96,25 @@ class LinearModel:
                     meta,
                 )
         except (OSError, KeyError, ValueError) as exc:
-            raise ModelFileError(f"{name}: {exc}; rebuild it with `make train-sentiment`") from exc
+            raise ModelFileError(f"{path.name}: {exc}{advice}") from exc
 
     def save(self, path: str) -> None:
-        """Write the model as ``load`` reads it (weights stored as float16)."""
-        np.savez_compressed(
-            path,
-            weights=self._weights.astype(np.float16),
-            bias=self._bias.astype(np.float32),
-            meta=np.array(json.dumps({**self.meta, "bits": self.bits}, sort_keys=True)),
-        )
+        """Write the model as ``load`` reads it (weights stored as float16).
+
+        The same model gives the same bytes: unlike ``np.savez_compressed``, no
+        time stamp goes into the archive.
+        """
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "weights": self._weights.astype(np.float16),
+            "bias": self._bias.astype(np.float32),
+            "meta": np.array(json.dumps({**self.meta, "bits": self.bits}, sort_keys=True)),
+        }
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, array in arrays.items():
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, array, allow_pickle=False)
+                entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                archive.writestr(entry, buffer.getvalue(), zipfile.ZIP_DEFLATED, 9)
 
     @property
     def lexicon_weight(self) -> float:

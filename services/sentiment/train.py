@@ -1,20 +1,28 @@
 """Train the sentiment models: ``python -m services.sentiment.train`` (``make train-sentiment``).
 
-For each language, reads the training sets of :mod:`.datasets` from the data
-directory, computes every text's features (:mod:`.features`, the lexicon's
-verdict included), and fits a multinomial logistic regression with
-scikit-learn (a training-only dependency: ``pip install -e '.[train]'``).
-The regularisation strength is chosen on a 10% split of the training data
-itself. One more scalar, how much the lexicon's verdict adds to the model's
-(:func:`.model.combine`), is chosen on the language's development split (a
-validation split of a public tweet set); the evaluation sets are never read here. The weights go to
-``services/sentiment/data/model_<lang>.npz``, which the service loads with
-NumPy alone.
+For each language, reads the training sets committed in ``training/`` (see
+:mod:`.datasets`; nothing is fetched), computes every text's features
+(:mod:`.features`, the lexicon's verdict included), and fits a multinomial
+logistic regression with scikit-learn (a training-only dependency:
+``pip install -e '.[train]'``). The regularisation strength is chosen on a
+10% split of the training data itself. The same data and settings give the
+same model file, byte for byte.
+
+How much the lexicon's verdict adds to the model's (:func:`.model.combine`)
+was chosen on the language's development split (a validation split of a
+public tweet set, which may not be copied into the repository) and is
+recorded in ``training/calibration.json``; training reads it from there.
+``--tune`` chooses it again on the development splits, which must then be in
+``--data-dir`` (``python -m services.sentiment.datasets`` says how), and
+rewrites that file. The evaluation sets are never read here. The weights go
+to ``services/sentiment/data/model_<lang>.npz``, which the service loads
+with NumPy alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 from collections import Counter
@@ -23,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from services.sentiment.datasets import DEFAULT_DATA_DIR, public_sets
+from services.sentiment.datasets import DEFAULT_DATA_DIR, TRAINING_DIR, public_sets
 from services.sentiment.evaluation import Example, metrics
 from services.sentiment.features import DEFAULT_BITS, featurize
 from services.sentiment.language import Lang
@@ -36,6 +44,7 @@ LEXICON_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # how much the lexicon a
 TUNING_SHARE = 0.1
 MAX_ITER = 300
 OUTPUT_DIR = Path(__file__).parent / "data"
+CALIBRATION_FILE = TRAINING_DIR / "calibration.json"
 
 
 def lexicon_scorer(language: Lang) -> EnglishScorer | SpanishScorer:
@@ -63,13 +72,25 @@ def _fit(x: Any, y: list[int], c: float) -> Any:
     return model.fit(x, y)
 
 
-def train(language: Lang, data_dir: Path, bits: int = DEFAULT_BITS) -> LinearModel:
-    """Fit the model of ``language`` on its training sets."""
+def train(
+    language: Lang,
+    bits: int = DEFAULT_BITS,
+    *,
+    extra_dir: Path | None = None,
+    limit: int | None = None,
+) -> LinearModel:
+    """Fit the model of ``language`` on its committed training sets.
+
+    ``extra_dir``: also train on the optional sets (role ``extra``) read from there.
+    ``limit``: at most that many examples of each set (a quick, smaller model).
+    """
     sets = public_sets(language, "train")
+    if extra_dir is not None:
+        sets += public_sets(language, "extra")
     examples: list[Example] = []
     described = []
     for public in sets:
-        loaded = public.load(data_dir)
+        loaded = public.load(extra_dir or DEFAULT_DATA_DIR)[:limit]
         examples.extend(loaded)
         counts = Counter(e.label for e in loaded)
         described.append(
@@ -115,9 +136,19 @@ def train(language: Lang, data_dir: Path, bits: int = DEFAULT_BITS) -> LinearMod
         "seed": SEED,
         "features": "word 1-2-grams with negation marking, char 4-grams, lexicon bins",
     }
-    model = LinearModel(np.ascontiguousarray(weights), bias, bits, meta)
-    meta.update(_tune_lexicon_weight(model, language, data_dir, scorer))
-    return model
+    return LinearModel(np.ascontiguousarray(weights), bias, bits, meta)
+
+
+def read_calibration() -> dict[str, dict[str, Any]]:
+    """The settings chosen on the development splits, per language (committed)."""
+    settings: dict[str, dict[str, Any]] = json.loads(CALIBRATION_FILE.read_text(encoding="utf-8"))
+    return settings
+
+
+def write_calibration(settings: dict[str, dict[str, Any]]) -> None:
+    """Record the settings chosen on the development splits."""
+    text = json.dumps(settings, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    CALIBRATION_FILE.write_text(text, encoding="utf-8")
 
 
 def _tune_lexicon_weight(
@@ -150,13 +181,30 @@ def _tune_lexicon_weight(
 def main(argv: list[str] | None = None) -> int:
     """Train and write the models; exit status 1 with a clear message if data is missing."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="where the development splits (--tune) and the optional sets (--extra) are",
+    )
     parser.add_argument("--language", choices=["en", "es"], action="append")
     parser.add_argument("--out", type=Path, default=OUTPUT_DIR)
     parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="choose the lexicon weight again on the development splits in --data-dir and "
+        "record it in training/calibration.json",
+    )
+    parser.add_argument(
         "--tune-only",
         action="store_true",
-        help="keep the shipped weights, only choose the lexicon weight again",
+        help="keep the shipped weights, only choose the lexicon weight again (implies --tune)",
+    )
+    parser.add_argument(
+        "--extra",
+        action="store_true",
+        help="also train on the optional sets in --data-dir (Mozetič tweets: their texts "
+        "have no licence, so the shipped models are trained without them)",
     )
     args = parser.parse_args(argv)
     try:
@@ -166,15 +214,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from services.sentiment.datasets import DataMissingError
 
+    calibration = read_calibration()
     for language in args.language or ["en", "es"]:
         try:
             if args.tune_only:
                 model = LinearModel.load(language)
-                model.meta.update(
-                    _tune_lexicon_weight(model, language, args.data_dir, lexicon_scorer(language))
-                )
             else:
-                model = train(language, args.data_dir)
+                model = train(language, extra_dir=args.data_dir if args.extra else None)
+            if args.tune or args.tune_only:
+                chosen = _tune_lexicon_weight(
+                    model, language, args.data_dir, lexicon_scorer(language)
+                )
+                calibration[language] = chosen
+                write_calibration(calibration)
+            model.meta.update(calibration[language])
         except DataMissingError as exc:
             print(str(exc), file=sys.stderr)
             return 1

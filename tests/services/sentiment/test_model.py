@@ -149,7 +149,7 @@ def test_training_and_evaluation_sets_never_share_a_source() -> None:
 
 def test_a_missing_data_file_says_where_it_comes_from(tmp_path: Path) -> None:
     with pytest.raises(DataMissingError, match=r"github\.com/Helsinki-NLP/XED"):
-        next(s for s in PUBLIC_SETS if s.key == "xed_es").load(tmp_path)
+        next(s for s in PUBLIC_SETS if s.key == "xed_es").load_source(tmp_path)
     assert "git -C Helsinki-NLP+XED show" in how_to_fetch(tmp_path)
 
 
@@ -162,7 +162,7 @@ def test_each_public_format_is_parsed(tmp_path: Path) -> None:
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     by_key = {s.key: s for s in PUBLIC_SETS}
-    xed = by_key["xed_es"].load(tmp_path)
+    xed = by_key["xed_es"].load_source(tmp_path)
     assert [(e.text, e.label) for e in xed] == [
         ("Qué alegría", "positive"),
         ("Qué asco", "negative"),

@@ -1,0 +1,104 @@
+"""Training from the repository alone: the committed sets, their files, a small run."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from services.sentiment.datasets import (
+    PUBLIC_SETS,
+    TRAINING_DIR,
+    BundleError,
+    DataMissingError,
+    public_sets,
+    read_bundle,
+    write_bundle,
+)
+from services.sentiment.evaluation import Example
+from services.sentiment.model import CLASSES, LinearModel, ModelFileError
+from services.sentiment.train import read_calibration
+
+MAX_BUNDLE_BYTES = 4_000_000  # the committed training data, all sets together
+
+
+def test_every_default_training_set_is_committed_with_its_licence() -> None:
+    for language in ("en", "es"):
+        sets = public_sets(language, "train")
+        assert sets and all(s.bundled for s in sets)
+        labels = Counter(e.label for s in sets for e in s.load())
+        assert set(labels) == set(CLASSES), language  # every class is taught
+    licences = {p.name for p in TRAINING_DIR.glob("LICENSE-*.txt")}
+    assert licences == {"LICENSE-GoEmotions.txt", "LICENSE-XED.txt", "LICENSE-UD-Spanish-GSD.txt"}
+    assert sum(p.stat().st_size for p in TRAINING_DIR.glob("*.tsv.gz")) < MAX_BUNDLE_BYTES
+    assert {p.name for p in TRAINING_DIR.glob("*.tsv.gz")} == {
+        s.bundle.name for s in PUBLIC_SETS if s.bundled
+    }
+
+
+def test_tweets_without_a_licence_are_never_committed_nor_trained_on_by_default() -> None:
+    for public in PUBLIC_SETS:
+        if "mozetic" in public.key:
+            assert public.role == "extra" and not public.bundled
+            assert not public.bundle.exists()
+    for language in ("en", "es"):
+        trained_on = {s["key"] for s in LinearModel.load(language).meta["training_sets"]}
+        assert trained_on == {s.key for s in public_sets(language, "train")}
+
+
+def test_a_committed_set_reads_back_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "set.tsv.gz"
+    examples = [Example("muy\tbien\nhecho", "positive"), Example("  ", "neutral")]
+    write_bundle(path, examples)
+    assert read_bundle(path) == [Example("muy bien hecho", "positive")]
+    first = path.read_bytes()
+    write_bundle(path, examples)
+    assert path.read_bytes() == first  # no time stamp: same examples, same bytes
+
+
+def test_a_malformed_committed_set_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.tsv.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as out:
+        out.write("positive\tbien\nhappy\tbien\n")
+    with pytest.raises(BundleError, match=r"bad\.tsv\.gz:2"):
+        read_bundle(path)
+
+
+def test_the_optional_sets_say_how_to_get_them(tmp_path: Path) -> None:
+    mozetic = next(s for s in PUBLIC_SETS if s.key == "mozetic_es")
+    with pytest.raises(DataMissingError, match=r"joemzhao/tweets-retriever"):
+        mozetic.load(tmp_path)
+
+
+def test_the_calibration_chosen_on_development_splits_is_committed() -> None:
+    calibration = read_calibration()
+    for language in ("en", "es"):
+        assert calibration[language]["dev_sets"] == [s.key for s in public_sets(language, "dev")]
+        model = LinearModel.load(language)
+        assert model.lexicon_weight == calibration[language]["lexicon_weight"]
+
+
+def test_a_small_training_run_from_the_repository_is_reproducible(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn", reason="training needs pip install -e '.[train]'")
+    from services.sentiment.train import train
+
+    paths = []
+    for run in (1, 2):
+        model = train("es", bits=12, limit=150)
+        model.meta.update(read_calibration()["es"])
+        paths.append(tmp_path / f"model{run}.npz")
+        model.save(str(paths[-1]))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    loaded = LinearModel.from_file(paths[0])
+    assert loaded.bits == 12 and loaded.meta["examples"] == 300
+    assert {s["key"] for s in loaded.meta["training_sets"]} == {"xed_es", "ud_gsd_es"}
+    assert loaded.predict("Qué asco, odio esto", -0.8).label == "negative"
+
+
+def test_a_broken_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "model_xx.npz"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ModelFileError, match=r"model_xx\.npz"):
+        LinearModel.from_file(broken)
