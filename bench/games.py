@@ -57,6 +57,7 @@ from botbus.models import (
     encode,
 )
 from botbus.natsserver import NatsServer
+from botbus.provision import Provisioner
 from botbus.service import ServiceApp
 from botbus.settings import Settings, load_settings
 from botbus.topology import ensure_topology
@@ -279,6 +280,8 @@ async def bus_path(
     )
     js = nc.jetstream()
     await ensure_topology(js)
+    # The service's buckets are made by the provisioner, which the gateway runs.
+    await Provisioner(nc).start()  # answers until nc closes
     outbox = Outbox()
     sub = await js.subscribe(
         subjects.outbound_of("games"),

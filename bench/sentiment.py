@@ -185,6 +185,7 @@ async def _bus_run(instances: int, messages: int, chats: int, users: int, live: 
     from botbus.connect import connect_options
     from botbus.models import InboundMessage, encode
     from botbus.natsserver import NatsServer
+    from botbus.provision import Provisioner
     from botbus.settings import load_settings
     from botbus.topology import ensure_topology
 
@@ -224,6 +225,8 @@ async def _bus_run(instances: int, messages: int, chats: int, users: int, live: 
             )
             js = nc.jetstream()
             await ensure_topology(js)
+            # The service's buckets are made by the provisioner, which the gateway runs.
+            await Provisioner(nc).start()  # answers until nc closes
             for _ in range(instances):
                 ready = ctx.Event()
                 proc = ctx.Process(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from nats.aio.client import Client
 from botbus.auth import Authority, authority_dir
 from botbus.connect import connect_options
 from botbus.natsserver import NatsCluster, NatsServer
+from botbus.provision import Provisioner
 from botbus.sandbox import SandboxClient, SandboxServer
 from botbus.settings import Settings, load_settings
 
@@ -23,12 +25,29 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def nats_server(tmp_path: Path, settings: Settings) -> AsyncIterator[NatsServer]:
-    """A real nats-server with JetStream, botbus's nats.conf, in operator mode."""
+async def nats_server(
+    tmp_path: Path, settings: Settings, request: pytest.FixtureRequest
+) -> AsyncIterator[NatsServer]:
+    """A real nats-server with JetStream, botbus's nats.conf, in operator mode.
+
+    The core's provisioner of services' streams and buckets answers on it, on
+    the gateway's identity as the gateway runs it, unless the test is marked
+    ``no_provisioner``.
+    """
     server = NatsServer(tmp_path / "nats", settings)
     await server.start()
     try:
-        yield server
+        async with contextlib.AsyncExitStack() as stack:
+            if request.node.get_closest_marker("no_provisioner") is None:
+                nc = await nats.connect(
+                    server.url,
+                    **connect_options(settings, "gateway"),
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                )
+                stack.push_async_callback(nc.close)
+                await stack.enter_async_context(Provisioner(nc))
+            yield server
     finally:
         await server.stop()
 

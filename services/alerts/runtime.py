@@ -25,7 +25,7 @@ from services.alerts.fanout import Broadcaster
 from services.alerts.httpapi import AlertsHttp, Published
 from services.alerts.schedules import ReminderScheduler
 from services.alerts.settings import AlertsSettings
-from services.alerts.store import DEFAULT_DEDUPE_WINDOW, AlertsStore, StoreConflict
+from services.alerts.store import DEFAULT_DEDUPE_WINDOW, AlertsStore, BucketOpener, StoreConflict
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,12 @@ class AlertsRuntime:
         self.epoch = "0"
 
     @classmethod
-    async def start(cls, js: JetStreamContext, settings: Settings) -> AlertsRuntime:
-        """Open the state and start the HTTP endpoint (the streams exist: the SDK made them)."""
-        store = await AlertsStore.open(js)
+    async def start(
+        cls, js: JetStreamContext, settings: Settings, buckets: BucketOpener | None = None
+    ) -> AlertsRuntime:
+        """Open the state and start the HTTP endpoint (the streams exist: the SDK had them
+        made); ``buckets`` opens the buckets (:meth:`AlertsStore.open`)."""
+        store = await AlertsStore.open(js, buckets)
         runtime = cls(js, settings, store)
         info = await js.stream_info(STREAM_ALERTS)
         runtime.epoch = _epoch(info.created)

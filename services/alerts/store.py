@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -113,6 +114,10 @@ class Subscriber:
     thread_id: int | None = None  # a forum topic of the chat, or None
 
 
+BucketOpener = Callable[[str], Awaitable[KeyValue]]
+"""Opens the alerts service's bucket of a suffix ("" for ``svc_alerts``)."""
+
+
 class StoreConflict(RuntimeError):
     """A compare-and-set write lost a race; re-read and decide again."""
 
@@ -134,10 +139,16 @@ class AlertsStore:
         self._subs_prefix = f"$KV.{self.subs_bucket}."
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> AlertsStore:
-        """Open (creating when missing) both buckets."""
-        state = await _bucket(js, "")
-        subs = await _bucket(js, "subs")
+    async def open(cls, js: JetStreamContext, buckets: BucketOpener | None = None) -> AlertsStore:
+        """Open (creating when missing) both buckets.
+
+        ``buckets(suffix)`` opens one: the service passes ``app.kv``, which has
+        the core's provisioner make it; without it they are made directly,
+        which only an admin connection may (tests, benchmarks).
+        """
+        opener = buckets or functools.partial(topology.service_bucket, js, SERVICE)
+        state = await opener("")
+        subs = await opener("subs")
         return cls(js, state, subs)
 
     # -- channels --------------------------------------------------------
@@ -344,19 +355,6 @@ class AlertsStore:
             owner = await _get(self.state, key)
             return owner.decode() if owner is not None else alert_id
         return alert_id
-
-
-async def _bucket(js: JetStreamContext, suffix: str) -> KeyValue:
-    kv = await topology.service_bucket(js, SERVICE, suffix)
-    # Dedupe entries expire through per-message TTLs, which the bucket's stream
-    # must allow; topology.service_bucket does not turn that on.
-    stream = f"KV_{service_bucket(SERVICE, suffix)}"
-    info = await js.stream_info(stream)
-    if not info.config.allow_msg_ttl:
-        info.config.allow_msg_ttl = True
-        await js.update_stream(info.config)
-        log.info("enabled per-message TTLs on %s", stream)
-    return kv
 
 
 async def _get(kv: KeyValue, key: str) -> bytes | None:

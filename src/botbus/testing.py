@@ -11,7 +11,8 @@
             assert "Madrid" in reply.text
 
 The harness starts an embedded nats-server (operator mode, in a temporary
-directory), creates the shared streams as the gateway would, runs the
+directory), creates the shared streams and runs the provisioner of the
+service's own streams and buckets as the gateway would, runs the
 service with its own issued identity (so a permission it lacks fails the
 test as it would in production), publishes inbound traffic as the gateway
 does, and reads the actions the service publishes.
@@ -46,6 +47,7 @@ from botbus.models import (
     encode,
 )
 from botbus.natsserver import NatsServer
+from botbus.provision import Provisioner
 from botbus.service import Service, ServiceApp
 from botbus.settings import Settings, load_settings
 from botbus.topology import ensure_topology
@@ -128,6 +130,10 @@ class ServiceHarness:
         self._stack.push_async_callback(nc.close)
         self._nc = nc
         await ensure_topology(nc.jetstream())
+        # The service's streams and buckets are made by the provisioner, as the gateway's.
+        gateway = await nats.connect(self.server.url, **connect_options(self.settings, "gateway"))
+        self._stack.push_async_callback(gateway.close)
+        await self._stack.enter_async_context(Provisioner(gateway))
         sub: Subscription = await nc.subscribe(
             subjects.outbound_of(self.service.name), cb=self._on_action
         )

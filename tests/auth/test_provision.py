@@ -1,13 +1,13 @@
 """botbus.provision: a service's streams and buckets are made by the core, on its request.
 
-The provisioner runs as the gateway's identity (as the gateway runs it); the
-services ask with identities issued for names botbus never heard of.
+The provisioner runs on the gateway's identity, as the gateway runs it (the
+``nats_server`` fixture starts one); the services ask with identities issued
+for names botbus never heard of.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,29 +18,14 @@ from nats.js.errors import NotFoundError
 from botbus import subjects
 from botbus.auth import Authority, Grants
 from botbus.errors import ProvisionError
-from botbus.natsserver import NatsServer
 from botbus.provision import (
     BucketRequest,
-    Provisioner,
     ProvisionReply,
     provision,
     service_bucket,
     stream_request,
 )
-from botbus.settings import Settings
 from tests.auth.conftest import Component, LogIn
-from tests.conftest import connect_as
-
-
-@pytest.fixture
-async def provisioner(nats_server: NatsServer, settings: Settings) -> AsyncIterator[Provisioner]:
-    """A provisioner on the gateway's identity, as the gateway runs it."""
-    nc = await connect_as(nats_server, settings, "gateway")
-    try:
-        async with Provisioner(nc) as running:
-            yield running
-    finally:
-        await nc.drain()
 
 
 @pytest.fixture
@@ -64,7 +49,6 @@ async def exists(admin: Client, stream: str) -> bool:
     return True
 
 
-@pytest.mark.usefixtures("provisioner")
 async def test_a_new_service_gets_its_stream_and_bucket_and_can_use_them(
     weather: Component, admin_nc: Client
 ) -> None:
@@ -84,7 +68,6 @@ async def test_a_new_service_gets_its_stream_and_bucket_and_can_use_them(
     await weather.allowed()
 
 
-@pytest.mark.usefixtures("provisioner")
 async def test_provisioning_is_idempotent_and_updates_what_changed(weather: Component) -> None:
     first = stream_request("svc_weather", ["weather.>"], max_age=60)
     assert (await provision(weather.nc, "weather", first)).created
@@ -127,7 +110,6 @@ BAD_REQUESTS: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.mark.usefixtures("provisioner")
 async def test_bad_requests_get_a_clear_refusal_and_the_provisioner_keeps_serving(
     weather: Component, admin_nc: Client
 ) -> None:
@@ -142,7 +124,6 @@ async def test_bad_requests_get_a_clear_refusal_and_the_provisioner_keeps_servin
     await weather.allowed()
 
 
-@pytest.mark.usefixtures("provisioner")
 async def test_the_subject_decides_whose_stream_it_is(
     weather: Component, authority: Authority, log_in: LogIn, admin_nc: Client
 ) -> None:
@@ -158,7 +139,6 @@ async def test_the_subject_decides_whose_stream_it_is(
         await provision(echo.nc, "echo", stream_request("svc_echo", ["weather.>"]))
 
 
-@pytest.mark.usefixtures("provisioner")
 async def test_a_stream_with_options_the_provisioner_never_sets_is_not_updated(
     weather: Component, admin_nc: Client
 ) -> None:
@@ -172,6 +152,7 @@ async def test_a_stream_with_options_the_provisioner_never_sets_is_not_updated(
         await provision(weather.nc, "weather", stream_request("svc_weather", ["weather.x"]))
 
 
+@pytest.mark.no_provisioner
 async def test_without_a_provisioner_a_service_on_an_authenticated_bus_gets_a_clear_error(
     weather: Component, admin_nc: Client
 ) -> None:

@@ -67,6 +67,9 @@ def test_a_service_may_only_declare_streams_under_its_own_name() -> None:
         svc.stream(subjects=["alerts.*"])
     with pytest.raises(ValueError, match="invalid stream suffix"):
         svc.stream("Bad-Name", subjects=["echo.x"])
+    # Only what the provisioner accepts: no sources, mirror, republish, replicas...
+    with pytest.raises(ValueError, match="sources cannot be provisioned"):
+        svc.stream("copy", subjects=["echo.c"], sources=[{"name": "BOTBUS_IN"}])
     assert svc.stream(subjects=["echo.x"]) == "svc_echo"
     with pytest.raises(ValueError, match="declared twice"):
         svc.stream(subjects=["echo.y"])

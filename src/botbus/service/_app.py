@@ -22,14 +22,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from nats.nuid import NUID
 
-from botbus import subjects, topology
+from botbus import provision, subjects, topology
 from botbus.connect import connect, resolve_url
-from botbus.errors import ConfigError, PayloadError, StartupError
+from botbus.errors import ConfigError, PayloadError, ProvisionError, StartupError
 from botbus.i18n import Catalog
 from botbus.models import Action, encode
 from botbus.service._context import Context, CorrelationLogger
@@ -115,10 +113,14 @@ class ServiceApp:
         return list(self._counters.values())
 
     async def kv(self, suffix: str = "") -> KeyValue:
-        """The service's KV bucket ``svc_<name>[_<suffix>]``, created on first use."""
+        """The service's KV bucket ``svc_<name>[_<suffix>]``, provisioned on first use.
+
+        Raises :class:`~botbus.errors.ProvisionError` if the provisioner (the
+        gateway) refused it or did not answer.
+        """
         if suffix not in self._buckets:
-            self._buckets[suffix] = await topology.service_bucket(
-                self.js, self.service.name, suffix
+            self._buckets[suffix] = await provision.service_bucket(
+                self.nc, self.service.name, suffix
             )
         return self._buckets[suffix]
 
@@ -170,14 +172,19 @@ class ServiceApp:
         }
         self._feeds = Feeds(self._nc, self._js, self.service, self._routes, self._deliver, self.log)
         try:
-            for own in self.service.streams:
-                await self._ensure_stream(own)
+            # The gateway makes the shared streams, and runs the provisioner of ours.
             await topology.wait_for_streams(
                 self._js, [s.name for s in topology.STREAMS if s.name in needed]
             )
+            for own in self.service.streams:
+                await self._ensure_stream(own)
             await self._feeds.bind()
         except NatsError as exc:
             raise self._refused(exc) from exc
+        except ProvisionError as exc:
+            raise StartupError(
+                f"service {name!r} cannot start without its streams: {exc}", reason="refused"
+            ) from exc
         await self._enter_lifespans()
         for hook in self.service.startup_hooks:
             await self._run_startup_hook(hook)
@@ -243,27 +250,12 @@ class ServiceApp:
         return exc
 
     async def _ensure_stream(self, own: OwnStream) -> None:
-        """Create a stream the service declared, or bring its settings up to date."""
-        js = self.js
-        settings: dict[str, Any] = {
-            "description": f"{self.service.name}: {own.suffix or 'main'} stream",
-            "storage": StorageType.FILE,
-            "num_replicas": topology.replicas_for(js),
-            **own.options,
-        }
-        wanted = StreamConfig(name=own.name, subjects=list(own.subjects), **settings)
-        try:
-            info = await js.stream_info(own.name)
-        except NotFoundError:
-            await topology.add_stream(js, wanted)
-            self.log.info("created stream %s (%s)", own.name, ", ".join(own.subjects))
-            return
-        wanted.num_replicas = max(info.config.num_replicas or 1, wanted.num_replicas or 1)
-        fields = ("subjects", "max_age", "max_bytes", "max_msg_size", "discard", "duplicate_window")
-        changed = [f for f in fields if getattr(info.config, f) != getattr(wanted, f)]
-        if changed:
-            await js.update_stream(wanted)
-            self.log.info("updated stream %s: %s", own.name, ", ".join(changed))
+        """Have a declared stream created, or its settings brought up to date."""
+        reply = await provision.provision(self.nc, self.service.name, own.request)
+        if reply.created:
+            self.log.info("stream %s provisioned (%s)", own.name, ", ".join(own.subjects))
+        elif reply.changed:
+            self.log.info("stream %s updated: %s", own.name, ", ".join(reply.changed))
 
     async def _enter_lifespans(self) -> None:
         def keep(state: Any) -> None:

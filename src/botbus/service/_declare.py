@@ -24,6 +24,7 @@ from botbus.models import (
     InboundCommand,
     InboundMessage,
 )
+from botbus.provision import StreamRequest, stream_request
 from botbus.service._context import Context
 from botbus.service._host import App
 from botbus.service._lifespan import LifespanFunction
@@ -73,14 +74,18 @@ class Command:
 
 @dataclass(frozen=True)
 class OwnStream:
-    """A stream the service owns (``service.stream``): created by the SDK at start-up."""
+    """A stream the service owns (``service.stream``): provisioned at start-up."""
 
     name: str
     """``svc_<service>`` or ``svc_<service>_<suffix>``."""
     suffix: str
-    subjects: tuple[str, ...]
-    options: dict[str, Any]
-    """Further ``nats.js.api.StreamConfig`` fields (limits, schedules...)."""
+    request: StreamRequest
+    """What the SDK asks the provisioner for (subjects, limits, schedules...)."""
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """The stream's subjects, all under ``<service>.``."""
+        return tuple(self.request.subjects)
 
 
 @dataclass(frozen=True)
@@ -213,11 +218,14 @@ class Service:
 
         Its subjects must lie under ``<name>.``: a service owns the subjects
         ``<name>.>`` and the streams and buckets named ``svc_<name>...``, and
-        nothing else (issued credentials confine it to exactly that). The SDK
-        creates the stream at start-up (file storage, replicated on a
-        cluster), or brings its limits up to date; ``options`` are further
-        ``StreamConfig`` fields (``max_age``, ``max_bytes``, ``discard``,
-        ``duplicate_window``, ``allow_msg_schedules``...).
+        nothing else (issued credentials confine it to exactly that). At
+        start-up the SDK asks the core's provisioner (:mod:`botbus.provision`,
+        run by the gateway) to create the stream (file storage, replicated on
+        a cluster) or bring its limits up to date; ``options`` are the
+        ``StreamConfig`` fields it accepts (``max_age``, ``max_bytes``,
+        ``max_msgs``, ``max_msgs_per_subject``, ``max_msg_size``, ``discard``,
+        ``retention``, ``storage``, ``duplicate_window``, ``allow_msg_ttl``,
+        ``allow_msg_schedules``, ``description``); any other raises ``ValueError``.
         """
         if suffix and not _SUFFIX_RE.match(suffix):
             raise ValueError(f"invalid stream suffix {suffix!r}: use lowercase letters and digits")
@@ -230,7 +238,8 @@ class Service:
                 )
         if any(s.name == name for s in self.streams):
             raise ValueError(f"stream {name} is declared twice in service {self.name}")
-        self.streams.append(OwnStream(name, suffix, tuple(subjects), dict(options)))
+        options.setdefault("description", f"{self.name}: {suffix or 'main'} stream")
+        self.streams.append(OwnStream(name, suffix, stream_request(name, subjects, **options)))
         return name
 
     def consume(
