@@ -11,10 +11,13 @@ confines it to its own name, with no edit to any configuration:
 - role ``service`` (user name = service name): its own subjects
   ``<name>.>``, its outbound and dead-letter subjects, its own durable
   consumers (each pinned to its filter subject through the filtered
-  ``$JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter>`` subject), its own
-  streams and KV buckets ``svc_<name>`` (plus ``svc_<name>_<suffix>`` for the
-  suffixes issued as ``res:<suffix>`` tags), its own inboxes
-  ``_INBOX.<name>.>`` and the micro-service discovery subjects of its name.
+  ``$JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter>`` subject), the
+  use of its own streams and KV buckets ``svc_<name>`` (plus
+  ``svc_<name>_<suffix>`` for the suffixes issued as ``res:<suffix>`` tags):
+  read, purge, consume, never create, update or restore them (it asks the
+  provisioner on ``botbus.ctl.provision.<name>``, see :mod:`botbus.provision`),
+  its own inboxes ``_INBOX.<name>.>`` and the micro-service discovery
+  subjects of its name.
 - role ``publisher`` (tag ``publishes:<service>``): publish only to
   ``<service>.<token>`` (e.g. ``alerts.<channel>``, never the service's
   deeper internals) and read only its own inbox (JetStream acks).
@@ -121,10 +124,12 @@ def _templated(subject: str) -> str:
     return subject.replace(_PLACEHOLDER, _NAME)
 
 
-def _stream_rights(stream: str) -> list[str]:
-    """Everything a component may do with a stream (or KV bucket stream) it owns."""
+def _stream_use(stream: str) -> list[str]:
+    """What a service may do with a stream (or KV bucket stream) of its own: read it,
+    purge it, consume it; never create, update or restore it (botbus.provision does)."""
     return [
-        f"$JS.API.STREAM.*.{stream}",
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.PURGE.{stream}",
         f"$JS.API.STREAM.MSG.*.{stream}",
         f"$JS.API.DIRECT.GET.{stream}",
         f"$JS.API.DIRECT.GET.{stream}.>",
@@ -136,8 +141,17 @@ def _stream_rights(stream: str) -> list[str]:
     ]
 
 
+def _stream_rights(stream: str) -> list[str]:
+    """Everything the gateway may do with a stream it owns, its configuration included."""
+    return [f"$JS.API.STREAM.*.{stream}", *_stream_use(stream)]
+
+
 def _bucket_rights(bucket: str) -> list[str]:
     return [*_stream_rights(f"KV_{bucket}"), f"$KV.{bucket}.>"]
+
+
+def _bucket_use(bucket: str) -> list[str]:
+    return [*_stream_use(f"KV_{bucket}"), f"$KV.{bucket}.>"]
 
 
 def service_template() -> dict[str, Any]:
@@ -158,12 +172,13 @@ def service_template() -> dict[str, Any]:
             f"$JS.ACK.{stream}.{consumer}.>",
         ]
     own = subjects.service_bucket(n)
-    publish += _stream_rights(own) + _bucket_rights(own)
+    publish += _stream_use(own) + _bucket_use(own)
     # Suffixed streams and buckets: a template cannot wildcard part of a token, so
     # each suffix is issued as a tag ("res:<suffix>") and expands here.
     suffixed = f"{own}_{{{{tag(res)}}}}"
-    publish += _stream_rights(suffixed) + _bucket_rights(suffixed)
-    # Its streams and buckets are made by the core's provisioner (botbus.provision).
+    publish += _stream_use(suffixed) + _bucket_use(suffixed)
+    # Its streams and buckets are made by the core's provisioner (botbus.provision):
+    # NATS cannot check the subjects inside a create request, the provisioner does.
     publish.append(subjects.provision(n))
     # Publishing into another service's namespace, one token deep (a mood alert to
     # alerts.mood), never into its internals (alerts.remind.fired).

@@ -2,9 +2,10 @@
 
 :func:`ensure_topology` creates (or brings up to date) every shared stream
 and is idempotent, so the gateway and the admin tooling both call it at
-start-up. Services do not: nats.conf gives them no right to create or
-change a shared stream (a service could otherwise shrink a limit every
-other part relies on); they wait for the streams with :func:`wait_for_streams`.
+start-up. Services do not: their identities give them no right to create or
+change any stream (a service could otherwise shrink a limit every other
+part relies on, or capture others' subjects); they wait for the shared
+streams with :func:`wait_for_streams`.
 
 Limits (all explicit, file storage; one replica on a single server, three on
 a JetStream cluster, see :func:`replicas_for`):
@@ -33,7 +34,8 @@ Why:
   actions (same idempotency key) a no-op.
 - BOTBUS_EVENTS and BOTBUS_DLQ are small audit trails. A service's own
   streams (``svc_<name>...``, e.g. the alerts service's feed) are declared
-  by the service (``Service.stream``) and created by the SDK.
+  by the service (``Service.stream``) and made by the core's provisioner
+  on its request (:mod:`botbus.provision`), which the gateway runs.
 - Replicas: on a cluster every stream and bucket keeps three copies, so the
   death of one node loses nothing and stops nothing (two of three still
   form a quorum). botbus scales a stream up to that, never down: a cluster
@@ -280,8 +282,9 @@ async def service_bucket(
     """Open the KV bucket ``svc_<service>[_<suffix>]``, creating it if missing.
 
     Defaults: one revision per key, no TTL, 64 MiB per bucket, 1 MiB per
-    value. nats.conf grants each service its bucket ``svc_<name>``; a bucket
-    with a suffix needs its own line there.
+    value. Made directly, so only by an identity that may create streams
+    (admin tooling, tests); a service gets its buckets from the core's
+    provisioner (:func:`botbus.provision.service_bucket`).
     """
     config = KeyValueConfig(
         bucket=subjects.service_bucket(service, suffix),

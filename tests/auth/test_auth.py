@@ -25,6 +25,7 @@ from botbus.auth import (
 from botbus.connect import inbox_prefix
 from botbus.errors import ConfigError
 from botbus.natsserver import NatsServer
+from botbus.provision import service_bucket
 from tests.auth.conftest import DENIED, LogIn
 
 
@@ -105,9 +106,10 @@ async def test_a_new_service_does_its_job_with_no_configuration(
             filter_subject=subjects.INBOUND_MESSAGES,
         ),
     )
-    # Its own bucket, and the suffixed one it was granted ("svc_weather" inside a token).
-    for bucket in (subjects.service_bucket("weather"), subjects.service_bucket("weather", "cache")):
-        kv = await weather.js.create_key_value(KeyValueConfig(bucket=bucket))
+    # Its own bucket, and the suffixed one it was granted ("svc_weather" inside a token),
+    # made by the provisioner (the nats_server fixture runs one, as the gateway does).
+    for suffix in ("", "cache"):
+        kv = await service_bucket(weather.nc, "weather", suffix)
         await kv.put("k", b"v")
         assert (await kv.get("k")).value == b"v"
     # Its outbound actions and its own subject namespace; replies to its own inbox.

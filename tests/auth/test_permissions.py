@@ -13,7 +13,8 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig, StreamCon
 
 from botbus import subjects
 from botbus.models import encode
-from botbus.topology import STREAMS, service_bucket
+from botbus.provision import service_bucket
+from botbus.topology import STREAMS
 from services.alerts.bus import ALERTS_ANY, STREAM_ALERTS, alert_channel
 from tests.auth.conftest import DENIED, REQUEST_TIMEOUT, Connect
 from tests.sdk.conftest import Gateway
@@ -82,10 +83,11 @@ async def test_a_service_cannot_read_the_gateways_buckets(
     as_user: Connect, gateway: Gateway
 ) -> None:
     users = await gateway.js.create_key_value(KeyValueConfig(bucket=subjects.KV_GATEWAY_USERS))
+    await gateway.js.create_key_value(KeyValueConfig(bucket=subjects.service_bucket("search")))
     await users.put("lang.42", b"es")
     echo = await as_user("echo")
 
-    own = await service_bucket(echo.js, "echo")  # its own bucket: fine
+    own = await service_bucket(echo.nc, "echo")  # its own bucket, provisioned: fine
     await own.put("k", b"v")
     assert (await own.get("k")).value == b"v"
     with pytest.raises(DENIED):
@@ -93,7 +95,7 @@ async def test_a_service_cannot_read_the_gateways_buckets(
     with pytest.raises(DENIED):
         await echo.js.get_last_msg(f"KV_{subjects.KV_GATEWAY_USERS}", "$KV.botbus_users.lang.42")
     with pytest.raises(DENIED):
-        await service_bucket(echo.js, "search")  # nor another service's bucket
+        await echo.js.key_value(subjects.service_bucket("search"))  # nor another service's
     await echo.nc.subscribe(f"$KV.{subjects.KV_GATEWAY_USERS}.>")
     await echo.denied(f'subscription to "$KV.{subjects.KV_GATEWAY_USERS}.>"')
 

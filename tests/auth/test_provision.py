@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client
-from nats.js.api import RePublish
+from nats.js.api import KeyValueConfig, RePublish, StreamConfig
 from nats.js.errors import NotFoundError
 
 from botbus import subjects
@@ -25,7 +25,7 @@ from botbus.provision import (
     service_bucket,
     stream_request,
 )
-from tests.auth.conftest import Component, LogIn
+from tests.auth.conftest import DENIED, Component, LogIn
 
 
 @pytest.fixture
@@ -81,6 +81,37 @@ async def test_provisioning_is_idempotent_and_updates_what_changed(weather: Comp
     assert (await provision(weather.nc, "weather", bucket)).changed == []
     history = BucketRequest(name="svc_weather", history=5)
     assert (await provision(weather.nc, "weather", history)).changed == ["max_msgs_per_subject"]
+
+
+@pytest.mark.slow  # 3 s: each denied JetStream request waits for its timeout
+async def test_a_service_cannot_make_or_change_its_stream_itself(
+    weather: Component, admin_nc: Client
+) -> None:
+    """The hole this closes: a stream named as its own, over everybody's traffic."""
+    with pytest.raises(DENIED):
+        await weather.js.add_stream(StreamConfig(name="svc_weather", subjects=["botbus.in.>"]))
+    await weather.denied('publish to "$JS.API.STREAM.CREATE.svc_weather"')
+    with pytest.raises(DENIED):
+        await weather.js.create_key_value(KeyValueConfig(bucket="svc_weather_cache"))
+    assert not await exists(admin_nc, "svc_weather")
+    assert not await exists(admin_nc, "KV_svc_weather_cache")
+    # Asking the provisioner for it: refused, saying why.
+    with pytest.raises(ProvisionError, match=r"'botbus\.in\.>' is not under weather\."):
+        await provision(weather.nc, "weather", stream_request("svc_weather", ["botbus.in.>"]))
+    assert not await exists(admin_nc, "svc_weather")
+    # Once provisioned for its own subjects, it can use it but not widen or restore it.
+    await provision(weather.nc, "weather", stream_request("svc_weather", ["weather.x"]))
+    with pytest.raises(DENIED):
+        await weather.js.update_stream(
+            StreamConfig(name="svc_weather", subjects=["weather.x", "botbus.in.>"])
+        )
+    await weather.denied('publish to "$JS.API.STREAM.UPDATE.svc_weather"')
+    await weather.nc.publish("$JS.API.STREAM.RESTORE.svc_weather", b"{}")
+    await weather.denied('publish to "$JS.API.STREAM.RESTORE.svc_weather"')
+    config = (await admin_nc.jetstream().stream_info("svc_weather")).config
+    assert config.subjects == ["weather.x"]
+    await weather.js.purge_stream("svc_weather")  # its use of it stays
+    assert (await weather.js.stream_info("svc_weather")).config.name == "svc_weather"
 
 
 def _stream(**extra: Any) -> dict[str, Any]:

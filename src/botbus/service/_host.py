@@ -51,7 +51,7 @@ class App(Protocol):
         """What the service's lifespans yielded (``None`` without one)."""
 
     async def kv(self, suffix: str = "") -> KeyValue:
-        """The service's KV bucket ``svc_<name>[_<suffix>]``, created on first use."""
+        """The service's KV bucket ``svc_<name>[_<suffix>]``, provisioned on first use."""
 
     async def publish(self, action: Action) -> None:
         """Store an outbound action in JetStream (deduped by its idempotency key)."""

@@ -17,6 +17,7 @@ from botbus import subjects
 from botbus.auth import credentials_for
 from botbus.models import AnswerCallback, EditText, InlineKeyboard, SendText
 from botbus.natsserver import NatsServer
+from botbus.provision import service_bucket
 from botbus.service import ServiceApp
 from botbus.settings import Settings
 from services.games import engine
@@ -266,9 +267,7 @@ async def test_compare_and_set_refuses_a_write_based_on_an_old_revision(
     """Two instances read the same board; only the first write lands, the second re-validates."""
     connections: list[Client] = [await games_nc(nats_server, settings) for _ in range(2)]
     try:
-        kv_a, kv_b = [
-            await nc.jetstream().create_key_value(bucket="svc_games") for nc in connections
-        ]
+        kv_a, kv_b = [await service_bucket(nc, "games") for nc in connections]
         a, b = GameStore(kv_a), GameStore(kv_b)
         ana, ben, carl = (
             Player(id=1, name="Ana"),
