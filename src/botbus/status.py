@@ -257,19 +257,22 @@ def registry() -> None:
     """The gateway's registry of services (what routes commands while they are down)."""
 
 
-async def _registry_rm(settings: Settings, name: str) -> tuple[bool, bool]:
+async def _registry_rm(settings: Settings, name: str, *, force: bool) -> tuple[bool, int]:
+    """Remove ``name`` unless it is running (or ``force``): (removed, instances running)."""
     nc = await admin_connection(settings)
     try:
         kv = await registry_bucket(nc)
         if kv is None:
-            return False, False
+            return False, 0
         try:
             await kv.get(name)
         except KeyNotFoundError:
-            return False, False
+            return False, 0
+        running = sum(info.get("name") == name for info in await _gather(nc, subjects.SRV_INFO))
+        if running and not force:
+            return False, running
         await kv.delete(name)
-        live = any(info.get("name") == name for info in await _gather(nc, subjects.SRV_INFO))
-        return True, live
+        return True, running
     finally:
         await nc.close()
 
@@ -309,16 +312,28 @@ def registry_ls() -> None:
 
 @registry.command("rm")
 @click.argument("name")
-def registry_rm(name: str) -> None:
-    """Forget service NAME (gone for good): its commands stop being routed to it."""
+@click.option(
+    "--force", is_flag=True, help="Remove it even while it runs (it registers again at once)."
+)
+def registry_rm(name: str, force: bool) -> None:
+    """Forget service NAME (gone for good): its commands stop being routed to it.
+
+    A running service is refused: removing it would free its commands for
+    any other service claiming them before it registers again. Stop it first.
+    """
     try:
-        removed, live = asyncio.run(_registry_rm(load_settings(), name))
+        removed, running = asyncio.run(_registry_rm(load_settings(), name, force=force))
     except BotbusError as exc:
         raise click.ClickException(str(exc)) from exc
+    if not removed and running:
+        raise click.ClickException(
+            f"{name} is running ({running} instance(s)): stop it first, so that none of its "
+            "commands can go to another service that claims them; --force removes it anyway"
+        )
     if not removed:
         raise click.ClickException(
             f"the registry has no service {name!r} (see `botbus registry ls`)"
         )
     click.echo(f"removed {name} from the registry; the gateway forgets it on its next round")
-    if live:
+    if running:
         click.echo(f"warning: {name} is running right now, so it will register again")

@@ -42,6 +42,9 @@ KV_GATEWAY_LEASE = "botbus_lease"  # which gateway of a bot is active (gateway/l
 # service name: those start with a letter).
 KV_REGISTRY_CONFLICTS = "_conflicts"
 
+# Commands the gateway answers itself: no service may claim them.
+BUILTIN_COMMANDS = ("start", "help", "language", "forgetme")
+
 # The gateway's durable consumer of every service's outbound actions.
 # The gateway consumes each outbound lane with its own consumer, so a reply never
 # waits in the stream behind a broadcast.

@@ -42,7 +42,14 @@ from dotenv import dotenv_values
 
 from botbus import redact
 from botbus._proc import die_with_parent_hook
-from botbus.auth import AUTHORITY_FILE, Authority, Grants, authority_dir, credentials_for
+from botbus.auth import (
+    AUTHORITY_FILE,
+    Authority,
+    Grants,
+    authority_dir,
+    check_service_name,
+    credentials_for,
+)
 from botbus.connect import UP_STATE_FILE
 from botbus.errors import BotbusError, ConfigError
 from botbus.exits import EXIT_CONFIG, PERMANENT
@@ -71,8 +78,18 @@ class AlreadyRunning(ConfigError):
 
 
 def discover_services() -> list[str]:
-    """Names of the installed services (entry-point group ``botbus.services``)."""
-    return installed_services()
+    """Names of the installed services (entry-point group ``botbus.services``).
+
+    An entry point whose name cannot be a service's (``my_svc``, ``admin``) is
+    left out with one line saying why: one bad package never stops the rest.
+    """
+    names = []
+    for name in installed_services():
+        try:
+            names.append(check_service_name(name))
+        except ConfigError as exc:
+            say(f"[up] skipping the installed entry point {name!r}: {exc}")
+    return names
 
 
 def state_path(settings: Settings) -> Path:
@@ -199,7 +216,7 @@ def _declared_grants(name: str) -> Grants:
     (the child then starts, fails to import, and says why itself)."""
     try:
         return load_service(name).grants
-    except BotbusError:
+    except BotbusError:  # load_service turns any failure of the import into one
         return Grants()
 
 
@@ -215,7 +232,9 @@ def component_creds(settings: Settings, component: str) -> Path | None:
     if not (directory / AUTHORITY_FILE).exists():
         return None
     authority = Authority.load(directory)
-    return authority.ensure_creds(component, _declared_grants(component))
+    # Always a service identity: a service is never issued the admin's or the gateway's.
+    issued = authority.issue_service(component, _declared_grants(component))
+    return issued.write(authority.creds_path(component))
 
 
 def _dotenv() -> dict[str, str]:

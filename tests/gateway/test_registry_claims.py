@@ -183,3 +183,33 @@ async def test_registry_rm_forgets_a_service_gone_for_good(
 
     again = await botbus("registry", "rm", "weather")
     assert again.exit_code == 1 and "no service 'weather'" in again.output
+
+
+async def test_registry_rm_refuses_a_running_service_unless_forced(
+    registry: Registry, advertise: Advertise, botbus: Botbus
+) -> None:
+    """Removing a live owner would free its commands for any other claimant."""
+    await advertise("echo", "echo", "echo")
+    await rounds_until(registry, lambda: registry.knows("echo"))
+
+    refused = await botbus("registry", "rm", "echo")
+    assert refused.exit_code == 1
+    assert "echo is running (1 instance(s)): stop it first" in refused.output
+    await registry.refresh()
+    assert registry.owner("echo")[0] == "echo"  # type: ignore[index]
+
+    forced = await botbus("registry", "rm", "echo", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "it will register again" in forced.output
+
+
+async def test_no_service_can_claim_a_command_built_into_the_gateway(
+    registry: Registry, advertise: Advertise
+) -> None:
+    """/help, /start, /language and /forgetme are the gateway's: a claim is a conflict."""
+    await advertise("echo", "echo", "echo", "help", "forgetme")
+    await rounds_until(registry, lambda: registry.knows("echo"))
+    assert registry.owner("echo")[0] == "echo"  # type: ignore[index]
+    assert registry.owner("help") is None and registry.owner("forgetme") is None
+    assert [spec.command for _, spec in registry.live_commands()] == ["echo"]
+    assert registry.conflicts.commands == {"forgetme": ["echo"], "help": ["echo"]}

@@ -391,12 +391,16 @@ class Registry:
         owners: dict[str, tuple[str, CommandSpec]] = {}
         conflicts: dict[str, list[str]] = {}
         for command, claimants in claims.items():
-            current = self._owners.get(command)
-            keep = next((c for c in claimants if current and c[0] == current[0]), None)
-            if keep is None:
-                keep = min(claimants, key=lambda c: (self._entries[c[0]].since, c[0]))
-            owners[command] = keep
-            losers = sorted(name for name, _ in claimants if name != keep[0])
+            if command in subjects.BUILTIN_COMMANDS:  # the gateway's own: nobody's to claim
+                keeper = "the gateway (built in)"
+            else:
+                current = self._owners.get(command)
+                keep = next((c for c in claimants if current and c[0] == current[0]), None)
+                if keep is None:
+                    keep = min(claimants, key=lambda c: (self._entries[c[0]].since, c[0]))
+                owners[command] = keep
+                keeper = keep[0]
+            losers = sorted(name for name, _ in claimants if name != keeper)
             if losers:
                 conflicts[command] = losers
                 if self.conflicts.commands.get(command) != losers:
@@ -404,7 +408,7 @@ class Registry:
                         "command /%s claimed by %s too; %s keeps it",
                         command,
                         ", ".join(losers),
-                        keep[0],
+                        keeper,
                     )
         self._owners = owners
         self.conflicts = Conflicts(commands=conflicts, unverified=dict(self._unverified))

@@ -39,7 +39,6 @@ from botbus.models import (
 log = logging.getLogger(__name__)
 
 GATEWAY_SERVICE = "gateway"  # the name the gateway's own actions carry
-BUILTIN_COMMANDS = ("start", "help", "language", "forgetme")
 
 RouteKind = Literal[
     "command", "message", "callback", "builtin", "unknown", "flood_warned", "flood_dropped"
@@ -156,7 +155,7 @@ class Router:
         self, update: ParsedUpdate, corr: str, language: Language, base: dict[str, object]
     ) -> Route:
         name = update.command
-        if name in BUILTIN_COMMANDS:
+        if name in subjects.BUILTIN_COMMANDS:
             return await self._builtin(update, corr, language)
         owner = self.registry.owner(name) if subjects.is_valid_name(name) else None
         if owner is None:

@@ -15,7 +15,8 @@ from nats.js.api import DeliverPolicy
 from pydantic import BaseModel
 
 from botbus import subjects
-from botbus.auth import Grants
+from botbus.auth import Grants, check_service_name
+from botbus.errors import ConfigError
 from botbus.i18n import Catalog
 from botbus.models import (
     DeliveryEvent,
@@ -132,10 +133,10 @@ class Service:
         locales: str | None = None,
         grants: Grants | None = None,
     ) -> None:
-        if not subjects.is_valid_name(name):
-            raise ValueError(
-                f"invalid service name {name!r}: use 1-32 lowercase letters, digits or '_'"
-            )
+        try:
+            check_service_name(name)  # one token, no "_", not a name botbus reserves
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         if max_deliveries < 1 or concurrency < 1 or ack_wait <= 0:
             raise ValueError("max_deliveries and concurrency must be >= 1, ack_wait > 0")
         self.name = name
@@ -181,6 +182,11 @@ class Service:
         """Register ``/name``; help text: ``en``/``es``, else the catalogue's ``cmd_<name>``."""
         if not subjects.is_valid_name(name):
             raise ValueError(f"invalid command name {name!r}: use lowercase letters, digits, '_'")
+        if name in subjects.BUILTIN_COMMANDS:
+            raise ValueError(
+                f"command /{name} is built into the gateway and cannot be a service's; "
+                "choose another name"
+            )
         if name in self.commands:
             raise ValueError(f"command /{name} is registered twice in service {self.name}")
 

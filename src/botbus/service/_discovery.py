@@ -49,8 +49,10 @@ def load_service(name: str) -> Service:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"service {name!r} ({target}) cannot be imported: {exc}") from exc
+    except Exception as exc:  # any failure of a package's import: one line, not a traceback
+        raise ConfigError(
+            f"service {name!r} ({target}) cannot be imported: {type(exc).__name__}: {exc}"
+        ) from exc
     found = getattr(module, attr or "service", None)
     if not isinstance(found, Service):
         raise ConfigError(f"{target} is not a botbus Service (the entry point of {name!r})")

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from botbus.errors import BotbusError
+from botbus.exits import EXIT_CONFIG
 from botbus.service._declare import Service
 from botbus.service._discovery import load_service as _load
 
 
 def load_service(name: str) -> Service:
-    """The installed service ``name``, or a click error saying what is installed."""
+    """The installed service ``name``; else one line saying why, and exit code 2.
+
+    Not installed, not importable (a missing data file, a syntax error) or
+    badly declared: all are the installation's setting, not a bug of botbus.
+    """
     try:
         return _load(name)
-    except BotbusError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except (BotbusError, ValueError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 @click.command("service")
