@@ -16,9 +16,10 @@ Tokenisation is ``unicode61 remove_diacritics 2`` (case- and accent-
 insensitive); stemming happens in Python (:mod:`services.search.text`), so the
 shadow columns hold ready-made stems. Ranking is FTS5's ``bm25()``; /find
 divides it by ``1 + age / 7 days`` so recent relevant messages come first.
-/search multiplies it by :data:`LANGUAGE_BOOST` for documents in the user's
-language, and a relaxed search (any of the words, see :mod:`.answer`) ranks
-first by how many of the query's words a document holds.
+/search puts every document in the user's language before any other (then
+language-neutral ones, then the rest), and within that order a relaxed search
+(any of the words, see :mod:`.answer`) ranks first by how many of the query's
+words a document holds.
 
 All methods are synchronous and serialised by a lock: the service calls them
 through ``asyncio.to_thread`` so the event loop never waits on the disk.
@@ -53,10 +54,6 @@ DEFAULT_RETENTION = timedelta(days=30)
 SAVED_QUERY_LIFETIME = timedelta(days=7)
 RECENCY_HALF_LIFE = 7 * 24 * 3600.0  # seconds: a week-old message scores half
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process holding the write lock
-# bm25 of a document in the user's language is multiplied by this (bm25 is
-# negative: larger magnitude ranks higher), enough to put a page in the user's
-# language above its translation.
-LANGUAGE_BOOST = 3.0
 RELAXED_CANDIDATES = 500  # best OR-matches a relaxed search counts words in
 
 # Column weights for bm25(): a word in a title counts five times one in the
@@ -329,14 +326,20 @@ class SearchIndex:
         Strict (the default): every group of the query must match. ``relaxed``:
         any group may, but a result must match at least
         :attr:`Query.minimum_should_match` groups and ranks by how many it
-        matches, then by bm25. Documents in ``language`` rank above the others.
+        matches, then by bm25. Every document in ``language`` ranks above every
+        other, and language-neutral ones (no ``lang``) above other languages.
         """
         # Ranking runs on ids and scores only; the text of the few shown rows
         # is read afterwards. Carrying every match's body through the sort
         # costs ten times more than the ranking itself.
         # bm25() only works in the query that runs MATCH, so the window
         # function counting all hits sits in an outer query.
-        boost = f"(CASE WHEN d.lang = :language THEN {LANGUAGE_BOOST} ELSE 1.0 END)"
+        # A strict preference, not a boost: a user reads a page in their own
+        # language before a better-scored one in a language they may not read.
+        tier = (
+            "(CASE WHEN :language IS NULL OR d.lang = :language THEN 0"
+            " WHEN d.lang IS NULL THEN 1 ELSE 2 END)"
+        )
         params: dict[str, object] = {
             "language": language,
             "limit": page_size,
@@ -353,21 +356,23 @@ class SearchIndex:
             )
             params.update({f"g{i}": group for i, group in enumerate(groups)})
             sql = f"""SELECT id, count(*) OVER () AS total FROM (
-                    SELECT hit.id, hit.score, {matched} AS matched FROM (
-                        SELECT f.rowid AS id, bm25(docs_fts, {_DOC_WEIGHTS}) * {boost} AS score
+                    SELECT hit.id, hit.tier, hit.score, {matched} AS matched FROM (
+                        SELECT f.rowid AS id, {tier} AS tier,
+                               bm25(docs_fts, {_DOC_WEIGHTS}) AS score
                         FROM docs_fts AS f JOIN docs AS d ON d.id = f.rowid
                         WHERE docs_fts MATCH :match
-                        ORDER BY score LIMIT :candidates) AS hit)
+                        ORDER BY tier, score LIMIT :candidates) AS hit)
                 WHERE matched >= :minimum
-                ORDER BY matched DESC, score, id
+                ORDER BY tier, matched DESC, score, id
                 LIMIT :limit OFFSET :offset"""
         else:
             params["match"] = query.match(_DOC_COLUMNS, self.stemmer)
             sql = f"""SELECT hit.id, count(*) OVER () AS total FROM (
-                    SELECT f.rowid AS id, bm25(docs_fts, {_DOC_WEIGHTS}) * {boost} AS score
+                    SELECT f.rowid AS id, {tier} AS tier,
+                           bm25(docs_fts, {_DOC_WEIGHTS}) AS score
                     FROM docs_fts AS f JOIN docs AS d ON d.id = f.rowid
                     WHERE docs_fts MATCH :match) AS hit
-                ORDER BY hit.score, hit.id
+                ORDER BY hit.tier, hit.score, hit.id
                 LIMIT :limit OFFSET :offset"""
         with self._lock:
             ranked = _rows(self._db, sql, params)

@@ -15,7 +15,7 @@ from services.search.answer import answer
 from services.search.evaluation import load_questions, mean_reciprocal_rank, rank, recall_at
 from services.search.index import SearchIndex
 from services.search.indexing import index_path
-from services.search.kb import Document, load_file, plain_text
+from services.search.kb import Document, find_files, load_file, plain_text
 from services.search.query import QueryError, parse_query
 from services.search.render import nothing_found, render_documents
 from services.search.spelling import Vocabulary, edit_distance
@@ -75,6 +75,18 @@ def test_a_natural_question_finds_its_page(index: SearchIndex) -> None:
 def test_the_users_language_ranks_first(index: SearchIndex) -> None:
     assert ask(index, "jetstream", "en")[:2] == ["Streams", "Flujos"]
     assert ask(index, "jetstream", "es")[:2] == ["Flujos", "Streams"]
+    # A page without a language comes after the user's, before a foreign one,
+    # however much better it scores.
+    index.replace_file(
+        "tiers",
+        [
+            Document("tiers", "Neutral", "nats nats nats nats", None, None),
+            Document("tiers", "Inglés", "nats and more words", None, "en"),
+            Document("tiers", "Español", "nats y más palabras", None, "es"),
+        ],
+    )
+    assert ask(index, "nats", "es") == ["Español", "Neutral", "Inglés"]
+    assert ask(index, "nats", "en") == ["Inglés", "Neutral", "Español"]
 
 
 def test_when_no_page_has_every_word_a_relaxed_search_ranks_by_words_held(
@@ -174,6 +186,44 @@ def test_the_question_set_is_answered_within_the_first_three_results(tmp_path: P
     # The bench prints the exact figures and each miss.
     assert recall_at(results) >= 0.9
     assert mean_reciprocal_rank(results) >= 0.8
+
+
+@pytest.fixture(scope="module")
+def bundled_kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchIndex]:
+    """The knowledge base shipped in docs/kb, as `make run` indexes it."""
+    with SearchIndex(tmp_path_factory.mktemp("kb") / "kb.sqlite3") as kb:
+        index_path(kb, KB)
+        yield kb
+
+
+def test_the_readme_showcase_question_finds_the_privacy_page_first(
+    bundled_kb: SearchIndex,
+) -> None:
+    found = answer(
+        bundled_kb, parse_query("how do I delete my data"), page=0, page_size=5, language="en"
+    )
+    # Every word is on the page: no "no page has all the words" notice.
+    assert not found.relaxed
+    assert found.page.hits[0].title == "Privacy and /forgetme"
+    spanish_found = answer(
+        bundled_kb, parse_query("¿cómo borro mis datos?"), page=0, page_size=5, language="es"
+    )
+    assert spanish_found.page.hits[0].title == "Privacidad y /forgetme"
+
+
+def test_every_result_in_the_users_language_comes_before_any_other(
+    bundled_kb: SearchIndex,
+) -> None:
+    language = {d.title: d.lang for f in find_files(KB) for d in load_file(f).documents}
+    checked = 0
+    for question in load_questions(QUESTIONS):
+        found = answer(
+            bundled_kb, parse_query(question.text), page=0, page_size=10, language=question.language
+        )
+        own = [language[h.title] == question.language for h in found.page.hits]
+        assert own == sorted(own, reverse=True), (question.text, found.page.hits)
+        checked += own.count(False) > 0 and own.count(True) > 0
+    assert checked  # some answers do mix languages
 
 
 @settings(
