@@ -136,6 +136,13 @@ def _refuse(ctx: Context, error: UserInputError) -> Refuse:
     return Refuse(error.text.pick(ctx.language))
 
 
+def _refuse_extra_words(ctx: Context, cmd: InboundCommand, usage: str, allowed: int = 1) -> None:
+    """Refuse a command given more than ``allowed`` words, rather than silently drop some."""
+    if len(cmd.argv) > allowed:
+        extra = " ".join(cmd.argv[allowed:])
+        raise Refuse(ctx.t("too_many_words", extra=extra[:64], usage=ctx.t(usage)))
+
+
 def _channel_arg(ctx: Context, cmd: InboundCommand, usage: str) -> str:
     """The channel name argument; ``usage`` is the id of the command's usage text."""
     if not cmd.argv:
@@ -176,6 +183,7 @@ async def channels(ctx: Context, cmd: InboundCommand) -> None:
 @service.command("subscribe")
 async def subscribe(ctx: Context, cmd: InboundCommand) -> None:
     """Subscribe this chat to a channel."""
+    _refuse_extra_words(ctx, cmd, "usage_subscribe")
     name = _channel_arg(ctx, cmd, "usage_subscribe")
     _may_manage_chat(ctx, cmd)
     store = runtime(ctx).store
@@ -190,6 +198,7 @@ async def subscribe(ctx: Context, cmd: InboundCommand) -> None:
 @service.command("unsubscribe")
 async def unsubscribe(ctx: Context, cmd: InboundCommand) -> None:
     """Unsubscribe this chat from a channel."""
+    _refuse_extra_words(ctx, cmd, "usage_unsubscribe")
     name = _channel_arg(ctx, cmd, "usage_unsubscribe")
     _may_manage_chat(ctx, cmd)
     if await runtime(ctx).store.unsubscribe(name, cmd.chat.id):
@@ -237,6 +246,7 @@ async def newchannel(ctx: Context, cmd: InboundCommand) -> None:
 @service.command("delchannel", admin_only=True)
 async def delchannel(ctx: Context, cmd: InboundCommand) -> None:
     """Delete a channel and its subscriptions."""
+    _refuse_extra_words(ctx, cmd, "usage_delchannel")
     name = _channel_arg(ctx, cmd, "usage_delchannel")
     if not await runtime(ctx).store.delete_channel(name):
         raise Refuse(ctx.t("no_such_channel", name=name))
@@ -348,6 +358,7 @@ async def cancel(ctx: Context, cmd: InboundCommand) -> None:
     """Cancel one of the user's reminders."""
     if not cmd.argv:
         raise Refuse(ctx.t("usage_cancel_id_see"))
+    _refuse_extra_words(ctx, cmd, "usage_cancel_id_see")
     rid = cmd.argv[0].lower()
     rt = runtime(ctx)
     if not is_valid_name(rid) or await rt.store.get_reminder(cmd.user.id, rid) is None:
@@ -361,6 +372,7 @@ async def cancel(ctx: Context, cmd: InboundCommand) -> None:
 @service.command("timezone")
 async def timezone(ctx: Context, cmd: InboundCommand) -> None:
     """``/timezone`` shows the user's zone; ``/timezone Europe/Madrid`` sets it."""
+    _refuse_extra_words(ctx, cmd, "usage_timezone")
     store = runtime(ctx).store
     if not cmd.argv:
         zone = await store.get_timezone(cmd.user.id)

@@ -363,3 +363,16 @@ async def test_reminders_whose_schedules_are_missing_are_armed_again_at_start(
         assert await b.outbox.take(1, timeout=0.5) == []  # the overdue one fired once
     finally:
         await b.outbox.close()
+
+
+async def test_extra_arguments_are_refused_with_the_usage(bot: tuple[Bot, ServiceApp]) -> None:
+    b, _app = bot
+    await make_channel(b, "a")
+    refused = await b.ask("/subscribe a b c", chat_id=50)
+    assert "Too many words: b c" in refused and "Usage: /subscribe NAME" in refused
+    assert "No subscriptions" in await b.ask("/mysubs", chat_id=50)  # nothing was done
+    spanish = await b.ask("/timezone Europe/Madrid x", chat_id=50, language="es")
+    assert "Sobran palabras: x" in spanish and "Uso: /timezone" in spanish
+    assert "Your time zone is UTC" in await b.ask("/timezone", chat_id=50)
+    assert "Usage: /unsubscribe NAME" in await b.ask("/unsubscribe a b", chat_id=50)
+    assert "Usage: /cancel ID" in await b.ask("/cancel r1 r2", chat_id=50)
