@@ -32,6 +32,8 @@ from services.games.tictactoe import TicTacToe
 from services.games.trivia import DEFAULT_ROUND, MAX_ROUND, Trivia
 
 GameState = TicTacToe | Trivia | Hangman | Guess
+# What may follow /tictactoe to play the bot in a group (case-insensitive).
+VS_BOT_WORDS = ("bot", "ai", "ia")
 
 
 def _language(cmd: InboundCommand) -> Literal["en", "es"]:
@@ -107,6 +109,12 @@ async def _start(
     await ctx.reply(outcome.view.text, keyboard=keyboard(ctx, outcome.view.rows), receipt=True)
 
 
+def _refuse_arguments(ctx: Context, cmd: InboundCommand) -> None:
+    """Refuse words after a command that takes none, rather than ignore them."""
+    if cmd.args.strip():
+        raise Refuse(ctx.t("takes_no_arguments", command=cmd.command))
+
+
 @service.command("trivia")
 async def trivia(ctx: Context, cmd: InboundCommand) -> None:
     """Start a round of multiple-choice questions in the user's language."""
@@ -120,7 +128,10 @@ async def trivia(ctx: Context, cmd: InboundCommand) -> None:
 @service.command("tictactoe")
 async def tictactoe(ctx: Context, cmd: InboundCommand) -> None:
     """Open a board: vs the bot in private chats, vs the first member who joins in groups."""
-    vs_bot = not cmd.chat.is_group or cmd.args.strip().lower() in ("bot", "ai")
+    opponent = cmd.args.strip().lower()
+    if opponent not in ("", *VS_BOT_WORDS):
+        raise Refuse(ctx.t("usage_tictactoe"))
+    vs_bot = not cmd.chat.is_group or bool(opponent)
     game = TicTacToe.start(new_game_id(), _language(cmd), player_of(cmd), vs_bot=vs_bot)
     await _start(ctx, cmd, game)
 
@@ -128,6 +139,7 @@ async def tictactoe(ctx: Context, cmd: InboundCommand) -> None:
 @service.command("hangman")
 async def hangman(ctx: Context, cmd: InboundCommand) -> None:
     """Start hangman with a word in the user's language."""
+    _refuse_arguments(ctx, cmd)
     await _start(ctx, cmd, Hangman.start(new_game_id(), _language(cmd)))
 
 
@@ -146,6 +158,7 @@ async def guess(ctx: Context, cmd: InboundCommand) -> None:
 @service.command("stop")
 async def stop(ctx: Context, cmd: InboundCommand) -> None:
     """End the chat's game; its buttons stop working and its board loses them."""
+    _refuse_arguments(ctx, cmd)
 
     def step(record: ChatRecord) -> Outcome:
         stopped = engine.stop(record)
@@ -163,6 +176,7 @@ async def stop(ctx: Context, cmd: InboundCommand) -> None:
 @service.command("leaderboard")
 async def leaderboard(ctx: Context, cmd: InboundCommand) -> None:
     """Show the chat's top scores."""
+    _refuse_arguments(ctx, cmd)
     record, _revision = await (await store_of(ctx)).load(cmd.chat.id)
     await ctx.reply(engine.leaderboard(record, cmd.language))
 

@@ -247,6 +247,21 @@ async def test_bad_arguments_get_a_clear_reply(games: ServiceApp, telegram: Tele
     assert reply.text == "No hay ningún juego de números aquí: /guess empieza uno."
 
 
+async def test_unknown_arguments_are_refused_and_start_no_game(
+    games: ServiceApp, telegram: Telegram
+) -> None:
+    reply = await telegram.reply(await telegram.command("tictactoe", "garbage", user=11))
+    assert reply.text.startswith("Usage: /tictactoe") and reply.keyboard is None
+    reply = await telegram.reply(await telegram.command("hangman", "x", user=11, language="es"))
+    assert reply.text == "/hangman no lleva nada detrás: envía solo /hangman."
+    assert (await telegram.record(11)).game is None
+    reply = await telegram.reply(await telegram.command("leaderboard", "all", user=11))
+    assert reply.text == "/leaderboard takes nothing after it: send just /leaderboard."
+    # What the usage offers still works, in a group too.
+    board = await telegram.reply(await telegram.command("tictactoe", "Bot", user=11, chat=GROUP))
+    assert "🤖 Bot" in board.text
+
+
 async def test_forget_removes_the_users_scores(games: ServiceApp, telegram: Telegram) -> None:
     store = await telegram.store()
     scored = ChatRecord().credit((Player(id=1, name="Ana"), Player(id=2, name="Ben")))
