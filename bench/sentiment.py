@@ -5,7 +5,8 @@ Prints:
   messages answered neutral and the share answered with the wrong sign, for
   four methods side by side: always the set's majority class, a bag-of-words
   baseline (TF-IDF + logistic regression trained on the model's training
-  sets), the lexicon rules (the service's default) and the trained model.
+  sets), the lexicon rules, the trained model alone, and the two combined
+  (the service's default).
   First on the public held-out sets kept outside the repository
   (services/sentiment/datasets.py; --data-dir, skipped with a note when
   absent), then on the sets in the repository: VADER's tweets (made by
@@ -305,8 +306,8 @@ def _bus_figures(messages: int, chats: int, users: int, live: bool) -> None:
 Judge = Callable[[str], tuple[Label, float]]
 HELD_OUT_NOTE = (
     "held out: no set below, nor any other part of its source, was used to train the model; "
-    "the lexicon weight was chosen on the validation splits of SemEval-2017 (en) and "
-    "InterTASS (es), whose test splits are scored here; SentiMP-21, VADER's sets and ours "
+    "the combiner (default method) was fitted on the validation splits of SemEval-2017 (en) "
+    "and InterTASS (es), whose test splits are scored here; SentiMP-21, VADER's sets and ours "
     "were never used for training or tuning"
 )
 
@@ -368,16 +369,14 @@ def _quality(analyzer: SentimentAnalyzer, data_dir: Path) -> None:
     print("== quality per language: three classes, and gold-polar messages answered neutral")
     print(f"   ({HELD_OUT_NOTE})")
     for language in LANGUAGES:
-        lexicon_name = "VADER rules" if language == "en" else "SentiLeak+rules (cleaned)"
+        lexicon_name = "VADER rules" if language == "en" else "SentiLeak+rules, cleaned"
         bag = _bag_of_words(language, data_dir)
         methods: list[tuple[str, Judge | None]] = [
             ("majority class", None),
             ("bag of words (TF-IDF+LR)", bag if not isinstance(bag, str) else None),
-            (
-                f"{lexicon_name} (default)",
-                _judge(partial(analyzer.lexical_score_as, language=language)),
-            ),
-            ("trained model (opt-in)", _judge(partial(analyzer.score_as, language=language))),
+            (lexicon_name, _judge(partial(analyzer.lexical_score_as, language=language))),
+            ("trained model alone", _judge(partial(analyzer.model_score_as, language=language))),
+            ("combined (default)", _judge(partial(analyzer.score_as, language=language))),
         ]
         if isinstance(bag, str):
             print(f"{language}: bag-of-words baseline skipped: {bag}")
@@ -385,7 +384,7 @@ def _quality(analyzer: SentimentAnalyzer, data_dir: Path) -> None:
         print(
             f"{language}: one core, language known: lexicon "
             f"{_speed(partial(analyzer.lexical_score_as, language=language), texts):,.0f} "
-            f"messages/s, trained model "
+            f"messages/s, combined (default) "
             f"{_speed(partial(analyzer.score_as, language=language), texts):,.0f} messages/s"
         )
         sets = [*_public_eval_sets(language, data_dir), *eval_sets(language)]
@@ -403,7 +402,7 @@ def _quality(analyzer: SentimentAnalyzer, data_dir: Path) -> None:
                     continue
                 report = evaluate_set(eval_set, judge or _majority(eval_set))
                 print(
-                    f"    {name:26} acc {report.three_class.accuracy:.3f}  "
+                    f"    {name:27} acc {report.three_class.accuracy:.3f}  "
                     f"macro-F1 {report.three_class.macro_f1:.3f}  "
                     f"polar->neutral {report.polar_answered_neutral:5.1%}  "
                     f"wrong sign {report.polar_wrong_sign:5.1%}"
@@ -456,7 +455,7 @@ def main() -> None:
         _bus_section(args)
         return
 
-    analyzer = SentimentAnalyzer(use_model=True)
+    analyzer = SentimentAnalyzer()
     _quality(analyzer, args.data_dir)
     detected = sum(
         analyzer.score(e.text, None).language == language

@@ -322,7 +322,7 @@ PUBLIC_SETS: tuple[PublicSet, ...] = (
         _conllu_sentences_as_neutral,
         bundled=True,
     ),
-    # -- development: one scalar (how much the lexicon adds) is chosen on these ------
+    # -- development: the combiner of the lexicon and the model is fitted on these ----
     PublicSet(
         "semeval17_en_val",
         "en",

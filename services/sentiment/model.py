@@ -1,10 +1,18 @@
-"""The trained sentiment model: a linear classifier over hashed features, in NumPy.
+"""The trained sentiment model, in NumPy: hashed features, then a small combiner.
 
 ``python -m services.sentiment.train`` writes one ``model_<lang>.npz`` per
 language into ``data/``: a weight matrix (buckets x 3 classes, float16), the
-class biases and the training metadata (sets, sizes, settings). Scoring a
-message is a sum of the rows of its features plus the biases, then a
-softmax: no scikit-learn at run time.
+class biases and the training metadata (sets, sizes, settings). The model's
+own verdict is a sum of the rows of a message's features plus the biases,
+then a softmax.
+
+The verdict the service gives comes from the :class:`Combiner`, a
+multinomial logistic regression over a few numbers: the lexicon's compound
+value, how much positive and negative valence its words carry, and (where
+the development split showed it helps) the model's verdict: its log-odds of
+positive against negative and its log-probability of neutral. It is
+fitted on a development split of real tweets, so it also learns where the
+neutral band lies for that language. No scikit-learn at run time.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from services.sentiment.features import featurize
 ClassName = Literal["negative", "neutral", "positive"]
 CLASSES: tuple[ClassName, ClassName, ClassName] = ("negative", "neutral", "positive")  # columns
 MODEL_FILE = "model_{language}.npz"
-# The lexicon's class scores run from 0 to this; with a weight of 1 a clear lexicon
-# verdict moves the odds by about e**3.
-LEXICON_SCALE = 3.0
+# What the combiner may read: the lexicon's verdict, then the model's: how much more
+# likely it finds positive than negative (log-odds), and how likely neutral (log).
+LEXICON_INPUTS = ("compound", "positive", "negative", "strength")
+MODEL_INPUTS = ("model_polarity", "model_neutral")
 
 
 class ModelFileError(ValueError):
@@ -74,6 +83,8 @@ class LinearModel:
         self._bias = bias
         self.bits = bits
         self.meta = meta
+        self._combiner: Combiner | None = None
+        self._combiner_spec: object = None
 
     @classmethod
     def load(cls, language: str) -> LinearModel:
@@ -116,40 +127,111 @@ class LinearModel:
                 entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 archive.writestr(entry, buffer.getvalue(), zipfile.ZIP_DEFLATED, 9)
 
-    @property
-    def lexicon_weight(self) -> float:
-        """How much the lexicon's verdict adds to the model's (chosen on a development split)."""
-        return float(self.meta.get("lexicon_weight", 0.0))
-
-    def logits(self, text: str, lexicon_compound: float) -> npt.NDArray[np.float32]:
-        """The model's own class scores (before the lexicon is added)."""
+    def log_probabilities(self, text: str, lexicon_compound: float) -> tuple[float, float, float]:
+        """The model's own log-probabilities of the three classes."""
         rows = self._weights[featurize(text, lexicon_compound, self.bits)]
-        logits: npt.NDArray[np.float32] = rows.sum(axis=0) + self._bias
-        return logits
+        # Three numbers: plain floats are several times faster than NumPy calls here.
+        raw = [float(v) for v in rows.sum(axis=0) + self._bias]
+        top = max(raw)
+        log_total = top + math.log(sum(math.exp(v - top) for v in raw))
+        return (raw[0] - log_total, raw[1] - log_total, raw[2] - log_total)
 
-    def predict(self, text: str, lexicon_compound: float) -> Prediction:
-        """Class probabilities of ``text``, the model's and the lexicon's verdicts combined."""
-        return combine(self.logits(text, lexicon_compound), lexicon_compound, self.lexicon_weight)
+    def predict_alone(self, text: str, lexicon_compound: float) -> Prediction:
+        """The model's own verdict, without the combiner."""
+        return Prediction(*(math.exp(v) for v in self.log_probabilities(text, lexicon_compound)))
+
+    @property
+    def combiner(self) -> Combiner | None:
+        """The combiner fitted on the development split, if the model file has one."""
+        spec = self.meta.get("combiner")
+        if spec is None:
+            return None
+        if self._combiner is None or self._combiner_spec is not spec:
+            self._combiner, self._combiner_spec = Combiner.from_json(spec), spec
+        return self._combiner
+
+    def predict(self, text: str, lexical: Lexical) -> Prediction:
+        """The verdict on ``text``: the combiner over the lexicon's and the model's evidence."""
+        combiner = self.combiner
+        if combiner is None:
+            return self.predict_alone(text, lexical.compound)
+        logprobs = self.log_probabilities(text, lexical.compound) if combiner.reads_model else None
+        return combiner.predict(lexical, logprobs)
 
 
-def lexicon_scores(compound: float) -> tuple[float, float, float]:
-    """The lexicon's compound value as class scores: how negative, neutral, positive."""
-    return (
-        LEXICON_SCALE * max(-compound, 0.0),
-        LEXICON_SCALE * (1.0 - abs(compound)),
-        LEXICON_SCALE * max(compound, 0.0),
-    )
+@dataclass(frozen=True, slots=True)
+class Lexical:
+    """What the lexicon rules found in a message."""
+
+    compound: float  # in [-1, 1]
+    positive: float  # valence of the words that pushed it up, summed
+    negative: float  # valence of the words that pushed it down, summed (>= 0)
 
 
-def combine(logits: npt.NDArray[np.float32], lexicon_compound: float, weight: float) -> Prediction:
-    """Softmax of the model's log-probabilities plus ``weight`` times the lexicon's scores."""
-    # Three numbers: plain floats are several times faster than NumPy calls here.
-    raw = [float(v) for v in logits]
-    top = max(raw)
-    log_total = math.log(sum(math.exp(v - top) for v in raw))
-    lexical = lexicon_scores(lexicon_compound)
-    scores = [v - top - log_total + weight * lex for v, lex in zip(raw, lexical, strict=True)]
-    best = max(scores)
-    exps = [math.exp(v - best) for v in scores]
-    total = sum(exps)
-    return Prediction(exps[0] / total, exps[1] / total, exps[2] / total)
+@dataclass(frozen=True, slots=True)
+class Combiner:
+    """A multinomial logistic regression over a few numbers (see the module docstring)."""
+
+    inputs: tuple[str, ...]  # names from LEXICON_INPUTS + MODEL_INPUTS
+    weights: tuple[tuple[float, float, float], ...]  # one row per input, CLASSES columns
+    bias: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        unknown = set(self.inputs) - set(LEXICON_INPUTS + MODEL_INPUTS)
+        if unknown or len(self.weights) != len(self.inputs):
+            raise ModelFileError(f"combiner: inputs {self.inputs} do not fit its weights")
+
+    @property
+    def reads_model(self) -> bool:
+        """Whether the model's log-probabilities are among the inputs."""
+        return any(name in MODEL_INPUTS for name in self.inputs)
+
+    @classmethod
+    def from_json(cls, spec: dict[str, Any]) -> Combiner:
+        """The combiner as :meth:`to_json` wrote it."""
+        try:
+            return cls(
+                tuple(spec["inputs"]),
+                tuple((float(a), float(b), float(c)) for a, b, c in spec["weights"]),
+                (float(spec["bias"][0]), float(spec["bias"][1]), float(spec["bias"][2])),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelFileError(f"combiner: {exc}") from exc
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready form of the combiner."""
+        return {"inputs": list(self.inputs), "weights": self.weights, "bias": self.bias}
+
+    def values(self, lexical: Lexical, logprobs: tuple[float, float, float] | None) -> list[float]:
+        """The combiner's inputs for one message, in ``inputs`` order."""
+        return input_values(self.inputs, lexical, logprobs)
+
+    def predict(self, lexical: Lexical, logprobs: tuple[float, float, float] | None) -> Prediction:
+        """Class probabilities from the lexicon's evidence and the model's log-probabilities."""
+        scores = list(self.bias)
+        for value, row in zip(self.values(lexical, logprobs), self.weights, strict=True):
+            scores[0] += value * row[0]
+            scores[1] += value * row[1]
+            scores[2] += value * row[2]
+        best = max(scores)
+        exps = [math.exp(v - best) for v in scores]
+        total = sum(exps)
+        return Prediction(exps[0] / total, exps[1] / total, exps[2] / total)
+
+
+def input_values(
+    names: tuple[str, ...], lexical: Lexical, logprobs: tuple[float, float, float] | None
+) -> list[float]:
+    """The values of the combiner inputs ``names`` for one message."""
+    return [_input(name, lexical, logprobs) for name in names]
+
+
+def _input(name: str, lexical: Lexical, logprobs: tuple[float, float, float] | None) -> float:
+    if name in MODEL_INPUTS:
+        if logprobs is None:
+            raise ValueError(f"the combiner reads {name} but no model output was given")
+        return logprobs[2] - logprobs[0] if name == "model_polarity" else logprobs[1]
+    if name == "strength":
+        return abs(lexical.compound)
+    value: float = getattr(lexical, name)
+    return value

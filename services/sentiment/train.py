@@ -8,11 +8,11 @@ logistic regression with scikit-learn (a training-only dependency:
 10% split of the training data itself. The same data and settings give the
 same model file, byte for byte.
 
-How much the lexicon's verdict adds to the model's (:func:`.model.combine`)
-was chosen on the language's development split (a validation split of a
-public tweet set, which may not be copied into the repository) and is
+The combiner (:class:`.model.Combiner`: which inputs it reads and their
+weights) was fitted on the language's development split (a validation split
+of a public tweet set, which may not be copied into the repository) and is
 recorded in ``training/calibration.json``; training reads it from there.
-``--tune`` chooses it again on the development splits, which must then be in
+``--tune`` fits it again on the development splits, which must then be in
 ``--data-dir`` (``python -m services.sentiment.datasets`` says how), and
 rewrites that file. The evaluation sets are never read here. The weights go
 to ``services/sentiment/data/model_<lang>.npz``, which the service loads
@@ -35,12 +35,21 @@ from services.sentiment.datasets import DEFAULT_DATA_DIR, TRAINING_DIR, public_s
 from services.sentiment.evaluation import Example, metrics
 from services.sentiment.features import DEFAULT_BITS, featurize
 from services.sentiment.language import Lang
-from services.sentiment.model import CLASSES, LinearModel, combine
-from services.sentiment.scoring import EnglishScorer, Label, SpanishScorer
+from services.sentiment.model import (
+    CLASSES,
+    LEXICON_INPUTS,
+    MODEL_INPUTS,
+    Combiner,
+    LinearModel,
+    input_values,
+)
+from services.sentiment.scoring import EnglishScorer, Label, SpanishScorer, lexical_evidence
 
 SEED = 17
 C_GRID = (0.1, 0.3, 1.0)  # inverse regularisation strengths tried
-LEXICON_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # how much the lexicon adds, tried
+COMBINER_C_GRID = (0.1, 1.0)  # the combiner's inverse regularisation strengths, tried
+COMBINER_FOLDS = 5
+COMBINER_REPEATS = 5  # shuffles of the folds, averaged
 TUNING_SHARE = 0.1
 MAX_ITER = 300
 OUTPUT_DIR = Path(__file__).parent / "data"
@@ -151,30 +160,73 @@ def write_calibration(settings: dict[str, dict[str, Any]]) -> None:
     CALIBRATION_FILE.write_text(text, encoding="utf-8")
 
 
-def _tune_lexicon_weight(
-    model: LinearModel, language: Lang, data_dir: Path, scorer: EnglishScorer | SpanishScorer
-) -> dict[str, Any]:
-    """Choose how much the lexicon adds to the model, on the development split."""
+def _fit_combiner(model: LinearModel, language: Lang, data_dir: Path) -> dict[str, Any]:
+    """Fit the combiner on the development split; which inputs it reads is chosen there too.
+
+    Every candidate (lexicon evidence alone, with the model's log-odds of positive
+    against negative, or with those and its log-probability of neutral;
+    a few regularisation strengths) is scored by 5-fold cross-validation on the
+    development split, repeated over several shuffles; the best is refitted on the
+    whole split.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
     dev: list[Example] = []
     names = []
     for public in public_sets(language, "dev"):
         dev.extend(public.load(data_dir))
         names.append(public.key)
+    scorer = lexicon_scorer(language)
+    rows = []
+    for example in dev:
+        score = scorer.score(example.text)
+        logprobs = model.log_probabilities(example.text, score.compound)
+        rows.append(input_values(LEXICON_INPUTS + MODEL_INPUTS, lexical_evidence(score), logprobs))
+    table = np.array(rows)
+    y = np.array([CLASSES.index(e.label) for e in dev])
     gold: list[Label] = [e.label for e in dev]
-    scored = [
-        (model.logits(e.text, c), c) for e, c in ((e, scorer.score(e.text).compound) for e in dev)
-    ]
-    best_weight, best_f1 = LEXICON_WEIGHTS[0], -1.0
-    for weight in LEXICON_WEIGHTS:
-        predicted: list[Label] = [combine(lg, c, weight).label for lg, c in scored]
-        f1 = metrics(gold, predicted).macro_f1
-        print(f"{language}: lexicon weight {weight}: macro-F1 {f1:.3f} on {names}", flush=True)
-        if f1 > best_f1:
-            best_weight, best_f1 = weight, f1
+    results: dict[str, float] = {}
+    best: tuple[float, tuple[str, ...], float] = (-1.0, (), 0.0)
+    candidates: tuple[tuple[str, ...], ...] = (
+        LEXICON_INPUTS,
+        LEXICON_INPUTS + MODEL_INPUTS[:1],
+        LEXICON_INPUTS + MODEL_INPUTS,
+    )
+    for inputs in candidates:
+        x = table[:, : len(inputs)]
+        for c in COMBINER_C_GRID:
+            fitted = LogisticRegression(C=c, class_weight="balanced", max_iter=MAX_ITER)
+            # A development split of a few hundred tweets: several shuffles of the
+            # folds, averaged, so that one lucky split does not decide.
+            f1s = []
+            for repeat in range(COMBINER_REPEATS):
+                folds = StratifiedKFold(COMBINER_FOLDS, shuffle=True, random_state=SEED + repeat)
+                predicted = [CLASSES[i] for i in cross_val_predict(fitted, x, y, cv=folds)]
+                f1s.append(metrics(gold, predicted).macro_f1)
+            f1 = sum(f1s) / len(f1s)
+            key = f"{'+'.join(inputs)} C={c}"
+            results[key] = round(f1, 4)
+            print(f"{language}: combiner {key}: cross-validated macro-F1 {f1:.3f} on {names}")
+            if f1 > best[0]:
+                best = (f1, inputs, c)
+    f1, inputs, c = best
+    final = LogisticRegression(C=c, class_weight="balanced", max_iter=MAX_ITER)
+    final.fit(table[:, : len(inputs)], y)
+    order_of = [list(final.classes_).index(i) for i in range(len(CLASSES))]
+    weights = final.coef_[order_of].T
+    combiner = Combiner(
+        inputs,
+        tuple((round(float(a), 6), round(float(b), 6), round(float(d), 6)) for a, b, d in weights),
+        tuple(round(float(v), 6) for v in final.intercept_[order_of]),  # type: ignore[arg-type]
+    )
     return {
-        "lexicon_weight": best_weight,
+        "combiner": combiner.to_json(),
+        "combiner_C": c,
         "dev_sets": names,
-        "dev_macro_f1": round(best_f1, 4),
+        "dev_examples": len(dev),
+        "dev_cv_macro_f1": round(f1, 4),
+        "candidates": results,
     }
 
 
@@ -192,13 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tune",
         action="store_true",
-        help="choose the lexicon weight again on the development splits in --data-dir and "
+        help="fit the combiner again on the development splits in --data-dir and "
         "record it in training/calibration.json",
     )
     parser.add_argument(
         "--tune-only",
         action="store_true",
-        help="keep the shipped weights, only choose the lexicon weight again (implies --tune)",
+        help="keep the shipped weights, only fit the combiner again (implies --tune)",
     )
     parser.add_argument(
         "--extra",
@@ -222,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 model = train(language, extra_dir=args.data_dir if args.extra else None)
             if args.tune or args.tune_only:
-                chosen = _tune_lexicon_weight(
-                    model, language, args.data_dir, lexicon_scorer(language)
-                )
+                chosen = _fit_combiner(model, language, args.data_dir)
                 calibration[language] = chosen
                 write_calibration(calibration)
             model.meta.update(calibration[language])

@@ -21,8 +21,8 @@ NOW = datetime(2025, 3, 14, 15, 30, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def analyzer() -> SentimentAnalyzer:
-    # The lexicon rules (the default method); the trained model is tested in test_model.py.
-    return SentimentAnalyzer()
+    # The lexicon rules alone; the default (combined with the model) is tested in test_model.py.
+    return SentimentAnalyzer(method="lexicon")
 
 
 CATALOG = Catalog.load("services.sentiment")

@@ -12,13 +12,21 @@ from hypothesis import strategies as st
 
 from services.sentiment.datasets import PUBLIC_SETS, DataMissingError, how_to_fetch, public_sets
 from services.sentiment.features import feature_names, featurize, tokens
-from services.sentiment.model import CLASSES, LinearModel, ModelFileError, combine
+from services.sentiment.model import (
+    CLASSES,
+    LEXICON_INPUTS,
+    MODEL_INPUTS,
+    Combiner,
+    Lexical,
+    LinearModel,
+    ModelFileError,
+)
 from services.sentiment.scoring import SentimentAnalyzer
 
 
 @pytest.fixture(scope="module")
 def analyzer() -> SentimentAnalyzer:
-    return SentimentAnalyzer(use_model=True)
+    return SentimentAnalyzer()
 
 
 # -- features ---------------------------------------------------------------
@@ -79,33 +87,54 @@ def _toy_model(bits: int = 4) -> LinearModel:
     return LinearModel(weights, np.array([0.0, 1.0, 0.0], dtype=np.float32), bits, {})
 
 
+def _combiner(inputs: tuple[str, ...], **rows: tuple[float, float, float]) -> Combiner:
+    weights = tuple(rows.get(name, (0.0, 0.0, 0.0)) for name in inputs)
+    return Combiner(inputs, weights, (0.0, 1.0, 0.0))
+
+
 def test_a_model_round_trips_through_its_file(tmp_path: Path) -> None:
     model = _toy_model()
-    model.meta["lexicon_weight"] = 2.0
+    model.meta["combiner"] = _combiner(LEXICON_INPUTS, compound=(-4.0, 0.0, 4.0)).to_json()
     model.save(str(tmp_path / "m.npz"))
     with np.load(tmp_path / "m.npz") as npz:
         assert npz["weights"].dtype == np.float16
-    loaded = LinearModel(
-        np.load(tmp_path / "m.npz")["weights"].astype(np.float32),
-        np.load(tmp_path / "m.npz")["bias"],
-        4,
-        {"lexicon_weight": 2.0},
-    )
-    assert loaded.predict("hello", 0.0) == model.predict("hello", 0.0)
+    loaded = LinearModel.from_file(tmp_path / "m.npz")
+    lexical = Lexical(0.8, 2.0, 0.0)
+    assert loaded.predict("hello", lexical) == model.predict("hello", lexical)
+    assert loaded.predict("hello", lexical).label == "positive"
+    assert loaded.combiner == model.combiner
 
 
 def test_a_model_whose_shape_does_not_fit_is_refused() -> None:
     with pytest.raises(ModelFileError, match="do not fit"):
         LinearModel(np.zeros((8, 3), dtype=np.float32), np.zeros(3, dtype=np.float32), 4, {})
+    with pytest.raises(ModelFileError, match="combiner"):
+        Combiner(("compound", "mood"), ((0, 0, 0), (0, 0, 0)), (0, 0, 0))
+    model = _toy_model()
+    model.meta["combiner"] = {"inputs": ["compound"], "weights": [[1, 2]], "bias": [0, 0, 0]}
+    with pytest.raises(ModelFileError, match="combiner"):
+        model.predict("hello", Lexical(0.5, 1.0, 0.0))
 
 
-def test_the_lexicon_weight_decides_how_much_the_lexicon_moves_the_verdict() -> None:
-    neutral_leaning = np.array([0.0, 1.0, 0.0], dtype=np.float32)
-    assert combine(neutral_leaning, 0.9, 0.0).label == "neutral"
-    assert combine(neutral_leaning, 0.9, 2.0).label == "positive"
-    assert combine(neutral_leaning, -0.9, 2.0).label == "negative"
-    probs = combine(neutral_leaning, 0.3, 1.0)
+def test_the_combiner_weighs_the_lexicon_and_the_model_as_fitted() -> None:
+    lexicon_only = _combiner(LEXICON_INPUTS, compound=(-4.0, 0.0, 4.0))
+    assert not lexicon_only.reads_model
+    assert lexicon_only.predict(Lexical(0.9, 3.0, 0.0), None).label == "positive"
+    assert lexicon_only.predict(Lexical(-0.9, 0.0, 3.0), None).label == "negative"
+    assert lexicon_only.predict(Lexical(0.0, 0.0, 0.0), None).label == "neutral"
+    both = _combiner(
+        LEXICON_INPUTS + MODEL_INPUTS,
+        compound=(-1.0, 0.0, 1.0),
+        model_polarity=(-1.0, 0.0, 1.0),
+        model_neutral=(0.0, 2.0, 0.0),
+    )
+    assert both.reads_model
+    # A mildly positive lexicon verdict, a model sure the message is negative.
+    probs = both.predict(Lexical(0.3, 1.0, 0.0), (-0.05, -3.0, -3.0))
+    assert probs.label == "negative"
     assert sum((probs.negative, probs.neutral, probs.positive)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="model_"):
+        both.predict(Lexical(0.3, 1.0, 0.0), None)
 
 
 def test_the_shipped_models_are_small_and_say_what_they_were_trained_on() -> None:
@@ -114,7 +143,7 @@ def test_the_shipped_models_are_small_and_say_what_they_were_trained_on() -> Non
         assert model.meta["language"] == language
         keys = {s["key"] for s in model.meta["training_sets"]}
         assert keys == {s.key for s in public_sets(language, "train")}
-        assert "lexicon_weight" in model.meta
+        assert model.combiner is not None and model.meta["dev_sets"]
     data = Path(__file__).parents[3] / "services" / "sentiment" / "data"
     assert sum(f.stat().st_size for f in data.glob("model_*.npz")) < 20_000_000
 

@@ -18,7 +18,7 @@ from services.sentiment.datasets import (
     write_bundle,
 )
 from services.sentiment.evaluation import Example
-from services.sentiment.model import CLASSES, LinearModel, ModelFileError
+from services.sentiment.model import CLASSES, Lexical, LinearModel, ModelFileError
 from services.sentiment.train import read_calibration
 
 MAX_BUNDLE_BYTES = 4_000_000  # the committed training data, all sets together
@@ -77,7 +77,8 @@ def test_the_calibration_chosen_on_development_splits_is_committed() -> None:
     for language in ("en", "es"):
         assert calibration[language]["dev_sets"] == [s.key for s in public_sets(language, "dev")]
         model = LinearModel.load(language)
-        assert model.lexicon_weight == calibration[language]["lexicon_weight"]
+        assert model.meta["combiner"] == calibration[language]["combiner"]
+        assert set(model.meta["combiner"]["inputs"]) >= {"compound", "positive", "negative"}
 
 
 def test_a_small_training_run_from_the_repository_is_reproducible(tmp_path: Path) -> None:
@@ -94,7 +95,7 @@ def test_a_small_training_run_from_the_repository_is_reproducible(tmp_path: Path
     loaded = LinearModel.from_file(paths[0])
     assert loaded.bits == 12 and loaded.meta["examples"] == 300
     assert {s["key"] for s in loaded.meta["training_sets"]} == {"xed_es", "ud_gsd_es"}
-    assert loaded.predict("Qué asco, odio esto", -0.8).label == "negative"
+    assert loaded.predict("Qué asco, odio esto", Lexical(-0.8, 0.0, 3.0)).label == "negative"
 
 
 def test_a_broken_model_file_is_a_clear_error(tmp_path: Path) -> None:
