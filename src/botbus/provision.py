@@ -71,6 +71,7 @@ PROVISION_LOG_EVERY = 5.0  # seconds between two "waiting for the provisioner" l
 # The provisioner's own JetStream calls may take topology.SETUP_TIMEOUT (a cluster
 # waiting for its peers); the asker waits a little longer than that.
 REQUEST_TIMEOUT = topology.SETUP_TIMEOUT + 5.0  # seconds
+EXISTS_TIMEOUT = 2.0  # seconds to learn whether a stream exists, with no provisioner
 MAX_REQUEST_BYTES = 16 * 1024
 MAX_SUBJECTS = 16  # subjects per stream
 MAX_DESCRIPTION = 256  # characters
@@ -436,12 +437,16 @@ class Provisioner:
 def auth_required(nc: Client) -> bool:
     """True unless the server said it needs no authentication (a bare dev broker)."""
     info = getattr(nc, "_server_info", None)  # nats-py keeps the server's INFO privately
-    return not isinstance(info, dict) or bool(info.get("auth_required", True))
+    # The server leaves "auth_required" out of its INFO when it is false.
+    return not isinstance(info, dict) or bool(info.get("auth_required", False))
 
 
-async def _exists(js: JetStreamContext, request: StreamRequest | BucketRequest) -> bool:
+async def _exists(nc: Client, request: StreamRequest | BucketRequest) -> bool:
     stream = request.name if isinstance(request, StreamRequest) else f"KV_{request.name}"
-    return await _info(js, stream) is not None
+    try:
+        return await _info(nc.jetstream(timeout=EXISTS_TIMEOUT), stream) is not None
+    except (NatsError, TimeoutError):
+        return False  # not this identity's to look at (a suffix it was not granted)
 
 
 async def provision(
@@ -465,6 +470,7 @@ async def provision(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     logged = loop.time()
+    first = True
     while True:
         try:
             msg = await nc.request(subject, payload, timeout=REQUEST_TIMEOUT)
@@ -482,7 +488,7 @@ async def provision(
                 return await apply(js, service, request)
             except Refused as exc:
                 raise ProvisionError(str(exc)) from None
-        if await _exists(js, request):
+        if first and await _exists(nc, request):
             log.warning(
                 "%s %s: no provisioner answers (is the gateway running?); using it as it "
                 "is, its settings not updated",
@@ -497,6 +503,7 @@ async def provision(
                 f"{wait:g}s. The gateway runs it: start the gateway (`botbus up` does), "
                 "then this service"
             )
+        first = False
         if now - logged >= PROVISION_LOG_EVERY:
             log.warning(
                 "waiting for the provisioner to make %s — is the gateway running?", request.name

@@ -7,9 +7,14 @@ for names botbus never heard of.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, RePublish, StreamConfig
@@ -18,6 +23,7 @@ from nats.js.errors import NotFoundError
 from botbus import subjects
 from botbus.auth import Authority, Grants
 from botbus.errors import ProvisionError
+from botbus.natsserver import find_nats_server
 from botbus.provision import (
     BucketRequest,
     ProvisionReply,
@@ -193,6 +199,47 @@ async def test_without_a_provisioner_a_service_on_an_authenticated_bus_gets_a_cl
     await admin_nc.jetstream().create_key_value(bucket="svc_weather")
     reply = await provision(weather.nc, "weather", BucketRequest(name="svc_weather"), wait=0.5)
     assert reply.ok and not reply.created
+
+
+@pytest.fixture
+async def bare_broker(tmp_path: Path) -> AsyncIterator[str]:
+    """A developer's own nats-server: JetStream, no authentication, no botbus config."""
+    proc = await asyncio.create_subprocess_exec(
+        str(find_nats_server()),
+        *("-js", "-a", "127.0.0.1", "-p", "-1", "-sd", str(tmp_path / "bare")),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    url = ""
+    async with asyncio.timeout(15):
+        while "Server is ready" not in (line := (await proc.stderr.readline()).decode()):
+            assert line, "nats-server exited before it was ready"
+            if found := re.search(r"Listening for client connections on (\S+)", line):
+                url = f"nats://{found.group(1)}"
+    drain = asyncio.create_task(proc.stderr.read())  # keep its log pipe from filling
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await drain
+
+
+async def test_on_a_broker_without_authentication_the_sdk_makes_its_stream_itself(
+    bare_broker: str,
+) -> None:
+    nc = await nats.connect(bare_broker)
+    try:
+        # No provisioner runs there: the same checks, done by the service itself.
+        reply = await provision(nc, "weather", stream_request("svc_weather", ["weather.x"]))
+        assert reply.created
+        assert (await nc.jetstream().stream_info("svc_weather")).config.subjects == ["weather.x"]
+        kv = await service_bucket(nc, "weather")
+        await kv.put("k", b"v")
+        with pytest.raises(ProvisionError, match="not under weather"):
+            await provision(nc, "weather", stream_request("svc_weather_in", ["botbus.in.>"]))
+    finally:
+        await nc.close()
 
 
 def test_a_service_cannot_declare_a_stream_option_the_provisioner_refuses() -> None:
