@@ -212,6 +212,10 @@ async def test_bad_input_is_explained_and_the_client_keeps_running(
     await expect(terminal, "error: :group needs")
     terminal.sendline(":user bob")
     await expect(terminal, "error: :user needs a numeric")
+    terminal.sendline(":lang english")
+    await expect(terminal, "error: :lang needs a language code")
+    terminal.sendline(":lang pt-BR")
+    await expect(terminal, "now writing with language pt-BR")
 
     terminal.sendline("still there?")
     await expect(terminal, "bot: echo from 1001 in 1001: still there?")

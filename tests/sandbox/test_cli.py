@@ -54,6 +54,18 @@ async def test_chat_send_prints_the_answer(running_bot: World) -> None:
     assert "bot: echo (es): hola" in result.output
 
 
+async def test_chat_lang_takes_any_language_code(running_bot: World) -> None:
+    url = running_bot.server.base_url
+    result = await run_chat("--url", url, "--send", "olá", "--lang", "pt-BR", "--timeout", "5")
+    assert result.exit_code == 0, result.output
+    assert "bot: echo (pt-BR): olá" in result.output
+    result = await run_chat("--url", url, "--send", "salut", "--lang", "fr", "--timeout", "5")
+    assert "bot: echo (fr): salut" in result.output
+    refused = await run_chat("--url", url, "--send", "x", "--lang", "english please")
+    assert refused.exit_code == 2 and "not a language code" in refused.output
+    assert "any language code" in (await run_chat("--help")).output
+
+
 async def test_chat_json_and_press(running_bot: World) -> None:
     url = running_bot.server.base_url
     result = await run_chat("--url", url, "--send", "/menu", "--press", "Go", "--json")

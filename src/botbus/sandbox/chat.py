@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import sys
 import threading
@@ -35,6 +36,21 @@ DEFAULT_TIMEOUT = 10.0  # seconds to wait for the bot's first answer
 PLAIN_TEXT_WAIT = 3.0  # seconds to wait for an answer to text that is not a command
 SETTLE = 0.5  # seconds of quiet after which the bot is considered done answering
 NO_PLAIN_REPLY = "no reply: the bot does not answer plain text here"
+# A Telegram language_code is an IETF tag ("es", "pt-br"); services answer in
+# any language they ship a catalogue for and in English otherwise, so the tool
+# checks the form only, not a list.
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+LANGUAGE_HELP = (
+    "The user's Telegram language_code: any language code (en, es, fr, pt-BR...). "
+    "Services answer in it when they have its catalogue, else in English."
+)
+
+
+def _language_code(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--lang``'s value if it is a language code; else a usage error saying so."""
+    if not _LANGUAGE_TAG.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not a language code (e.g. en, es, fr, pt-BR)")
+    return value
 
 
 @dataclass
@@ -377,8 +393,8 @@ async def _interactive_line(session: Session, line: str) -> bool:
     elif command == "chat":
         await _switch_chat(session, _chat_id(command, arg))
     elif command == "lang":
-        if not arg.isalpha():
-            raise click.ClickException(":lang needs a language code, e.g. :lang es")
+        if not _LANGUAGE_TAG.fullmatch(arg):
+            raise click.ClickException(":lang needs a language code, e.g. :lang es or :lang pt-BR")
         session.lang = arg
         click.echo(f"now writing with language {arg}")
     elif command == "group":
@@ -482,7 +498,14 @@ async def _run(
 @click.option("--press", "press", help="Press the button with this label (or number).")
 @click.option("--user", "user", type=int, default=1001, show_default=True, help="User id.")
 @click.option("--chat", "chat_id", type=int, help="Chat id (default: the user's private chat).")
-@click.option("--lang", type=click.Choice(["en", "es"]), default="en", show_default=True)
+@click.option(
+    "--lang",
+    metavar="CODE",
+    default="en",
+    show_default=True,
+    callback=_language_code,
+    help=LANGUAGE_HELP,
+)
 @click.option(
     "--timeout",
     type=float,
