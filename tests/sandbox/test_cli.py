@@ -84,6 +84,17 @@ async def test_chat_exits_non_zero_when_nobody_answers_a_command(world: World) -
     assert "did not answer '/anyone'" in result.output
 
 
+async def test_a_command_for_another_bot_is_said_to_be_ignored(world: World) -> None:
+    url = world.server.base_url
+    result = await run_chat("--url", url, "--send", "/echo@otherbot hi", "--timeout", "0.5")
+    assert result.exit_code == 0, result.output
+    assert "addressed to @otherbot, not to this bot (@sandbox_test_bot)" in result.output
+    assert "gateway" not in result.output
+    # Named for this bot (any case), it is a command like any other.
+    mine = await run_chat("--url", url, "--send", "/anyone@Sandbox_Test_Bot", "--timeout", "0.5")
+    assert mine.exit_code == 1 and "is the gateway" in mine.output
+
+
 async def test_unanswered_plain_text_is_not_an_error(world: World) -> None:
     url = world.server.base_url
     result = await run_chat("--url", url, "--send", "anyone?", "--timeout", "0.5")

@@ -2,10 +2,12 @@
 
 One-shot (scripts): ``botbus chat --send "/help"`` prints the bot's answer to
 that message and exits 0, or exits 1 when a command got no answer in time
-(plain text nobody answers is not an error). Without ``--send`` or ``--press``
-it is interactive: type text, ``:press LABEL``, ``:photo PATH``, ``:edit N TEXT``
-and the other commands of :data:`HELP`, ``:quit`` (or Ctrl-D / Ctrl-C); a bad
-line gets an ``error:`` line and the session goes on.
+(plain text nobody answers is not an error, nor is a command addressed to
+another bot, ``/cmd@otherbot``, which bots ignore: it says so). Without
+``--send`` or ``--press`` it is interactive: type text, ``:press LABEL``,
+``:photo PATH``, ``:edit N TEXT`` and the other commands of :data:`HELP`,
+``:quit`` (or Ctrl-D / Ctrl-C); a bad line gets an ``error:`` line and the
+session goes on.
 
 The sandbox is found from ``--url``, ``TELEGRAM_API_URL``, or the sandbox
 running on ``BOTBUS_DATA_DIR`` (``make run`` / ``botbus sandbox``).
@@ -40,6 +42,8 @@ NO_PLAIN_REPLY = "no reply: the bot does not answer plain text here"
 # any language they ship a catalogue for and in English otherwise, so the tool
 # checks the form only, not a list.
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+# "/cmd@name ...": Telegram's way to address a command to one bot of a group.
+_ADDRESSED_RE = re.compile(r"/[A-Za-z0-9_]{1,64}@([A-Za-z0-9_]{1,64})(?:\s|$)")
 LANGUAGE_HELP = (
     "The user's Telegram language_code: any language code (en, es, fr, pt-BR...). "
     "Services answer in it when they have its catalogue, else in English."
@@ -227,6 +231,16 @@ async def _press(session: Session, label: str) -> int:
     return pressed
 
 
+async def _other_bot(session: Session, text: str) -> tuple[str, str] | None:
+    """(the bot named, this bot) when ``text`` is a command addressed to another bot."""
+    match = _ADDRESSED_RE.match(text.lstrip())
+    if match is None:
+        return None
+    mine = next((b.username for b in await session.client.bots() if b.id == session.bot_id), "")
+    named = match.group(1)
+    return None if not mine or named.lower() == mine.lower() else (named, mine)
+
+
 async def _one_shot(session: Session, text: str | None, label: str | None, timeout: float) -> int:
     session.cursor = await _latest_seq(session)
     if text is not None:
@@ -235,11 +249,20 @@ async def _one_shot(session: Session, text: str | None, label: str | None, timeo
         )
         # Bot events before our own message in the chat answer something else.
         session.cursor = max(session.cursor, int(sent.get("seq", 0)))
-        command = text.lstrip().startswith("/")
+        # Like Telegram's bots, ours ignore a command addressed to another bot.
+        other_bot = await _other_bot(session, text)
+        command = text.lstrip().startswith("/") and other_bot is None
         wait = timeout if command else min(timeout, PLAIN_TEXT_WAIT)
         events = await _answer(session, wait, int(sent["message_id"]))
         if not _answered(events):
             _show(session, events)
+            if other_bot is not None:
+                named, mine = other_bot
+                click.echo(
+                    f"no reply: the command is addressed to @{named}, not to this bot "
+                    f"(@{mine}), so the bot ignores it; leave out @{named} or write @{mine}"
+                )
+                return 0
             if not command:
                 click.echo(NO_PLAIN_REPLY)
                 return 0
