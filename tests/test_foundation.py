@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
@@ -16,6 +19,7 @@ from botbus.models import (
     encode,
 )
 from botbus.settings import load_settings
+from tests.support.waiting import eventually
 
 
 def make_command(**overrides: object) -> InboundCommand:
@@ -99,3 +103,26 @@ async def test_buckets_allow_direct_gets(admin_nc: Client) -> None:
     reopened = await topology.open_bucket(js, KeyValueConfig(bucket="t_old", history=1))
     assert (await js.stream_info("KV_t_old")).config.allow_direct
     assert (await reopened.get("k")).value == b"kept"
+
+
+async def test_waiting_for_a_stream_warns_only_after_a_grace(
+    admin_nc: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Services start beside the gateway: a missing stream is normal at first.
+    caplog.set_level(logging.INFO, logger="botbus.topology")
+    js = admin_nc.jetstream()
+    now = [1000.0]  # the waiting's clock, moved by hand
+
+    def waiting(level: int) -> bool:
+        return any(
+            r.levelno == level and "waiting for stream t_late" in r.getMessage()
+            for r in caplog.records
+        )
+
+    waiter = asyncio.create_task(topology.wait_for_streams(js, ["t_late"], clock=lambda: now[0]))
+    await eventually(lambda: waiting(logging.INFO), what="an INFO line")
+    assert not waiting(logging.WARNING)
+    now[0] += topology.STREAM_WAIT_GRACE
+    await eventually(lambda: waiting(logging.WARNING), what="a WARNING after the grace")
+    await js.add_stream(name="t_late", subjects=["t.late"])
+    await asyncio.wait_for(waiter, timeout=10)

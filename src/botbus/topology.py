@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from nats.errors import Error as NatsError
@@ -73,6 +73,9 @@ SETUP_TIMEOUT = 10.0  # seconds
 # so it is tried again this many times before start-up gives up.
 SETUP_ATTEMPTS = 3
 STREAM_WAIT_LOG_EVERY = 5.0  # seconds between two "waiting for stream" log lines
+# Services start beside the gateway, which makes the streams: waiting this
+# long is normal (INFO); longer means the gateway is missing (WARNING).
+STREAM_WAIT_GRACE = 10.0  # seconds
 STREAM_WAIT_POLL = 0.5  # seconds between two checks for a missing stream
 
 # Service KV buckets: small state, one value per key by default.
@@ -252,19 +255,37 @@ async def ensure_topology(
                 log.warning("stream %s: no answer from JetStream (%r); retrying", spec.name, exc)
 
 
-async def wait_for_streams(js: JetStreamContext, names: Iterable[str]) -> None:
-    """Block until every stream in ``names`` exists, logging what is missing."""
-    last_log = -STREAM_WAIT_LOG_EVERY
-    loop = asyncio.get_running_loop()
+async def wait_for_streams(
+    js: JetStreamContext,
+    names: Iterable[str],
+    *,
+    grace: float = STREAM_WAIT_GRACE,
+    clock: Callable[[], float] | None = None,
+) -> None:
+    """Block until every stream in ``names`` exists, logging what is missing.
+
+    The first ``grace`` seconds (by ``clock``, the event loop's by default) it
+    logs at INFO, then at WARNING.
+    """
+    time = clock or asyncio.get_running_loop().time
+    start = time()
+    last_log: float | None = None
     for name in names:
         while True:
             try:
                 await js.stream_info(name)
                 break
             except NotFoundError:
-                now = loop.time()
-                if now - last_log >= STREAM_WAIT_LOG_EVERY:
-                    log.warning("waiting for stream %s — is the gateway running?", name)
+                now = time()
+                if last_log is None or now - last_log >= STREAM_WAIT_LOG_EVERY:
+                    if now - start < grace:
+                        log.info("waiting for stream %s (the gateway makes it)", name)
+                    else:
+                        log.warning(
+                            "still waiting for stream %s after %.0f s — is the gateway running?",
+                            name,
+                            now - start,
+                        )
                     last_log = now
                 await asyncio.sleep(STREAM_WAIT_POLL)
 

@@ -123,7 +123,7 @@ async def test_service_waits_for_the_streams_with_a_clear_log_line(
     from botbus.topology import ensure_topology
 
     proc = spawn()
-    await proc.wait_log("waiting for stream BOTBUS_IN — is the gateway running?")
+    await proc.wait_log("waiting for stream BOTBUS_IN (the gateway makes it)")
     await ensure_topology(admin_nc.jetstream())
     await proc.wait_log(STARTED)
 
