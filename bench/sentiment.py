@@ -306,8 +306,9 @@ def _bus_figures(messages: int, chats: int, users: int, live: bool) -> None:
 Judge = Callable[[str], tuple[Label, float]]
 HELD_OUT_NOTE = (
     "held out: no set below, nor any other part of its source, was used to train the model; "
-    "the combiner (default method) was fitted on the validation splits of SemEval-2017 (en) "
-    "and InterTASS (es), whose test splits are scored here; SentiMP-21, VADER's sets and ours "
+    "the combiner (default method) was fitted on the validation split of SemEval-2017 (en) "
+    "and the training and validation splits of InterTASS (es), whose test splits are scored "
+    "here; SentiMP-21, VADER's sets and ours "
     "were never used for training or tuning"
 )
 

@@ -339,6 +339,21 @@ PUBLIC_SETS: tuple[PublicSet, ...] = (
         _lines_and_labels,
     ),
     PublicSet(
+        "intertass_es_train",
+        "es",
+        "dev",
+        "InterTASS 2017 Spanish tweets, UMSAB's training split",
+        "cardiffnlp/xlm-t",
+        "874214d64d96599eb869a033c22ec2cc57d19256",
+        (
+            ("data/sentiment/spanish/train_text.txt", "intertass_es_train_text.txt"),
+            ("data/sentiment/spanish/train_labels.txt", "intertass_es_train_labels.txt"),
+        ),
+        "as InterTASS below; used for tuning only, never copied into the repository",
+        "TASS annotators' label, 0 negative / 1 neutral / 2 positive (balanced, 613 each)",
+        _lines_and_labels,
+    ),
+    PublicSet(
         "intertass_es_val",
         "es",
         "dev",
