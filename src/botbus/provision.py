@@ -214,7 +214,9 @@ def check_subjects(service: str, wanted: list[str]) -> list[str]:
 def _first_error(exc: ValidationError) -> str:
     errors = exc.errors()
     first = errors[0]
-    where = ".".join(str(p) for p in first["loc"]) or "request"
+    # Field names come from the request: escaped, so they cannot forge log lines.
+    where = ".".join(str(p) for p in first["loc"])[:100].encode("unicode_escape").decode()
+    where = where or "request"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {first['msg']}{more}"
 
@@ -476,32 +478,30 @@ async def provision(
             msg = await nc.request(subject, payload, timeout=REQUEST_TIMEOUT)
             break
         except NoRespondersError:
-            pass
-        except (NatsTimeoutError, TimeoutError) as exc:
-            raise ProvisionError(
-                f"{request.kind} {request.name}: no answer on {subject} within "
-                f"{REQUEST_TIMEOUT:g}s (is this identity allowed to publish there? issue its "
-                f"credentials with `botbus creds issue {service}`)"
-            ) from exc
-        if not auth_required(nc):
-            try:
-                return await apply(js, service, request)
-            except Refused as exc:
-                raise ProvisionError(str(exc)) from None
+            silence = "no provisioner answers"
+            if not auth_required(nc):
+                try:
+                    return await apply(js, service, request)
+                except Refused as exc:
+                    raise ProvisionError(str(exc)) from None
+        except (NatsTimeoutError, TimeoutError):
+            # A provisioner stopping (a gateway failing over) drops what it was sent.
+            silence = f"a request got no answer within {REQUEST_TIMEOUT:g}s"
         if first and await _exists(nc, request):
             log.warning(
-                "%s %s: no provisioner answers (is the gateway running?); using it as it "
-                "is, its settings not updated",
+                "%s %s: %s (is the gateway running?); using it as it is, its settings not updated",
                 request.kind,
                 request.name,
+                silence,
             )
             return ProvisionReply(ok=True, name=request.name)
         now = loop.time()
         if now >= deadline:
             raise ProvisionError(
                 f"{request.kind} {request.name}: no provisioner answered on {subject} within "
-                f"{wait:g}s. The gateway runs it: start the gateway (`botbus up` does), "
-                "then this service"
+                f"{wait:g}s ({silence}). The gateway runs it: start the gateway (`botbus up` "
+                "does), then this service; if it runs, check that this identity may publish "
+                f"there (issue it with `botbus creds issue {service}`)"
             )
         first = False
         if now - logged >= PROVISION_LOG_EVERY:

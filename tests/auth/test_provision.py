@@ -135,6 +135,7 @@ BAD_REQUESTS: list[tuple[str, Any, str]] = [
     ("transform", _stream(subject_transform={"src": ">", "dest": "x"}), "subject_transform"),
     ("replicas", _stream(num_replicas=5), "num_replicas"),
     ("unknown field", _stream(colour="red"), "colour"),
+    ("a field name forging a log line", _stream(**{"x\nERROR fake": 1}), "x\\nERROR fake"),
     ("another service's stream", _stream(name="svc_echo"), "svc_echo"),
     ("a shared stream", _stream(name="BOTBUS_IN"), "BOTBUS_IN"),
     ("a bad suffix", _stream(name="svc_weather_Bad"), "svc_weather_Bad"),
