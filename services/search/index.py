@@ -297,6 +297,14 @@ class SearchIndex:
                 )
         return len(documents)
 
+    def holds_files_under(self, folder: Path) -> bool:
+        """True if some indexed document was read from a file inside ``folder``."""
+        prefix = f"{folder.resolve()}/"
+        rows = self._query(
+            "SELECT 1 FROM docs WHERE substr(file, 1, ?) = ? LIMIT 1", (len(prefix), prefix)
+        )
+        return bool(rows)
+
     def document_count(self) -> int:
         """How many knowledge-base documents are indexed."""
         return int(self._query("SELECT count(*) FROM docs", ())[0][0])

@@ -56,3 +56,15 @@ def index_path(index: SearchIndex, path: Path, *, progress: bool = False) -> Ind
     for problem in report.problems:
         logger.warning("not indexed: %s", problem)
     return report
+
+
+def index_bundled(index: SearchIndex, folder: Path) -> IndexReport | None:
+    """Index the bundled knowledge base ``folder`` if the index is empty or was seeded from it.
+
+    So an index seeded by an earlier release gets this release's pages at
+    start, while a knowledge base the operator loaded instead is left alone.
+    None when nothing was indexed.
+    """
+    if index.document_count() and not index.holds_files_under(folder):
+        return None
+    return index_path(index, folder)

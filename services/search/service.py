@@ -38,7 +38,7 @@ from services.search.index import (
     Scope,
     SearchIndex,
 )
-from services.search.indexing import index_path
+from services.search.indexing import index_bundled
 from services.search.query import Query, QueryError, parse_query
 from services.search.render import (
     PAGE_SIZE,
@@ -85,22 +85,22 @@ async def _prune_forever(index: SearchIndex) -> None:
 
 @service.lifespan
 async def open_index(app: App) -> AsyncIterator[Instance]:
-    """Open (or create) the index, seeded with the bundled knowledge base if empty; prune it."""
+    """Open (or create) the index, load the bundled knowledge base (see index_bundled), prune."""
     retention = timedelta(days=SearchSettings.load(app.settings).retention_days)
     index = await asyncio.to_thread(
         SearchIndex.in_data_dir, app.settings.data_dir, retention=retention
     )
     try:
-        if await asyncio.to_thread(index.document_count) == 0:
-            if BUNDLED_KB.is_dir():
-                report = await asyncio.to_thread(index_path, index, BUNDLED_KB)
+        if BUNDLED_KB.is_dir():
+            report = await asyncio.to_thread(index_bundled, index, BUNDLED_KB)
+            if report is not None:
                 logger.info("indexed %s bundled documents from %s", report.documents, BUNDLED_KB)
-            else:
-                logger.warning(
-                    "the knowledge base is empty and %s is missing: load documents with "
-                    "`botbus search-index PATH`",
-                    BUNDLED_KB,
-                )
+        elif await asyncio.to_thread(index.document_count) == 0:
+            logger.warning(
+                "the knowledge base is empty and %s is missing: load documents with "
+                "`botbus search-index PATH`",
+                BUNDLED_KB,
+            )
         await asyncio.to_thread(index.prune)
         pruner = asyncio.create_task(_prune_forever(index), name="search:prune")
         logger.info("search index %s open", index.path)

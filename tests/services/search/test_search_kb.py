@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 
 from botbus.cli import cli
 from services.search.index import SearchIndex
-from services.search.indexing import index_path
+from services.search.indexing import index_bundled, index_path
 from services.search.kb import load_file
 from services.search.query import parse_query
 
@@ -69,6 +70,26 @@ def test_bundled_knowledge_base_loads_in_both_languages(tmp_path: Path) -> None:
         assert index.search_documents(parse_query("jetstream consumers")).total >= 2
         spanish = index.search_documents(parse_query("cancion"))
         assert "Una canción para probar las tildes" in [h.title for h in spanish.hits]
+
+
+def test_an_index_seeded_from_the_bundled_kb_gets_its_new_pages_at_start(
+    tmp_path: Path,
+) -> None:
+    bundled = tmp_path / "kb"
+    shutil.copytree(BUNDLED_KB, bundled)
+    with SearchIndex(tmp_path / "seeded.sqlite3") as index:
+        assert index_bundled(index, bundled) is not None  # empty: seeded
+        (bundled / "en" / "privacy.md").write_text("# Privacy\n\nA new release's quokka.")
+        report = index_bundled(index, bundled)  # the next start
+        assert report is not None and report.problems == []
+        assert [h.title for h in index.search_documents(parse_query("quokka")).hits] == ["Privacy"]
+    # An operator's own knowledge base is left alone: no bundled page added.
+    with SearchIndex(tmp_path / "own.sqlite3") as index:
+        own = tmp_path / "own.md"
+        own.write_text("# Our handbook\n\nOnly ours.")
+        index_path(index, own)
+        assert index_bundled(index, bundled) is None
+        assert index.document_count() == 1
 
 
 @pytest.fixture
