@@ -3,9 +3,10 @@
 1. The query without its stop words ("how do I delete my data" looks for
    *delete* and *data*), every word required, documents in the user's
    language first.
-2. Nothing found: words the knowledge base lacks are replaced by its closest
-   word (:mod:`.spelling`), and the corrected query is tried, every word
-   required; the reply says which query it shows ("did you mean …").
+2. Nothing found: words the knowledge base lacks are replaced by the closest
+   word of the documents in the user's language (:mod:`.spelling`), and the
+   corrected query is tried, every word required; the reply says which query
+   it shows ("did you mean …").
 3. Still nothing and more than one word: a relaxed query, any word may match
    but a result needs at least half of them (one of two), ranked by how many
    it holds, then by bm25.
@@ -44,7 +45,10 @@ def answer(
     found = index.search_documents(content, page=page, page_size=page_size, language=language)
     if found.total:
         return Answer(found, content, relaxed=False, suggestion=None)
-    corrections = index.vocabulary().correct(_correctable(content))
+    # A word some document holds is no typo; the others are corrected toward
+    # the words of the user's language, which is what its results show first.
+    unknown = [w for w in _correctable(content) if not index.vocabulary().knows(w)]
+    corrections = index.vocabulary(language).correct(unknown)
     fixed = content.corrected({c.word: c.suggestion for c in corrections})
     suggestion = fixed.text if corrections else None
     if corrections:

@@ -205,7 +205,7 @@ class SearchIndex:
         self.retention = retention
         self.stemmer = Stemmer()
         self._lock = threading.Lock()
-        self._vocabulary: Vocabulary | None = None
+        self._vocabularies: dict[str | None, Vocabulary] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(
@@ -283,7 +283,7 @@ class SearchIndex:
             old = [row[0] for row in db.execute("SELECT id FROM docs WHERE file = ?", (file,))]
             db.executemany("DELETE FROM docs_fts WHERE rowid = ?", ((i,) for i in old))
             db.execute("DELETE FROM docs WHERE file = ?", (file,))
-            self._vocabulary = None
+            self._vocabularies.clear()
             for doc in documents:
                 cursor = db.execute(
                     "INSERT INTO docs(file, url, lang) VALUES (?, ?, ?)", (file, doc.url, doc.lang)
@@ -309,16 +309,28 @@ class SearchIndex:
         """How many knowledge-base documents are indexed."""
         return int(self._query("SELECT count(*) FROM docs", ())[0][0])
 
-    def vocabulary(self) -> Vocabulary:
-        """The words of every document (for "did you mean"), built once per change."""
+    def vocabulary(self, language: str | None = None) -> Vocabulary:
+        """The words of the documents (for "did you mean"), built once per change.
+
+        With ``language``: of its documents and of those without a language;
+        of every document when none is in ``language`` (the same object).
+        """
         with self._lock:
-            if self._vocabulary is None:
-                texts = (
-                    f"{title}\n{body}"
-                    for title, body in self._db.execute("SELECT title, body FROM docs_fts")
+            has_own = language is not None and bool(
+                self._db.execute(
+                    "SELECT 1 FROM docs WHERE lang = ? LIMIT 1", (language,)
+                ).fetchone()
+            )
+            key = language if has_own else None
+            if key not in self._vocabularies:
+                rows = self._db.execute(
+                    """SELECT f.title, f.body FROM docs_fts AS f JOIN docs AS d ON d.id = f.rowid
+                       WHERE :language IS NULL OR d.lang = :language OR d.lang IS NULL""",
+                    {"language": key},
                 )
-                self._vocabulary = Vocabulary(texts, self.stemmer)
-            return self._vocabulary
+                texts = (f"{title}\n{body}" for title, body in rows)
+                self._vocabularies[key] = Vocabulary(texts, self.stemmer)
+            return self._vocabularies[key]
 
     def search_documents(
         self,

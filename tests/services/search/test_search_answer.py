@@ -211,6 +211,22 @@ def test_the_readme_showcase_question_finds_the_privacy_page_first(
     assert spanish_found.page.hits[0].title == "Privacidad y /forgetme"
 
 
+def test_did_you_mean_offers_words_of_the_users_language(bundled_kb: SearchIndex) -> None:
+    # "erase" is in no page; the Spanish "frase" is one edit away, but an
+    # English reader was offered "how do I frase my data".
+    found = answer(
+        bundled_kb, parse_query("how do I erase my data"), page=0, page_size=5, language="en"
+    )
+    assert found.suggestion is None
+    assert "Privacy and /forgetme" in [h.title for h in found.page.hits]
+    # A word of the user's language is still corrected, and a Spanish word an
+    # English reader types on purpose is not "corrected" at all.
+    typo = answer(bundled_kb, parse_query("privcy"), page=0, page_size=5, language="en")
+    assert typo.suggestion == "privacy"
+    spanish = answer(bundled_kb, parse_query("privacidad"), page=0, page_size=5, language="en")
+    assert spanish.suggestion is None and spanish.page.total
+
+
 def test_every_result_in_the_users_language_comes_before_any_other(
     bundled_kb: SearchIndex,
 ) -> None:
