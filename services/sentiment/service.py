@@ -53,7 +53,7 @@ from functools import cache
 
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError
 from nats.js.kv import KeyValue
 
 from botbus import subjects
@@ -474,7 +474,9 @@ async def _maybe_alert(ctx: Context, instance: Instance, msg: InboundMessage, ow
         )
         try:
             await ctx.js.publish(ALERT_SUBJECT, encode(alert))
-        except NoRespondersError:
+        except (NoRespondersError, NoStreamResponseError):
+            # nats-py reports a subject no stream takes as NoStreamResponseError; without
+            # the alerts service the message is still counted and acked, not retried.
             ctx.log.warning(
                 "mood alert for chat %s not published: no stream takes %s "
                 "(is the alerts service installed?)",

@@ -281,6 +281,22 @@ async def test_low_mood_alerts_each_bot_admin_once_per_cooldown(
         assert alert.text.startswith("Mood alert: the mood of 'Team' dropped to -0.")
 
 
+async def test_low_mood_without_admins_nor_alerts_service_is_counted_not_retried(
+    app: ServiceApp, bus: Client, outbox: Outbox
+) -> None:
+    # No admin to message and no stream for the alerts channel: the alert cannot go
+    # anywhere, and that must not make the gloomy messages fail and come back.
+    assert not app.settings.admin_ids
+    js, durable = bus.jetstream(), subjects.consumer_messages(sentiment_service.name)
+    before = (await js.consumer_info(subjects.STREAM_INBOUND, durable)).delivered.consumer_seq
+    await _mood_drops(bus, GROUP)
+    after = (await js.consumer_info(subjects.STREAM_INBOUND, durable)).delivered.consumer_seq
+    sent = ALERT_POLICY.min_messages + 3
+    assert after - before == sent  # each delivered once: none failed and came back
+    assert _counted(await load(app, "chat", GROUP)) == sent
+    assert await outbox.next(timeout=0.5) == []
+
+
 @pytest.mark.slow  # 3 s: waits out "nothing more arrives" checks
 async def test_low_mood_without_bot_admins_goes_to_the_alerts_channel_once(
     app: ServiceApp, bus: Client, outbox: Outbox
