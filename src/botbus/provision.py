@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from nats.aio.client import Client
@@ -75,6 +75,30 @@ EXISTS_TIMEOUT = 2.0  # seconds to learn whether a stream exists, with no provis
 MAX_REQUEST_BYTES = 16 * 1024
 MAX_SUBJECTS = 16  # subjects per stream
 MAX_DESCRIPTION = 256  # characters
+MiB = 1024**2
+GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class Quota:
+    """How much of the broker's store one service may reserve through the provisioner.
+
+    JetStream reserves a stream's ``max_bytes`` from the store all streams
+    share (``max_file_store``, ``max_memory_store`` in nats.conf), so one
+    service (hostile or just buggy) could otherwise leave none for the others.
+    """
+
+    max_bytes: int = 256 * MiB
+    """Per stream or bucket; asking for more, or for no limit (-1), is refused."""
+    default_bytes: int = 64 * MiB
+    """What a stream asked for without ``max_bytes`` gets."""
+    max_total: int = 1 * GiB
+    """All of one service's streams and buckets together."""
+    max_resources: int = 16
+    """Streams and buckets per service (``svc_<name>`` and its suffixes)."""
+
+
+DEFAULT_QUOTA = Quota()
 
 _SUFFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,31}$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -341,26 +365,78 @@ async def _bucket(js: JetStreamContext, req: BucketRequest, replicas: int) -> Pr
     return ProvisionReply(ok=True, name=req.name, changed=changed)
 
 
+def _size(n: int) -> str:
+    return f"{n / GiB:g} GiB" if n >= GiB else f"{n / MiB:g} MiB"
+
+
+def check_size(request: StreamRequest | BucketRequest, quota: Quota) -> None:
+    """:class:`Refused` if ``request`` asks to store more than ``quota`` allows."""
+    asked = request.max_bytes
+    if asked is not None and (asked < 0 or asked > quota.max_bytes):
+        raise Refused(
+            f"max_bytes {'unlimited' if asked < 0 else asked} for {request.name} is over the "
+            f"{_size(quota.max_bytes)} a service's stream or bucket may hold: ask for at most "
+            f"{quota.max_bytes} bytes"
+        )
+
+
+async def _owned(js: JetStreamContext, service: str) -> dict[str, int]:
+    """The streams and buckets ``service`` has now (stream name: bytes reserved)."""
+    own = subjects.service_bucket(service)
+    found: dict[str, int] = {}
+    offset = 0
+    while page := await js.streams_info(offset):
+        offset += len(page)
+        for info in page:
+            name = info.config.name or ""
+            base = name.removeprefix("KV_")
+            if base == own or base.startswith(f"{own}_"):
+                found[name] = max(info.config.max_bytes or 0, 0)
+    return found
+
+
 async def apply(
     js: JetStreamContext,
     service: str,
     request: StreamRequest | BucketRequest,
     replicas: int | None = None,
+    quota: Quota = DEFAULT_QUOTA,
 ) -> ProvisionReply:
     """Create or update ``service``'s stream or bucket as ``request`` asks, if allowed.
 
-    Raises :class:`Refused` for a request outside what ``service`` may own;
-    JetStream's own refusals come as ``nats`` errors. ``replicas`` defaults to
-    what the server calls for (:func:`botbus.topology.replicas_for`).
+    Raises :class:`Refused` for a request outside what ``service`` may own or
+    beyond its ``quota``; JetStream's own refusals come as ``nats`` errors.
+    ``replicas`` defaults to what the server calls for
+    (:func:`botbus.topology.replicas_for`).
     """
     try:
         check_service_name(service)
     except ConfigError as exc:
         raise Refused(str(exc)) from None
     check_name(service, request.name)
-    copies = topology.replicas_for(js) if replicas is None else replicas
+    check_size(request, quota)
     if isinstance(request, StreamRequest):
         check_subjects(service, request.subjects)
+    stream = request.name if isinstance(request, StreamRequest) else f"KV_{request.name}"
+    current = await _info(js, stream)
+    if current is None and isinstance(request, StreamRequest) and request.max_bytes is None:
+        request = request.model_copy(update={"max_bytes": quota.default_bytes})
+    if request.max_bytes is not None:
+        owned = await _owned(js, service)
+        if current is None and len(owned) >= quota.max_resources:
+            raise Refused(
+                f"service {service} already has {len(owned)} streams and buckets, the most "
+                f"one service may have ({quota.max_resources}): {', '.join(sorted(owned))}"
+            )
+        others = sum(size for name, size in owned.items() if name != stream)
+        if others + request.max_bytes > quota.max_total:
+            raise Refused(
+                f"{request.name} with max_bytes {request.max_bytes} would take service "
+                f"{service} over the {_size(quota.max_total)} all its streams and buckets may "
+                f"hold ({_size(others)} already)"
+            )
+    copies = topology.replicas_for(js) if replicas is None else replicas
+    if isinstance(request, StreamRequest):
         return await _stream(js, request, copies)
     return await _bucket(js, request, copies)
 
@@ -372,10 +448,13 @@ class Provisioner:
     race. ``replicas`` overrides the copies the server calls for.
     """
 
-    def __init__(self, nc: Client, *, replicas: int | None = None) -> None:
+    def __init__(
+        self, nc: Client, *, replicas: int | None = None, quota: Quota = DEFAULT_QUOTA
+    ) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=topology.SETUP_TIMEOUT)
         self._replicas = replicas
+        self._quota = quota
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
@@ -407,7 +486,7 @@ class Provisioner:
             if service is None:
                 raise Refused(f"{subject!r} names no service")
             request = parse(data)
-            reply = await apply(self._js, service, request, self._replicas)
+            reply = await apply(self._js, service, request, self._replicas, self._quota)
         except Refused as exc:
             log.warning("provisioning refused (%s): %s", subject, exc)
             return ProvisionReply(ok=False, error=str(exc))

@@ -25,7 +25,9 @@ from botbus.auth import Authority, Grants
 from botbus.errors import ProvisionError
 from botbus.natsserver import find_nats_server
 from botbus.provision import (
+    DEFAULT_QUOTA,
     BucketRequest,
+    GiB,
     ProvisionReply,
     provision,
     service_bucket,
@@ -248,3 +250,50 @@ def test_a_service_cannot_declare_a_stream_option_the_provisioner_refuses() -> N
         stream_request("svc_weather", ["weather.x"], sources=[{"name": "BOTBUS_IN"}])
     with pytest.raises(ValueError, match="num_replicas"):
         stream_request("svc_weather", ["weather.x"], num_replicas=3)
+
+
+async def test_a_service_cannot_take_more_of_the_shared_store_than_its_quota(
+    weather: Component, admin_nc: Client
+) -> None:
+    """The broker's store is shared: one service may not fill it for all the others."""
+    bucket = {"kind": "bucket", "name": "svc_weather", "max_bytes": -1}
+    for label, payload, needle in [
+        ("no limit", _stream(max_bytes=-1), "unlimited"),
+        ("over the cap", _stream(max_bytes=2 * GiB), "over the 256 MiB"),
+        ("a bucket, no limit", bucket, "unlimited"),
+    ]:
+        reply = await ask(weather, payload)
+        assert not reply.ok and needle in reply.error, (label, reply)
+    # Not saying how much: the default, not unlimited.
+    assert (await ask(weather, _stream())).created
+    info = await admin_nc.jetstream().stream_info("svc_weather")
+    assert info.config.max_bytes == DEFAULT_QUOTA.default_bytes
+    # All its streams and buckets together stay within the service's total.
+    big = DEFAULT_QUOTA.max_bytes
+    for suffix in ("cache", "more", "most"):
+        reply = await ask(
+            weather,
+            _stream(name=f"svc_weather_{suffix}", subjects=[f"weather.{suffix}"], max_bytes=big),
+        )
+        assert reply.ok, reply
+    over = _stream(name="svc_weather_over", subjects=["weather.over"], max_bytes=big)
+    reply = await ask(weather, over)  # 64 MiB + 3 x 256 MiB + 256 MiB > 1 GiB
+    assert not reply.ok and "over the 1 GiB all its streams and buckets may hold" in reply.error
+
+
+async def test_a_service_has_at_most_its_quota_of_streams_and_buckets(
+    authority: Authority, log_in: LogIn, admin_nc: Client
+) -> None:
+    suffixes = tuple(f"s{i}" for i in range(DEFAULT_QUOTA.max_resources))
+    hoarder = await log_in(authority.issue_service("hoarder", Grants(resources=suffixes)))
+    made = ["svc_hoarder", *(f"svc_hoarder_{s}" for s in suffixes[1:])]
+    for name in made:
+        await provision(hoarder.nc, "hoarder", stream_request(name, [f"hoarder.{name}"]))
+    assert len(made) == DEFAULT_QUOTA.max_resources
+    with pytest.raises(ProvisionError, match="the most one service may have"):
+        await provision(hoarder.nc, "hoarder", BucketRequest(name="svc_hoarder_s0"))
+    assert not await exists(admin_nc, "KV_svc_hoarder_s0")
+    # What it has can still be changed: the quota counts only new ones.
+    await provision(
+        hoarder.nc, "hoarder", stream_request("svc_hoarder", ["hoarder.svc_hoarder"], max_age=3600)
+    )

@@ -198,6 +198,9 @@ class ServiceApp:
             endpoints=list(self._counters.values()),
         )
         await self._registration.start()
+        # Started means discoverable: the broker has the $SRV subscriptions before this
+        # returns (a PING right after start() found no responders on a loaded machine).
+        await self._nc.flush()
         self._feeds.start()
         self.log.info(
             "service %s %s started (instance %s, consumers %s)",
