@@ -54,6 +54,11 @@ MAX_DRIVERS = 5
 
 SPANISH_LEXICON_FILE = "es_sentiment_words.txt"
 SPANISH_OVERRIDES_FILE = "es_lexicon_overrides.txt"
+ENGLISH_OVERRIDES_FILE = "en_lexicon_overrides.txt"
+# English idioms whose words mean the opposite of the whole; each becomes one token
+# that the overrides file scores ("thanks for nothing" is not gratitude).
+_EN_IDIOMS = re.compile(r"\bthanks? (?:you )?for nothing\b", re.IGNORECASE)
+_EN_IDIOM_TOKEN = "thanks-for-nothing"
 
 # Spanish function words playing the roles VADER's NEGATE and BOOSTER_DICT
 # play in English. Written unaccented: tokens are compared after accent folding.
@@ -199,9 +204,14 @@ class _Vader(SentimentIntensityAnalyzer):  # type: ignore[misc]
                 prev_space = ch == " "
         return "".join(parts).strip()
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Our additions to VADER's lexicon (words it lacks, e.g. "junk", "canceled").
+        self.lexicon.update(_read_stem_table(ENGLISH_OVERRIDES_FILE))
+
     def token_valences(self, text: str) -> tuple[list[str], list[float], float]:
         """Tokens, their valences after VADER's rules, and the compound score."""
-        text = self.emoji_to_text(text)
+        text = _EN_IDIOMS.sub(_EN_IDIOM_TOKEN, self.emoji_to_text(text))
         sentitext = SentiText(text)
         tokens: list[str] = sentitext.words_and_emoticons
         sentiments: list[float] = []
@@ -243,7 +253,7 @@ class EnglishScorer:
 
 
 def _read_stem_table(name: str) -> dict[str, float]:
-    """``stem,valence`` lines of a data file (``#`` comments), stems accent-folded."""
+    """``stem,valence`` lines of a data file (``#`` comments), stems (or words) accent-folded."""
     data = resources.files("services.sentiment").joinpath("data", name)
     table: dict[str, float] = {}
     for line_no, line in enumerate(data.read_text(encoding="utf-8").splitlines(), 1):

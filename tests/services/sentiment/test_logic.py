@@ -97,6 +97,25 @@ def test_english_negation_flips_the_driver(analyzer: SentimentAnalyzer) -> None:
     assert score.negative_drivers == ["good"]
 
 
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("Pretty piece of junk.", "negative"),
+        ("Thanks for nothing", "negative"),
+        ("thank you for nothing!!", "negative"),
+        ("Thanks for everything", "positive"),
+        ("My order was canceled", "negative"),
+    ],
+)
+def test_english_words_and_idioms_vader_lacks(
+    analyzer: SentimentAnalyzer, text: str, label: str
+) -> None:
+    score = analyzer.score_as(text, "en")
+    assert score.label == label
+    if "nothing" in text:
+        assert score.negative_drivers == ["thanks-for-nothing"]
+
+
 def test_spanish_lexicon_is_sentileak_with_our_corrections() -> None:
     lexicon = load_spanish_lexicon()
     assert len(lexicon) > 2600
