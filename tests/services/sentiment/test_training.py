@@ -82,7 +82,6 @@ def test_the_calibration_chosen_on_development_splits_is_committed() -> None:
 
 
 def test_a_small_training_run_from_the_repository_is_reproducible(tmp_path: Path) -> None:
-    pytest.importorskip("sklearn", reason="training needs pip install -e '.[train]'")
     from services.sentiment.train import train
 
     paths = []
