@@ -96,6 +96,10 @@ class Quota:
     """All of one service's streams and buckets together."""
     max_resources: int = 16
     """Streams and buckets per service (``svc_<name>`` and its suffixes)."""
+    max_duplicate_window: float = 120.0
+    """Seconds a stream remembers message ids for deduplication. The server keeps
+    every id of that window in memory, whatever ``max_bytes`` evicts: unbounded,
+    a service could fill the broker's memory with tiny messages."""
 
 
 DEFAULT_QUOTA = Quota()
@@ -318,7 +322,9 @@ async def _stream(js: JetStreamContext, req: StreamRequest, replicas: int) -> Pr
     return ProvisionReply(ok=True, name=req.name, changed=changed)
 
 
-async def _bucket(js: JetStreamContext, req: BucketRequest, replicas: int) -> ProvisionReply:
+async def _bucket(
+    js: JetStreamContext, req: BucketRequest, replicas: int, quota: Quota
+) -> ProvisionReply:
     stream = f"KV_{req.name}"
     current = await _info(js, stream)
     if current is None:
@@ -354,8 +360,10 @@ async def _bucket(js: JetStreamContext, req: BucketRequest, replicas: int) -> Pr
         allow_msg_ttl=True,
         num_replicas=replicas,
     )
-    if ttl and wanted.duplicate_window > ttl:
-        wanted.duplicate_window = ttl  # JetStream wants it within max_age
+    # Within the quota (a bucket made some other way may remember ids for longer),
+    # and within max_age, as JetStream wants it.
+    bound = min(quota.max_duplicate_window, ttl or quota.max_duplicate_window)
+    wanted.duplicate_window = min(wanted.duplicate_window or bound, bound)
     fields = ["max_msgs_per_subject", "max_age", "max_bytes", "max_msg_size"]
     fields += ["allow_direct", "allow_msg_ttl", "duplicate_window"]
     if req.storage is not None:
@@ -378,6 +386,39 @@ def check_size(request: StreamRequest | BucketRequest, quota: Quota) -> None:
             f"{_size(quota.max_bytes)} a service's stream or bucket may hold: ask for at most "
             f"{quota.max_bytes} bytes"
         )
+
+
+def check_dedupe(
+    request: StreamRequest, current: StreamConfig | None, quota: Quota
+) -> StreamRequest:
+    """``request``, its dedupe window within ``quota`` and ``max_age``; else :class:`Refused`.
+
+    A request that does not name the window gets an existing stream's window
+    brought within bounds (one made before they were enforced).
+    """
+    cap = quota.max_duplicate_window
+    max_age = request.max_age if request.max_age is not None else 0.0
+    if request.max_age is None and current is not None:
+        max_age = current.max_age or 0.0
+    asked = request.duplicate_window
+    if asked is None:
+        have = current.duplicate_window if current is not None else None
+        bound = min(cap, max_age or cap)
+        if have is not None and have > bound:
+            return request.model_copy(update={"duplicate_window": bound})
+        return request
+    if asked > cap:
+        raise Refused(
+            f"duplicate_window {asked:g} s for {request.name} is over the {cap:g} s a "
+            f"service's stream may remember message ids for (the broker keeps each in "
+            f"memory): ask for at most {cap:g}"
+        )
+    if max_age and asked > max_age:
+        raise Refused(
+            f"duplicate_window {asked:g} s for {request.name} is longer than its max_age "
+            f"{max_age:g} s: JetStream wants it within max_age; ask for at most {max_age:g}"
+        )
+    return request
 
 
 async def _owned(js: JetStreamContext, service: str) -> dict[str, int]:
@@ -419,6 +460,8 @@ async def apply(
         check_subjects(service, request.subjects)
     stream = request.name if isinstance(request, StreamRequest) else f"KV_{request.name}"
     current = await _info(js, stream)
+    if isinstance(request, StreamRequest):
+        request = check_dedupe(request, current, quota)
     if current is None and isinstance(request, StreamRequest) and request.max_bytes is None:
         request = request.model_copy(update={"max_bytes": quota.default_bytes})
     if request.max_bytes is not None:
@@ -438,7 +481,7 @@ async def apply(
     copies = topology.replicas_for(js) if replicas is None else replicas
     if isinstance(request, StreamRequest):
         return await _stream(js, request, copies)
-    return await _bucket(js, request, copies)
+    return await _bucket(js, request, copies, quota)
 
 
 class Provisioner:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,33 @@ async def test_a_service_has_at_most_its_quota_of_streams_and_buckets(
     await provision(
         hoarder.nc, "hoarder", stream_request("svc_hoarder", ["hoarder.svc_hoarder"], max_age=3600)
     )
+
+
+async def test_a_stream_remembers_message_ids_for_a_bounded_time(
+    weather: Component, admin_nc: Client
+) -> None:
+    """Every id of the dedupe window stays in the broker's memory, whatever max_bytes evicts."""
+    cap = DEFAULT_QUOTA.max_duplicate_window
+    for label, payload, needle in [
+        ("forever", _stream(max_age=0, duplicate_window=3e8), f"at most {cap:g}"),
+        ("just over", _stream(duplicate_window=cap + 1), "over the 120 s"),
+        ("beyond max_age", _stream(max_age=30.0, duplicate_window=60.0), "longer than its max_age"),
+    ]:
+        reply = await ask(weather, payload)
+        assert not reply.ok and needle in reply.error, (label, reply)
+    assert not await exists(admin_nc, "svc_weather")
+    assert (await ask(weather, _stream(duplicate_window=cap))).created
+
+    # Made some other way (an older provisioner), its window is brought within the cap.
+    js = admin_nc.jetstream()
+    await js.add_stream(name="svc_weather_old", subjects=["weather.old"], duplicate_window=3e8)
+    reply = await ask(weather, _stream(name="svc_weather_old", subjects=["weather.old"]))
+    assert reply.ok and reply.changed == ["duplicate_window"], reply
+    assert (await js.stream_info("svc_weather_old")).config.duplicate_window == cap
+    await js.create_key_value(bucket="svc_weather_cache")
+    await js.update_stream(
+        replace((await js.stream_info("KV_svc_weather_cache")).config, duplicate_window=3e8)
+    )
+    reply = await ask(weather, {"kind": "bucket", "name": "svc_weather_cache"})
+    assert reply.ok and "duplicate_window" in reply.changed, reply
+    assert (await js.stream_info("KV_svc_weather_cache")).config.duplicate_window == cap
