@@ -6,7 +6,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from botbus import subjects
 from botbus.gateway import Gateway
-from botbus.models import InboundCallback, decode_as
+from botbus.models import InboundCallback, InlineButton, InlineKeyboard, SendText, decode_as, encode
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxBot, SandboxClient
 from botbus.settings import Settings
@@ -93,14 +93,7 @@ async def test_button_press_goes_to_the_named_service(
         psub = await nc.jetstream().pull_subscribe(
             subjects.inbound_callback("echo"), durable="test_cb", stream=subjects.STREAM_INBOUND
         )
-        keyboard = {
-            "rows": [
-                [
-                    {"text": "Go", "callback_data": "echo:go"},
-                    {"text": "Stale", "callback_data": "gone:1"},
-                ]
-            ]
-        }
+        keyboard = {"rows": [[{"text": "Go", "callback_data": "echo:go"}]]}
         await publish_reply(nc, chat, "pick one", keyboard=keyboard)
         [message] = await user.wait_for(bot.id, chat, kind="message", timeout=10)
         message_id = message["message"]["message_id"]
@@ -108,11 +101,22 @@ async def test_button_press_goes_to_the_named_service(
         [msg] = await psub.fetch(1, timeout=5)
         callback = decode_as(InboundCallback, msg.data)
         assert callback.service == "echo" and callback.data == "go"
-        await user.press(bot.id, chat_id=chat, message_id=message_id, user=9100, label="Stale")
+        # A button of a service the gateway does not know (removed, or never seen).
+        stale = SendText(
+            service="gone",
+            chat_id=chat,
+            idempotency_key="stale-1",
+            text="old",
+            keyboard=InlineKeyboard(rows=[[InlineButton(text="Stale", callback_data="gone:1")]]),
+        )
+        await nc.jetstream().publish(subjects.outbound("gone", "interactive"), encode(stale))
+        [old] = await user.wait_for(bot.id, chat, kind="message", after=message["seq"], timeout=10)
+        old_id = old["message"]["message_id"]
+        await user.press(bot.id, chat_id=chat, message_id=old_id, user=9100, label="Stale")
         [answer] = await user.wait_for(
-            bot.id, chat, kind="callback_answer", after=message["seq"], timeout=10
+            bot.id, chat, kind="callback_answer", after=old["seq"], timeout=10
         )
     finally:
         await nc.close()
     assert answer["text"] == "This button no longer works."
-    assert message_texts([message]) == ["pick one"]
+    assert message_texts([message, old]) == ["pick one", "old"]

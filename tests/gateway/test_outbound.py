@@ -175,6 +175,71 @@ async def test_invalid_action_is_dropped_and_later_ones_flow(
     assert gateway.metrics.actions.labels("invalid")._value.get() == 5
 
 
+async def test_buttons_of_another_service_are_refused(
+    gateway: Gateway,
+    user: SandboxClient,
+    bot: SandboxBot,
+    nats_server: NatsServer,
+    gw_settings: Settings,
+) -> None:
+    """A press goes to the service its callback data names: echo may not send games' buttons."""
+    from botbus.models import EditText, InlineButton, InlineKeyboard, SendText, encode
+
+    chat = await open_chat(user, bot, 8007)
+    nc = await admin(nats_server, gw_settings)
+    try:
+        psub = await nc.jetstream().pull_subscribe(
+            subjects.delivery_event("echo"),
+            durable="test_foreign_buttons",
+            stream=subjects.STREAM_EVENTS,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
+        )
+        await publish_reply(nc, chat, "mine")
+        [mine] = await user.wait_for(bot.id, chat, kind="message", timeout=10)
+        stolen = InlineKeyboard(rows=[[InlineButton(text="press", callback_data="games:t:1")]])
+        js = nc.jetstream()
+        for action in (
+            SendText(service="echo", chat_id=chat, idempotency_key="f1", text="x", keyboard=stolen),
+            EditText(
+                service="echo",
+                chat_id=chat,
+                idempotency_key="f2",
+                message_id=mine["message"]["message_id"],
+                text="edited",
+                keyboard=stolen,
+            ),
+            # no prefix at all: a press would go to no service or, named "echo", to echo
+            SendText(
+                service="echo",
+                chat_id=chat,
+                idempotency_key="f3",
+                text="x",
+                keyboard=InlineKeyboard(rows=[[InlineButton(text="p", callback_data="echo")]]),
+            ),
+        ):
+            await js.publish(subjects.outbound("echo", "interactive"), encode(action))
+        refusals: list[DeliveryEvent] = []
+        while len(refusals) < 3:
+            refusals += [decode_as(DeliveryEvent, m.data) for m in await psub.fetch(3, timeout=10)]
+        await publish_reply(
+            nc,
+            chat,
+            "still mine",
+            keyboard={"rows": [[{"text": "ok", "callback_data": "echo:ok"}]]},
+        )
+        await user.wait_for(bot.id, chat, kind="message", after=mine["seq"], timeout=10)
+        events = await user.messages(bot.id, chat, after=mine["seq"])
+    finally:
+        await nc.close()
+    # Nothing reached the chat but the later reply: no foreign button, no edit.
+    assert [e["kind"] for e in events] == ["message"]
+    assert message_texts(events) == ["still mine"]
+    assert sorted(r.idempotency_key for r in refusals) == ["f1", "f2", "f3"]
+    assert all(r.error_code == 400 and "'echo:'" in r.description for r in refusals)
+    assert "games:t:1" in refusals[0].description
+    assert gateway.metrics.actions.labels("invalid")._value.get() == 3
+
+
 @pytest.mark.slow  # twelve messages to one chat at its 1 msg/s budget
 async def test_replies_to_one_chat_keep_their_order(
     gateway: Gateway,

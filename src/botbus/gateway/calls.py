@@ -59,6 +59,7 @@ __all__ = [
     "Verdict",
     "classify_telegram_error",
     "error_code",
+    "foreign_buttons",
     "is_harmless",
     "retry_after_seconds",
     "split_text",
@@ -174,6 +175,25 @@ def split_text(text: str, limit: int = MAX_MESSAGE_TEXT) -> list[str]:
     if rest.strip() or not parts:
         parts.append(rest)
     return [p for p in parts if p] or [text[:limit]]
+
+
+def foreign_buttons(action: SendAction) -> list[str]:
+    """The callback data of ``action``'s buttons that do not name its own service.
+
+    A press is routed by the prefix of its callback data (``games:...`` goes
+    to games), so a button under another service's prefix would let its
+    sender act as that service: such an action is refused.
+    """
+    keyboard = getattr(action, "keyboard", None)
+    if not isinstance(keyboard, InlineKeyboard):
+        return []
+    own = f"{action.service}:"
+    return [
+        b.callback_data
+        for row in keyboard.rows
+        for b in row
+        if b.callback_data is not None and not b.callback_data.startswith(own)
+    ]
 
 
 def _markup(keyboard: InlineKeyboard | None) -> InlineKeyboardMarkup | None:

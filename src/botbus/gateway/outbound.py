@@ -50,7 +50,14 @@ from telegram import Bot
 from botbus import subjects
 from botbus.errors import PayloadError
 from botbus.gateway.backlog import BacklogError, BulkBacklog, Stored
-from botbus.gateway.calls import SendAction, TelegramCall, error_code, is_harmless, telegram_calls
+from botbus.gateway.calls import (
+    SendAction,
+    TelegramCall,
+    error_code,
+    foreign_buttons,
+    is_harmless,
+    telegram_calls,
+)
 from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.scheduler import SchedulerClosedError
 from botbus.gateway.sender import OutboundJob, Outcome, Sender
@@ -392,6 +399,8 @@ class OutboundRelay:
             return None  # the bulk consumer terminates it when it gets there
         if subjects.outbound(action.service, action.priority) != item.subject:
             return None
+        if foreign_buttons(action):
+            return None  # the bulk consumer refuses it when it gets there
         return action
 
     async def _decode(self, msg: Msg) -> SendAction | None:
@@ -412,6 +421,18 @@ class OutboundRelay:
                 msg.subject,
             )
             await self._settle(msg, "term")
+            return None
+        if foreign := foreign_buttons(action):
+            self._metrics.actions.labels("invalid").inc()
+            reason = (
+                f"buttons {', '.join(map(repr, foreign))} do not start with "
+                f"'{action.service}:': a service may send only its own buttons"
+            )
+            log.error(
+                "dropping action %s of %s: %s", action.idempotency_key, action.service, reason
+            )
+            await self._settle(msg, "term")
+            await self._report(action, "delivery", error_code=400, description=reason[:500])
             return None
         return action
 
