@@ -116,10 +116,13 @@ class Broadcaster:
         store: AlertsStore,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        dedupe_id: Callable[[str], str] = str,
     ) -> None:
         self.js = js
         self.store = store
         self.batch_size = batch_size
+        # The SDK's App.dedupe_id: msg ids other services cannot guess and pre-empt.
+        self.dedupe_id = dedupe_id
 
     async def run(
         self,
@@ -177,7 +180,7 @@ class Broadcaster:
             await self.js.publish_async(
                 outbound(SERVICE, action.priority),
                 encode(action),
-                headers={"Nats-Msg-Id": action.idempotency_key},
+                headers={"Nats-Msg-Id": self.dedupe_id(action.idempotency_key)},
             )
             for action in batch
         ]

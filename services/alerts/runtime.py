@@ -12,6 +12,7 @@ what one alert or one fired reminder means.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from nats.js import JetStreamContext
@@ -55,11 +56,17 @@ def _epoch(created: datetime | None) -> str:
 class AlertsRuntime:
     """One instance's store, broadcaster, scheduler and HTTP endpoint."""
 
-    def __init__(self, js: JetStreamContext, settings: Settings, store: AlertsStore) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        settings: Settings,
+        store: AlertsStore,
+        dedupe_id: Callable[[str], str] = str,
+    ) -> None:
         self.js = js
         self.settings = settings
         self.store = store
-        self.broadcaster = Broadcaster(js, store)
+        self.broadcaster = Broadcaster(js, store, dedupe_id=dedupe_id)
         self.scheduler = ReminderScheduler(js)
         self.http = AlertsHttp(store, self.publish_alert)
         self.dedupe_window = DEFAULT_DEDUPE_WINDOW
@@ -67,12 +74,17 @@ class AlertsRuntime:
 
     @classmethod
     async def start(
-        cls, js: JetStreamContext, settings: Settings, buckets: BucketOpener | None = None
+        cls,
+        js: JetStreamContext,
+        settings: Settings,
+        buckets: BucketOpener | None = None,
+        dedupe_id: Callable[[str], str] = str,
     ) -> AlertsRuntime:
         """Open the state and start the HTTP endpoint (the streams exist: the SDK had them
-        made); ``buckets`` opens the buckets (:meth:`AlertsStore.open`)."""
+        made); ``buckets`` opens the buckets (:meth:`AlertsStore.open`), ``dedupe_id`` is
+        the SDK's (:meth:`botbus.service.App.dedupe_id`)."""
         store = await AlertsStore.open(js, buckets)
-        runtime = cls(js, settings, store)
+        runtime = cls(js, settings, store, dedupe_id)
         info = await js.stream_info(STREAM_ALERTS)
         runtime.epoch = _epoch(info.created)
         listen = AlertsSettings.load(settings).http

@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 @service.lifespan
 async def alerts_runtime(app: App) -> AsyncIterator[AlertsRuntime]:
     """Open the state and the HTTP endpoint; close the endpoint at the end."""
-    rt = await AlertsRuntime.start(app.js, app.settings, app.kv)
+    rt = await AlertsRuntime.start(app.js, app.settings, app.kv, app.dedupe_id)
     try:
         try:
             await rt.scheduler.restore(rt.store.all_reminders, datetime.now(UTC))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -87,6 +88,8 @@ RESERVED_NAMES = frozenset(
 )
 
 _NAME = "{{name()}}"
+# The last token of the plain-message subject (botbus.in.msg), the value of "listens".
+_MESSAGES_TOKEN = subjects.INBOUND_MESSAGES.rsplit(".", 1)[1]
 _PUBLISHES = "{{tag(publishes)}}"
 _PLACEHOLDER = "qqnameqq"  # a valid token standing in for {{name()}} while building subjects
 _UNLIMITED = {"subs": -1, "data": -1, "payload": -1}
@@ -96,7 +99,6 @@ _UNLIMITED = {"subs": -1, "data": -1, "payload": -1}
 _FEEDS = (
     (subjects.STREAM_INBOUND, subjects.consumer_commands, subjects.inbound_commands_of),
     (subjects.STREAM_INBOUND, subjects.consumer_callbacks, subjects.inbound_callback),
-    (subjects.STREAM_INBOUND, subjects.consumer_messages, lambda _s: subjects.INBOUND_MESSAGES),
     (subjects.STREAM_EVENTS, subjects.consumer_events, subjects.delivery_event),
     (subjects.STREAM_EVENTS, subjects.consumer_forget, lambda _s: subjects.EVENT_FORGET),
 )
@@ -171,6 +173,17 @@ def service_template() -> dict[str, Any]:
             f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
             f"$JS.ACK.{stream}.{consumer}.>",
         ]
+    # Every plain message of every chat, only for a service issued the tag "listens:msg"
+    # (Grants(listens=True); a service with an on_message handler declares it): a
+    # template rule with a tag expands to nothing for a user without that tag.
+    listens = "{{tag(listens)}}"
+    feed = f"{subjects.STREAM_INBOUND}.{n}_{listens}"
+    publish += [
+        f"$JS.API.CONSUMER.INFO.{feed}",
+        f"$JS.API.CONSUMER.CREATE.{feed}.{subjects.PREFIX}.in.{listens}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{feed}",
+        f"$JS.ACK.{feed}.>",
+    ]
     own = subjects.service_bucket(n)
     publish += _stream_use(own) + _bucket_use(own)
     # Suffixed streams and buckets: a template cannot wildcard part of a token, so
@@ -304,10 +317,12 @@ class Grants:
     ``resources``: suffixes of its extra streams and buckets (``svc_<name>_<suffix>``).
     ``publishes``: subject prefixes it may publish to, one token deeper
     (``<prefix>.*``), e.g. another service's name.
+    ``listens``: it reads every plain message of every chat (its ``on_message``).
     """
 
     resources: tuple[str, ...] = ()
     publishes: tuple[str, ...] = ()
+    listens: bool = False
 
     def tags(self) -> list[str]:
         """The user-JWT tags the service template expands."""
@@ -322,6 +337,7 @@ class Grants:
         return [
             *(f"res:{s}" for s in self.resources),
             *(f"publishes:{p}" for p in self.publishes),
+            *(["listens:" + _MESSAGES_TOKEN] if self.listens else []),
         ]
 
 
@@ -578,8 +594,32 @@ class Authority:
         return self.directory / CREDS_DIR / f"{name}.creds"
 
     def ensure_creds(self, name: str, grants: Grants | None = None) -> Path:
-        """``name``'s ``.creds`` file in the authority's directory, issued afresh."""
-        return self.issue(name, grants).write(self.creds_path(name))
+        """``name``'s ``.creds`` file in the authority's directory.
+
+        A service's one already there is kept while it still says the same
+        (this authority's service key signed it, with the same tags), so every
+        process of one service on this machine shares one identity and its
+        secret (:func:`dedupe_secret`). Otherwise, and always for the gateway
+        and admin (whose permissions are in their JWT and change with botbus),
+        it is issued afresh.
+        """
+        path = self.creds_path(name)
+        if name in ("admin", "gateway"):
+            return self.issue(name, grants).write(path)
+        wanted = sorted((grants or Grants()).tags())
+        signers = {_public(self.service_key)}
+        try:
+            claims = decode_claims(Credentials.read(path).jwt)
+            nats_claims = claims.get("nats") or {}
+            if (
+                claims.get("name") == name
+                and claims.get("iss") in signers
+                and sorted(nats_claims.get("tags") or []) == wanted
+            ):
+                return path
+        except ConfigError:
+            pass  # missing or unreadable: issue it
+        return self.issue(name, grants).write(path)
 
 
 def authority_dir(settings: Settings) -> Path:
@@ -609,3 +649,34 @@ def credentials_for(
         directory,
     )
     return path
+
+
+# -- dedupe ids ------------------------------------------------------------------------
+
+
+def dedupe_secret(creds: str | Path | None) -> bytes | None:
+    """A secret of the identity in ``creds`` for :func:`dedupe_id`; None without one.
+
+    Derived from the identity's nkey seed, so every instance run with the same
+    ``.creds`` derives the same secret and no other identity can.
+    """
+    if creds is None:
+        return None
+    seed = Credentials.read(Path(creds)).seed
+    return hashlib.sha256(b"botbus dedupe id\0" + seed.encode()).digest()
+
+
+def dedupe_id(secret: bytes | None, key: str) -> str:
+    """The ``Nats-Msg-Id`` of an action with idempotency key ``key``.
+
+    JetStream drops a second message with the same id anywhere in the stream,
+    whoever publishes it, and idempotency keys are predictable
+    (``search:<bot>:<update>:0``): a service publishing another's keys first on
+    its own lane would silence that service's replies. Keyed by the publisher's
+    secret, the id of a key is the same for every instance of one identity and
+    unguessable to every other. Without a secret (a broker without
+    authentication, one developer) it is the key itself.
+    """
+    if secret is None:
+        return key
+    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()[:40]

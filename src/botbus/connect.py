@@ -102,8 +102,12 @@ async def connect(
     name: str | None = None,
     wait_for_server: bool = True,
     grants: Grants | None = None,
+    login: dict[str, Any] | None = None,
 ) -> Client:
     """Connect as ``component`` and keep reconnecting forever after that.
+
+    ``login``: the :func:`connect_options` already worked out (their
+    credentials are issued once, so the caller can read the same identity).
 
     With ``wait_for_server`` the first connection is retried too (logging a
     line every few attempts), so a service started before the broker waits
@@ -111,7 +115,7 @@ async def connect(
     """
     server = resolve_url(settings, url)
     servers = server_list(server)
-    login = connect_options(settings, component, grants)
+    login = login or connect_options(settings, component, grants)
     user = login["inbox_prefix"].removeprefix("_INBOX.")
 
     client: list[Client] = []  # filled once connected; callbacks read it

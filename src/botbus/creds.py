@@ -49,6 +49,7 @@ def issue_for(authority: Authority, name: str, extra: Grants | None = None) -> C
     grants = Grants(
         resources=tuple(dict.fromkeys((*declared.resources, *extra.resources))),
         publishes=tuple(dict.fromkeys((*declared.publishes, *extra.publishes))),
+        listens=declared.listens or extra.listens,
     )
     return authority.issue(name, grants)
 
@@ -106,19 +107,24 @@ def server_config() -> None:
 @click.argument("name")
 @click.option("--resource", "resources", multiple=True, help="Extra stream/bucket suffix.")
 @click.option("--publishes", multiple=True, help="Subject prefix it may also publish to.")
+@click.option("--listens", is_flag=True, help="It may read every plain message of every chat.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Where to write the .creds.")
 def issue(
-    name: str, resources: tuple[str, ...], publishes: tuple[str, ...], out: Path | None
+    name: str,
+    resources: tuple[str, ...],
+    publishes: tuple[str, ...],
+    listens: bool,
+    out: Path | None,
 ) -> None:
     """Issue the identity of service NAME (or 'gateway', 'admin') to a .creds file.
 
-    An installed service gets the grants it declares; --resource and --publishes add more.
+    An installed service gets the grants it declares (an on_message handler: --listens);
+    --resource, --publishes and --listens add more.
     """
     directory = authority_dir(_settings())
     try:
-        credentials = issue_for(
-            _authority(directory), name, Grants(resources=resources, publishes=publishes)
-        )
+        extra = Grants(resources=resources, publishes=publishes, listens=listens)
+        credentials = issue_for(_authority(directory), name, extra)
     except BotbusError as exc:
         raise click.ClickException(str(exc)) from exc
     _write(credentials, out, directory)

@@ -87,7 +87,9 @@ async def test_a_new_service_does_its_job_with_no_configuration(
     authority: Authority, log_in: LogIn, topology: Client
 ) -> None:
     """'weather' is in no file of botbus: its issued identity is all it needs."""
-    weather = await log_in(authority.issue_service("weather", Grants(resources=("cache",))))
+    weather = await log_in(
+        authority.issue_service("weather", Grants(resources=("cache",), listens=True))
+    )
     # Its own durable consumers, pinned to its own filter subjects (the template
     # expands inside the filtered CONSUMER.CREATE subject and inside "weather_cmd").
     await weather.js.add_consumer(
@@ -118,6 +120,24 @@ async def test_a_new_service_does_its_job_with_no_configuration(
     await weather.nc.publish("weather.forecast.madrid", b"{}")
     await weather.nc.subscribe("weather.>")
     await weather.allowed()
+
+
+async def test_only_a_service_issued_listens_reads_every_chats_messages(
+    authority: Authority, log_in: LogIn, topology: Client
+) -> None:
+    """The red-team review's evil_msg consumer: every plain message of every chat,
+    never acked, filling the interest-retention inbound stream for everyone."""
+    evil = await log_in(authority.issue_service("evil"))
+    with pytest.raises(DENIED):
+        await evil.js.add_consumer(
+            subjects.STREAM_INBOUND,
+            ConsumerConfig(
+                name=subjects.consumer_messages("evil"),
+                durable_name=subjects.consumer_messages("evil"),
+                filter_subject=subjects.INBOUND_MESSAGES,
+            ),
+        )
+    await evil.denied(f"$JS.API.CONSUMER.CREATE.{subjects.STREAM_INBOUND}.evil_msg")
 
 
 @pytest.mark.slow  # 5 s: a dozen denied requests, each waiting for its permission error

@@ -32,7 +32,8 @@ from telegram import Bot, BotCommand, BotCommandScopeDefault
 from telegram.error import BadRequest, InvalidToken, TelegramError
 
 from botbus import redact, subjects, topology
-from botbus.connect import close_within, connect
+from botbus.auth import dedupe_secret
+from botbus.connect import close_within, connect, connect_options
 from botbus.errors import BotbusError, ConfigError
 from botbus.gateway.chatadmins import ChatAdmins
 from botbus.gateway.health import health_app
@@ -152,6 +153,7 @@ class Gateway:
         self.poller: Poller | None = None
         self.relay: OutboundRelay | None = None
         self._sent_keys: SentKeys | None = None
+        self._dedupe_secret: bytes | None = None
         self._handled: SentKeys | None = None
         self._opened = contextlib.AsyncExitStack()  # what initialize() opened
         self._poll_request: AiohttpRequest | None = None
@@ -180,7 +182,9 @@ class Gateway:
         the error propagates. :meth:`stop` closes the same stack at its end.
         """
         async with contextlib.AsyncExitStack() as opened:
-            self._nc = await connect(self.settings, "gateway", name="botbus-gateway")
+            login = connect_options(self.settings, "gateway")
+            self._nc = await connect(self.settings, "gateway", name="botbus-gateway", login=login)
+            self._dedupe_secret = dedupe_secret(login.get("user_credentials"))
             opened.push_async_callback(self._close_nats)
             js = self._nc.jetstream()
             # Creating a replicated stream waits for a cluster quorum: more time than a call.
@@ -226,6 +230,7 @@ class Gateway:
                 self.metrics,
                 handled=self._handled,
                 bot_id=self.bot_id,
+                dedupe_secret=self._dedupe_secret,
             )
             self._sent_keys = SentKeys(self._nc, subjects.KV_GATEWAY_SENT)
             await self._sent_keys.start()

@@ -27,6 +27,8 @@ from nats.js.client import JetStreamContext
 from telegram.error import Conflict, InvalidToken, TelegramError
 from telegram.request import BaseRequest
 
+from botbus import subjects
+from botbus.auth import dedupe_id
 from botbus.errors import ConfigError
 from botbus.gateway.lease import LeaseInvalid
 from botbus.gateway.metrics import GatewayMetrics
@@ -35,6 +37,8 @@ from botbus.gateway.router import Publication, Router
 from botbus.gateway.sentkeys import SentKeyLookupError, SentKeys
 
 log = logging.getLogger(__name__)
+
+_OUTBOUND_PREFIX = subjects.OUTBOUND_ALL.removesuffix(">")
 
 DEFAULT_POLL_TIMEOUT = 25  # seconds Telegram holds a getUpdates open
 DEFAULT_POLL_LIMIT = 100  # updates per getUpdates (Telegram's maximum)
@@ -66,6 +70,7 @@ class Ingest:
         publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
         handled: SentKeys | None = None,
         bot_id: int = 0,
+        dedupe_secret: bytes | None = None,
     ) -> None:
         self._js = js
         self._router = router
@@ -74,6 +79,7 @@ class Ingest:
         self._publish_timeout = publish_timeout
         self._handled = handled
         self._bot_id = bot_id
+        self._dedupe_secret = dedupe_secret
 
     async def prepare(self, updates: Sequence[object]) -> list[Publication]:
         """Route every update of a batch; bad ones are logged and skipped."""
@@ -101,6 +107,13 @@ class Ingest:
             publications.extend(route.publications)
         return publications
 
+    def _msg_id(self, p: Publication) -> str:
+        """Inbound ids as they are; the gateway's own answers on the outbound stream,
+        which services publish to too, keyed by its secret (:func:`botbus.auth.dedupe_id`)."""
+        if p.subject.startswith(_OUTBOUND_PREFIX):
+            return dedupe_id(self._dedupe_secret, p.msg_id)
+        return p.msg_id
+
     async def publish(self, publications: Sequence[Publication]) -> None:
         """Publish all, pipelined; raise :class:`BusUnavailable` unless all were acked."""
         if not publications:
@@ -111,7 +124,7 @@ class Ingest:
                     p.subject,
                     p.payload,
                     timeout=self._publish_timeout,
-                    headers={"Nats-Msg-Id": p.msg_id},
+                    headers={"Nats-Msg-Id": self._msg_id(p)},
                 )
                 for p in publications
             ),

@@ -26,7 +26,8 @@ from nats.js.kv import KeyValue
 from nats.nuid import NUID
 
 from botbus import provision, subjects, topology
-from botbus.connect import connect, resolve_url
+from botbus.auth import dedupe_id, dedupe_secret
+from botbus.connect import connect, connect_options, resolve_url
 from botbus.errors import ConfigError, PayloadError, ProvisionError, StartupError
 from botbus.i18n import Catalog
 from botbus.models import Action, encode
@@ -63,6 +64,7 @@ class ServiceApp:
         self.instance_id = instance_id or NUID().next().decode()
         """Unique id of this instance (micro id, ``botbus.instance``, logs)."""
         self._nc: Client | None = None
+        self._dedupe_secret: bytes | None = None
         self._js: JetStreamContext | None = None
         self._routes = routes_of(service)
         self._counters: dict[str, EndpointCounter] = {}
@@ -216,13 +218,15 @@ class ServiceApp:
         server = resolve_url(self.settings, self.url)
         timeout = self.settings.nats_connect_timeout
         try:
+            login = connect_options(self.settings, name, self.service.grants)
+            self._dedupe_secret = dedupe_secret(login.get("user_credentials"))
             async with asyncio.timeout(timeout):
                 return await connect(
                     self.settings,
                     name,
                     url=server,
                     name=f"{name}:{self.instance_id}",
-                    grants=self.service.grants,
+                    login=login,
                 )
         except TimeoutError as exc:
             raise StartupError(
@@ -386,10 +390,16 @@ class ServiceApp:
 
     # -- publishing -------------------------------------------------------------------
 
+    def dedupe_id(self, key: str) -> str:
+        """The ``Nats-Msg-Id`` of an outbound action with idempotency key ``key``:
+        the same for every instance of this identity, unguessable to other services
+        (:func:`botbus.auth.dedupe_id`)."""
+        return dedupe_id(self._dedupe_secret, key)
+
     async def publish(self, action: Action) -> None:
         """Store an outbound action in JetStream (deduped by its idempotency key)."""
         await self.js.publish(
             subjects.outbound(self.service.name, action.priority),
             encode(action),
-            headers={"Nats-Msg-Id": action.idempotency_key},
+            headers={"Nats-Msg-Id": self.dedupe_id(action.idempotency_key)},
         )

@@ -167,7 +167,11 @@ class Service:
         """What its identity must allow beyond its name: declared grants, plus the
         suffixes of its streams and buckets (written into its credentials when issued)."""
         suffixes = (*self._grants.resources, *(s.suffix for s in self.streams if s.suffix))
-        return replace(self._grants, resources=tuple(dict.fromkeys(suffixes)))
+        return replace(
+            self._grants,
+            resources=tuple(dict.fromkeys(suffixes)),
+            listens=self._grants.listens or self.listens,
+        )
 
     # -- declaration --------------------------------------------------------------
 

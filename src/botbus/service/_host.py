@@ -53,5 +53,9 @@ class App(Protocol):
     async def kv(self, suffix: str = "") -> KeyValue:
         """The service's KV bucket ``svc_<name>[_<suffix>]``, provisioned on first use."""
 
+    def dedupe_id(self, key: str) -> str:
+        """The ``Nats-Msg-Id`` to publish an outbound action with idempotency key ``key``
+        under (what :meth:`publish` uses; for services that publish actions themselves)."""
+
     async def publish(self, action: Action) -> None:
         """Store an outbound action in JetStream (deduped by its idempotency key)."""
