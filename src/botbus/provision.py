@@ -25,7 +25,12 @@ a short whitelist of options:
 
 Requests and replies are JSON of :data:`ProvisionRequest` and
 :class:`ProvisionReply`. A bad request gets ``ok: false`` and an error that
-says what to fix; nothing a request holds can stop the provisioner.
+says what to fix; nothing a request holds can stop the provisioner. Nor can
+how many: a request with no reply subject is dropped unread, and each
+service may send :data:`PROVISION_BURST` at once and :data:`PROVISION_RATE`
+a second on average; beyond that it is refused at once, without a JetStream
+call, with ``retry_after`` seconds (which :func:`provision` waits, then asks
+again), so one service flooding it cannot delay the others' requests.
 
 The client side (:func:`provision`, :func:`service_bucket`) is what the SDK
 calls. On a broker without authentication (a bare development
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
@@ -75,6 +81,8 @@ EXISTS_TIMEOUT = 2.0  # seconds to learn whether a stream exists, with no provis
 MAX_REQUEST_BYTES = 16 * 1024
 MAX_SUBJECTS = 16  # subjects per stream
 MAX_DESCRIPTION = 256  # characters
+PROVISION_BURST = 20  # requests one service may send at once
+PROVISION_RATE = 5.0  # requests a second one service may send on average
 MiB = 1024**2
 GiB = 1024**3
 
@@ -175,6 +183,8 @@ class ProvisionReply(BaseModel):
     changed: list[str] = Field(default_factory=list)
     """What an update changed (empty: it was already as asked)."""
     error: str = ""
+    retry_after: float = 0.0
+    """Seconds to wait before asking again, when refused for asking too often."""
 
 
 class Refused(Exception):
@@ -484,21 +494,53 @@ async def apply(
     return await _bucket(js, request, copies, quota)
 
 
+class RateLimit:
+    """A token bucket per key: ``burst`` requests at once, ``rate`` a second after that."""
+
+    def __init__(self, burst: int = PROVISION_BURST, rate: float = PROVISION_RATE) -> None:
+        if burst < 1 or rate <= 0:
+            raise ValueError(f"a rate limit needs burst >= 1 and rate > 0 (got {burst}, {rate})")
+        self.burst = burst
+        self.rate = rate
+        self._buckets: dict[str, tuple[float, float]] = {}  # key: (tokens, when counted)
+
+    def take(self, key: str, now: float) -> float:
+        """0 if ``key`` may go ahead at ``now`` (a token is used); else seconds to wait."""
+        tokens, then = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+
 class Provisioner:
     """Answers ``botbus.ctl.provision.<service>`` requests (the gateway runs one).
 
     Requests are handled one at a time, so two asks for the same stream never
-    race. ``replicas`` overrides the copies the server calls for.
+    race. ``replicas`` overrides the copies the server calls for; ``limit``
+    is how often one service may ask (:class:`RateLimit`, per service name).
+    ``dropped`` counts requests with no reply subject, ``throttled`` those
+    refused for coming too often.
     """
 
     def __init__(
-        self, nc: Client, *, replicas: int | None = None, quota: Quota = DEFAULT_QUOTA
+        self,
+        nc: Client,
+        *,
+        replicas: int | None = None,
+        quota: Quota = DEFAULT_QUOTA,
+        limit: RateLimit | None = None,
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=topology.SETUP_TIMEOUT)
         self._replicas = replicas
         self._quota = quota
+        self._limit = limit or RateLimit()
         self._sub: Subscription | None = None
+        self.dropped = 0
+        self.throttled = 0
 
     async def start(self) -> None:
         """Start answering, in the queue group every provisioner shares."""
@@ -546,9 +588,26 @@ class Provisioner:
         return reply
 
     async def _on_request(self, msg: Msg) -> None:
-        reply = await self.handle(msg.subject, msg.data)
         if not msg.reply:
+            # Nobody to tell: the work is not done (a flood of these would delay the rest).
+            self.dropped += 1
+            log.debug("provisioning request on %s with no reply subject dropped", msg.subject)
             return
+        service = subjects.provision_requester(msg.subject) or msg.subject
+        wait = self._limit.take(service, asyncio.get_running_loop().time())
+        if wait:
+            self.throttled += 1
+            wait = math.ceil(wait * 10) / 10
+            log.debug(
+                "provisioning request of %s refused: too many (%d so far)", service, self.throttled
+            )
+            reply = ProvisionReply(
+                ok=False,
+                error=f"too many provisioning requests from {service}, retry in {wait:g} s",
+                retry_after=wait,
+            )
+        else:
+            reply = await self.handle(msg.subject, msg.data)
         try:
             await msg.respond(reply.model_dump_json().encode())
         except (NatsError, OSError) as exc:
@@ -585,8 +644,10 @@ async def provision(
     Asks the provisioner. While none answers: on a broker without
     authentication it is done directly; if the stream or bucket exists it is
     used as it is (with a warning: its settings are not updated); else the
-    ask is repeated for ``wait`` seconds. Raises :class:`ProvisionError` when
-    the provisioner refuses, or none answered in time.
+    ask is repeated for ``wait`` seconds. Refused for asking too often, it asks
+    again after the ``retry_after`` the provisioner gave, if that is within
+    ``wait``. Raises :class:`ProvisionError` when the provisioner refuses, or
+    none answered in time.
     """
     subject = subjects.provision(service)
     payload = request.model_dump_json(exclude_none=True).encode()
@@ -598,7 +659,6 @@ async def provision(
     while True:
         try:
             msg = await nc.request(subject, payload, timeout=REQUEST_TIMEOUT)
-            break
         except NoRespondersError:
             silence = "no provisioner answers"
             if not auth_required(nc):
@@ -609,6 +669,14 @@ async def provision(
         except (NatsTimeoutError, TimeoutError):
             # A provisioner stopping (a gateway failing over) drops what it was sent.
             silence = f"a request got no answer within {REQUEST_TIMEOUT:g}s"
+        else:
+            reply = _read_reply(request, msg.data)
+            retry = reply.retry_after
+            if reply.ok or not retry or loop.time() + retry > deadline:
+                break
+            log.info("the provisioner asks to retry %s in %g s", request.name, retry)
+            await asyncio.sleep(retry)
+            continue
         if first and await _exists(nc, request):
             log.warning(
                 "%s %s: %s (is the gateway running?); using it as it is, its settings not updated",
@@ -632,18 +700,21 @@ async def provision(
             )
             logged = now
         await asyncio.sleep(PROVISION_RETRY)
-    try:
-        reply = ProvisionReply.model_validate_json(msg.data)
-    except ValidationError:
-        raise ProvisionError(
-            f"{request.kind} {request.name}: the provisioner's answer is not one "
-            f"(got {msg.data[:100]!r})"
-        ) from None
     if not reply.ok:
         raise ProvisionError(
             f"the provisioner refused {request.kind} {request.name}: {reply.error}"
         )
     return reply
+
+
+def _read_reply(request: StreamRequest | BucketRequest, data: bytes) -> ProvisionReply:
+    try:
+        return ProvisionReply.model_validate_json(data)
+    except ValidationError:
+        raise ProvisionError(
+            f"{request.kind} {request.name}: the provisioner's answer is not one "
+            f"(got {data[:100]!r})"
+        ) from None
 
 
 async def service_bucket(

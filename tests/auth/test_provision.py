@@ -8,9 +8,10 @@ for names botbus never heard of.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,22 @@ from nats.js.errors import NotFoundError
 
 from botbus import subjects
 from botbus.auth import Authority, Grants
+from botbus.connect import connect_options
 from botbus.errors import ProvisionError
-from botbus.natsserver import find_nats_server
+from botbus.natsserver import NatsServer, find_nats_server
 from botbus.provision import (
     DEFAULT_QUOTA,
     BucketRequest,
     GiB,
+    Provisioner,
     ProvisionReply,
+    RateLimit,
+    StreamRequest,
     provision,
     service_bucket,
     stream_request,
 )
+from botbus.settings import Settings
 from tests.auth.conftest import DENIED, Component, LogIn
 
 
@@ -123,6 +129,25 @@ async def test_a_service_cannot_make_or_change_its_stream_itself(
     assert (await weather.js.stream_info("svc_weather")).config.name == "svc_weather"
 
 
+StartProvisioner = Callable[[RateLimit], Awaitable[Provisioner]]
+
+
+@pytest.fixture
+async def start_provisioner(
+    nats_server: NatsServer, settings: Settings
+) -> AsyncIterator[StartProvisioner]:
+    """Run a provisioner as the gateway does, with the given rate limit (tests marked
+    ``no_provisioner``, so it is the only one answering)."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(limit: RateLimit) -> Provisioner:
+            nc = await nats.connect(nats_server.url, **connect_options(settings, "gateway"))
+            stack.push_async_callback(nc.close)
+            return await stack.enter_async_context(Provisioner(nc, limit=limit))
+
+        yield start
+
+
 def _stream(**extra: Any) -> dict[str, Any]:
     return {"kind": "stream", "name": "svc_weather", "subjects": ["weather.x"], **extra}
 
@@ -151,9 +176,11 @@ BAD_REQUESTS: list[tuple[str, Any, str]] = [
 ]
 
 
+@pytest.mark.no_provisioner
 async def test_bad_requests_get_a_clear_refusal_and_the_provisioner_keeps_serving(
-    weather: Component, admin_nc: Client
+    weather: Component, admin_nc: Client, start_provisioner: StartProvisioner
 ) -> None:
+    await start_provisioner(RateLimit(burst=len(BAD_REQUESTS) + 1))  # more at once than usual
     for label, payload, needle in BAD_REQUESTS:
         reply = await ask(weather, payload)
         assert not reply.ok and needle in reply.error, (label, reply)
@@ -328,3 +355,65 @@ async def test_a_stream_remembers_message_ids_for_a_bounded_time(
     reply = await ask(weather, {"kind": "bucket", "name": "svc_weather_cache"})
     assert reply.ok and "duplicate_window" in reply.changed, reply
     assert (await js.stream_info("KV_svc_weather_cache")).config.duplicate_window == cap
+
+
+@pytest.mark.no_provisioner
+async def test_requests_nobody_waits_for_are_dropped_unread(
+    weather: Component, admin_nc: Client, start_provisioner: StartProvisioner
+) -> None:
+    """A flood of them would keep the provisioner from everybody else's requests."""
+    provisioner = await start_provisioner(RateLimit())
+    for _ in range(50):
+        await weather.nc.publish(subjects.provision("weather"), json.dumps(_stream()).encode())
+    # Handled in the order sent: once this is answered, the 50 before it were seen.
+    assert (await ask(weather, {"kind": "bucket", "name": "svc_weather_cache"})).created
+    assert provisioner.dropped == 50
+    assert not await exists(admin_nc, "svc_weather")
+
+
+@pytest.mark.no_provisioner
+async def test_a_service_asking_too_often_is_told_to_wait_and_others_are_served(
+    weather: Component,
+    authority: Authority,
+    log_in: LogIn,
+    start_provisioner: StartProvisioner,
+) -> None:
+    # A token every 10 s: none comes back while the test runs.
+    provisioner = await start_provisioner(RateLimit(burst=3, rate=0.1))
+    replies = await asyncio.gather(*(ask(weather, _stream()) for _ in range(8)))
+    refused = [r for r in replies if not r.ok]
+    assert len(refused) == 5 and provisioner.throttled == 5, replies
+    for reply in refused:
+        assert "too many provisioning requests from weather, retry in" in reply.error
+        assert 0 < reply.retry_after <= 10
+    # Another service is not held back by it.
+    echo = await log_in(authority.issue_service("echo"))
+    assert (await ask(echo, _stream(name="svc_echo", subjects=["echo.x"]), "echo")).created
+    # The SDK waits the delay it is given only within its own wait.
+    with pytest.raises(ProvisionError, match="too many provisioning requests"):
+        await provision(weather.nc, "weather", stream_request("svc_weather", ["weather.x"]), wait=1)
+
+
+@pytest.mark.no_provisioner
+async def test_the_sdk_asks_again_after_the_delay_it_was_given(
+    weather: Component, start_provisioner: StartProvisioner
+) -> None:
+    provisioner = await start_provisioner(RateLimit(burst=1, rate=1.0))
+    requests: list[StreamRequest | BucketRequest] = [
+        stream_request("svc_weather", ["weather.x"]),
+        BucketRequest(name="svc_weather"),
+    ]
+    replies = await asyncio.gather(*(provision(weather.nc, "weather", r) for r in requests))
+    assert all(reply.created for reply in replies)
+    assert provisioner.throttled >= 1  # one of the two was told to wait, then asked again
+
+
+def test_a_rate_limit_allows_a_burst_then_its_rate() -> None:
+    limit = RateLimit(burst=2, rate=4.0)
+    assert limit.take("a", 0.0) == 0 and limit.take("a", 0.0) == 0
+    assert limit.take("a", 0.0) == pytest.approx(0.25)
+    assert limit.take("b", 0.0) == 0  # each key its own bucket
+    assert limit.take("a", 0.25) == 0
+    assert limit.take("a", 0.25) == pytest.approx(0.25)
+    assert limit.take("a", 100.0) == 0 and limit.take("a", 100.0) == 0  # never above burst
+    assert limit.take("a", 100.0) > 0
