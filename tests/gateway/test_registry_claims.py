@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import nats
 import pytest
 from click.testing import CliRunner, Result
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig
 from nats.micro import add_service
 from nats.micro.service import Service as MicroService
@@ -23,7 +25,7 @@ from nats.micro.service import Service as MicroService
 from botbus import subjects
 from botbus.cli import cli
 from botbus.connect import connect_options
-from botbus.gateway.registry import META_COMMANDS, Registry
+from botbus.gateway.registry import MAX_UNVERIFIED, META_COMMANDS, Registry
 from botbus.natsserver import NatsServer
 from botbus.settings import Settings
 
@@ -213,3 +215,85 @@ async def test_no_service_can_claim_a_command_built_into_the_gateway(
     assert registry.owner("help") is None and registry.owner("forgetme") is None
     assert [spec.command for _, spec in registry.live_commands()] == ["echo"]
     assert registry.conflicts.commands == {"forgetme": ["echo"], "help": ["echo"]}
+
+
+def _forged_info(name: str) -> bytes:
+    """A $SRV.INFO reply claiming /start under ``name``, as anyone can write one."""
+    commands = json.dumps([{"command": "start"}])
+    info = {"name": name, "id": secrets.token_hex(8), "version": "1", "metadata": {}}
+    info["metadata"] = {META_COMMANDS: commands}
+    return json.dumps(info).encode()
+
+
+async def _conflicts_record(registry_nc: Client) -> bytes:
+    kv = await registry_nc.jetstream().key_value(subjects.KV_GATEWAY_REGISTRY)
+    return (await kv.get(subjects.KV_REGISTRY_CONFLICTS)).value or b""
+
+
+async def test_replies_pushed_from_a_stream_into_the_round_inbox_are_not_claims(
+    registry: Registry,
+    advertise: Advertise,
+    gateway_nc: Client,
+    nats_server: NatsServer,
+    settings: Settings,
+) -> None:
+    """evil makes a push consumer of its own stream deliver stored forged replies to the
+    inbox the gateway asked on: they arrive under the stream's subject and are ignored."""
+    await advertise("alerts", "alerts", "subscribe")
+    await rounds_until(registry, lambda: registry.knows("alerts"))
+    evil = await nats.connect(nats_server.url, **connect_options(settings, "evil"))
+    try:
+        made = await evil.request(
+            "botbus.ctl.provision.evil",
+            json.dumps({"kind": "stream", "name": "svc_evil", "subjects": ["evil.>"]}).encode(),
+            timeout=10,
+        )
+        assert json.loads(made.data)["ok"], made.data
+        js = evil.jetstream()
+        for i in range(300):
+            await js.publish("evil.claims", _forged_info(f"q{i:03d}"))
+        pushed: list[str] = []
+
+        async def push_into_the_inbox(msg: Msg) -> None:
+            name = f"c{len(pushed)}"
+            config = {"name": name, "deliver_subject": msg.reply, "ack_policy": "none"}
+            await evil.request(
+                f"$JS.API.CONSUMER.CREATE.svc_evil.{name}",
+                json.dumps({"stream_name": "svc_evil", "config": config}).encode(),
+                timeout=5,
+            )
+            pushed.append(name)
+
+        await evil.subscribe(subjects.SRV_INFO, cb=push_into_the_inbox)
+        await evil.flush()
+        await rounds_until(registry, lambda: len(pushed) >= 3)
+        await registry.refresh()
+    finally:
+        await evil.close()
+    assert registry.conflicts.unverified == {}
+    assert registry.owner("start") is None and registry.is_live("alerts")
+    assert b'"q0' not in await _conflicts_record(gateway_nc)
+
+
+async def test_a_flood_of_forged_replies_stays_bounded(
+    registry: Registry, advertise: Advertise, admin_nc: Client
+) -> None:
+    """Thousands of claims in one round cost a bounded number of verifications and a
+    small conflicts record, and a live service's own answer still counts."""
+    await advertise("alerts", "alerts", "subscribe")
+    await rounds_until(registry, lambda: registry.knows("alerts"))
+    rounds: list[int] = []
+
+    async def flood(msg: Msg) -> None:
+        for i in range(1000):
+            await admin_nc.publish(msg.reply, _forged_info(f"r{len(rounds)}x{i:04d}"))
+        rounds.append(1)
+
+    await admin_nc.subscribe(subjects.SRV_INFO, cb=flood)
+    await admin_nc.flush()
+    await rounds_until(registry, lambda: len(rounds) >= 3)
+    await registry.refresh()
+    assert 0 < len(registry.conflicts.unverified) <= MAX_UNVERIFIED
+    assert len(await _conflicts_record(admin_nc)) < 64 * 1024
+    assert registry.owner("start") is None
+    assert registry.is_live("alerts") and registry.instances("alerts") == 1

@@ -20,7 +20,11 @@ identity may subscribe to ``$SRV.INFO.NAME.<id>`` (its credentials allow
 ``$SRV.*.NAME.*`` and nothing else, see :mod:`botbus.auth`). Each round the
 gateway asks every instance it heard of on that subject and believes only
 what comes back there; an answer under a name the client does not hold is
-logged and shown in ``botbus status`` as an unverified claim.
+logged and shown in ``botbus status`` as an unverified claim. A round
+believes only replies published to its own inbox (not a JetStream push
+consumer's deliveries into it), at most MAX_REPLIES_PER_ROUND new claims, and
+shows at most MAX_UNVERIFIED unverified ones: a flood of forged answers costs
+bounded work and keeps the ``_conflicts`` record small.
 
 A command keeps its owner: a later claim by another service never takes it
 (the conflict is logged and recorded under the key ``_conflicts`` of the
@@ -37,7 +41,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,6 +68,19 @@ ABSENT_ROUNDS = 3
 # discovery loop (tests poll every 0.2-0.3 s) must not turn a service whose event loop
 # is busy for a second (a broadcast, a chart, a loaded machine) into "unavailable".
 MIN_ABSENT_GRACE = 5.0  # seconds
+
+# What one round believes at most. A client may answer the broadcast many times
+# (a push consumer of its own stream can deliver thousands of stored replies to
+# the round's inbox): past this, replies are dropped, so a flood costs a bounded
+# number of verifications and never grows the registry's memory or records.
+MAX_REPLIES_PER_ROUND = 256
+# Unverified claims shown in ``botbus status``: the latest this many, each until it
+# has not been repeated for UNVERIFIED_TTL seconds. The ``_conflicts`` record stays
+# a few kilobytes, far below the broker's max payload, whatever is claimed.
+MAX_UNVERIFIED = 100
+UNVERIFIED_TTL = 600.0  # seconds
+# A micro instance id (a NUID): it goes into the subject the gateway asks on.
+_INSTANCE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 META_COMMANDS = "botbus.commands"
 META_LISTENS = "botbus.listens"
@@ -163,7 +182,8 @@ class Registry:
         self._owners: dict[str, tuple[str, CommandSpec]] = {}
         self.conflicts = Conflicts()
         self._recorded_conflicts: Conflicts | None = None
-        self._unverified: dict[str, str] = {}
+        # service name -> (why its claim was not believed, when last made), oldest first
+        self._unverified: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._verified: dict[tuple[str, str], ServiceInfo] = {}  # (name, id) -> its own answer
         self._live_signature: tuple[object, ...] = ()
         self._round = asyncio.Event()
@@ -251,13 +271,14 @@ class Registry:
         believed without asking again (a replay of it claims nothing new), so
         a steady bus costs one broadcast per round.
         """
-        heard = await self._gather(subjects.SRV_INFO)
-        claims = {(info.name, info.id): info for info in heard}
+        claims = await self._gather(subjects.SRV_INFO)
         checked = await asyncio.gather(
             *(
                 self._verify(info)
                 for key, info in claims.items()
-                if subjects.is_valid_name(info.name) and self._verified.get(key) != info
+                if subjects.is_valid_name(info.name)
+                and _INSTANCE_ID_RE.fullmatch(info.id)
+                and self._verified.get(key) != info
             )
         )
         self._verified = {
@@ -266,9 +287,20 @@ class Registry:
         self._verified.update(((i.name, i.id), i) for i in checked if i is not None)
         return list(self._verified.values())
 
-    async def _gather(self, subject: str) -> list[ServiceInfo]:
+    async def _gather(self, subject: str) -> dict[tuple[str, str], ServiceInfo]:
+        """The replies to ``subject`` within the window, by (name, instance id).
+
+        Only a reply published to the inbox itself counts: a JetStream push
+        consumer whose deliver subject is the inbox delivers messages under
+        their stream's subject, and those are nobody's answer. At most
+        MAX_REPLIES_PER_ROUND claims not verified already are kept; a
+        verified instance's unchanged answer is always kept (it costs
+        nothing), so a flood cannot make a live service look absent.
+        """
         inbox = self._nc.new_inbox()
-        replies: list[ServiceInfo] = []
+        replies: dict[tuple[str, str], ServiceInfo] = {}
+        new = dropped = 0
+        malformed = ""
         sub = await self._nc.subscribe(inbox)
         try:
             await self._nc.publish(subject, b"", reply=inbox)
@@ -278,14 +310,34 @@ class Registry:
                     msg = await sub.next_msg(timeout=left)
                 except TimeoutError:
                     break
+                if msg.subject != inbox:
+                    dropped += 1
+                    continue
                 if not msg.data:
                     continue  # "no responders" status: no service is running
                 try:
-                    replies.append(ServiceInfo.model_validate_json(msg.data))
+                    info = ServiceInfo.model_validate_json(msg.data)
                 except ValidationError as exc:
-                    log.warning("ignoring malformed $SRV.INFO reply: %s", exc)
+                    malformed, dropped = str(exc)[:200], dropped + 1
+                    continue
+                key = (info.name, info.id)
+                if key in replies or self._verified.get(key) == info:
+                    replies[key] = info
+                elif new < MAX_REPLIES_PER_ROUND:
+                    new += 1
+                    replies[key] = info
+                else:
+                    dropped += 1
         finally:
             await sub.unsubscribe()
+        if dropped:
+            log.warning(
+                "ignored %d $SRV.INFO replies: malformed (last: %s), not published to the "
+                "round's inbox, or past %d new claims in one round",
+                dropped,
+                malformed or "none",
+                MAX_REPLIES_PER_ROUND,
+            )
         return replies
 
     async def _verify(self, claim: ServiceInfo) -> ServiceInfo | None:
@@ -301,9 +353,12 @@ class Registry:
                 f"instance {claim.id} answered $SRV.INFO as {claim.name!r} but not on "
                 f"{subject}: it does not hold {claim.name!r}'s identity"
             )
-            if self._unverified.get(claim.name) != reason:
+            known = self._unverified.pop(claim.name, None)
+            if known is None or known[0] != reason:
                 log.warning("ignoring an unverified claim: %s", reason)
-            self._unverified[claim.name] = reason
+            self._unverified[claim.name] = (reason, time.monotonic())  # the newest last
+            while len(self._unverified) > MAX_UNVERIFIED:
+                self._unverified.popitem(last=False)
             return None
         self._unverified.pop(claim.name, None)
         return info
@@ -411,7 +466,11 @@ class Registry:
                         keeper,
                     )
         self._owners = owners
-        self.conflicts = Conflicts(commands=conflicts, unverified=dict(self._unverified))
+        horizon = time.monotonic() - UNVERIFIED_TTL
+        while self._unverified and next(iter(self._unverified.values()))[1] < horizon:
+            self._unverified.popitem(last=False)
+        unverified = {name: reason for name, (reason, _) in self._unverified.items()}
+        self.conflicts = Conflicts(commands=conflicts, unverified=unverified)
 
     async def _record_conflicts(self) -> None:
         """Keep the conflicts in the bucket, where ``botbus status`` reads them."""
