@@ -97,11 +97,16 @@ class Quota:
     """
 
     max_bytes: int = 256 * MiB
-    """Per stream or bucket; asking for more, or for no limit (-1), is refused."""
+    """Per stream or bucket on file; asking for more, or for no limit (-1), is refused."""
     default_bytes: int = 64 * MiB
-    """What a stream asked for without ``max_bytes`` gets."""
+    """What a stream on file asked for without ``max_bytes`` gets."""
     max_total: int = 1 * GiB
-    """All of one service's streams and buckets together."""
+    """All of one service's streams and buckets on file together."""
+    max_memory_bytes: int = 16 * MiB
+    """Per stream or bucket in memory, and what one not saying ``max_bytes`` gets: the
+    server's whole memory store is small (``max_memory_store`` 256 MB)."""
+    max_memory_total: int = 32 * MiB
+    """All of one service's streams and buckets in memory together."""
     max_resources: int = 16
     """Streams and buckets per service (``svc_<name>`` and its suffixes)."""
     max_duplicate_window: float = 120.0
@@ -164,7 +169,8 @@ class BucketRequest(_Request):
     kind: Literal["bucket"] = "bucket"
     history: int = Field(1, ge=1, le=64)
     ttl: float | None = Field(None, ge=0)  # seconds, None = values never expire
-    max_bytes: int = Field(topology.DEFAULT_BUCKET_MAX_BYTES, ge=-1)
+    max_bytes: int | None = Field(None, ge=-1)
+    """None: topology.DEFAULT_BUCKET_MAX_BYTES on file, the memory quota in memory."""
     max_value_size: int = Field(topology.DEFAULT_BUCKET_MAX_VALUE, ge=-1)
 
 
@@ -387,14 +393,22 @@ def _size(n: int) -> str:
     return f"{n / GiB:g} GiB" if n >= GiB else f"{n / MiB:g} MiB"
 
 
-def check_size(request: StreamRequest | BucketRequest, quota: Quota) -> None:
+def _storage(config: StreamConfig) -> Storage:
+    return "memory" if config.storage == StorageType.MEMORY else "file"
+
+
+def check_size(
+    request: StreamRequest | BucketRequest, quota: Quota, storage: Storage = "file"
+) -> None:
     """:class:`Refused` if ``request`` asks to store more than ``quota`` allows."""
     asked = request.max_bytes
-    if asked is not None and (asked < 0 or asked > quota.max_bytes):
+    cap = quota.max_memory_bytes if storage == "memory" else quota.max_bytes
+    where = "in memory" if storage == "memory" else "on file"
+    if asked is not None and (asked < 0 or asked > cap):
         raise Refused(
             f"max_bytes {'unlimited' if asked < 0 else asked} for {request.name} is over the "
-            f"{_size(quota.max_bytes)} a service's stream or bucket may hold: ask for at most "
-            f"{quota.max_bytes} bytes"
+            f"{_size(cap)} a service's stream or bucket {where} may hold: ask for at most "
+            f"{cap} bytes"
         )
 
 
@@ -431,10 +445,10 @@ def check_dedupe(
     return request
 
 
-async def _owned(js: JetStreamContext, service: str) -> dict[str, int]:
-    """The streams and buckets ``service`` has now (stream name: bytes reserved)."""
+async def _owned(js: JetStreamContext, service: str) -> dict[str, tuple[Storage, int]]:
+    """The streams and buckets ``service`` has now (stream name: storage, bytes reserved)."""
     own = subjects.service_bucket(service)
-    found: dict[str, int] = {}
+    found: dict[str, tuple[Storage, int]] = {}
     offset = 0
     while page := await js.streams_info(offset):
         offset += len(page)
@@ -442,7 +456,7 @@ async def _owned(js: JetStreamContext, service: str) -> dict[str, int]:
             name = info.config.name or ""
             base = name.removeprefix("KV_")
             if base == own or base.startswith(f"{own}_"):
-                found[name] = max(info.config.max_bytes or 0, 0)
+                found[name] = (_storage(info.config), max(info.config.max_bytes or 0, 0))
     return found
 
 
@@ -465,15 +479,23 @@ async def apply(
     except ConfigError as exc:
         raise Refused(str(exc)) from None
     check_name(service, request.name)
-    check_size(request, quota)
     if isinstance(request, StreamRequest):
         check_subjects(service, request.subjects)
     stream = request.name if isinstance(request, StreamRequest) else f"KV_{request.name}"
     current = await _info(js, stream)
+    storage: Storage = request.storage or (_storage(current) if current else "file")
+    memory = storage == "memory"
+    check_size(request, quota, storage)
     if isinstance(request, StreamRequest):
         request = check_dedupe(request, current, quota)
-    if current is None and isinstance(request, StreamRequest) and request.max_bytes is None:
-        request = request.model_copy(update={"max_bytes": quota.default_bytes})
+    if request.max_bytes is None and (isinstance(request, BucketRequest) or current is None):
+        if memory:
+            default = quota.max_memory_bytes
+        elif isinstance(request, BucketRequest):
+            default = topology.DEFAULT_BUCKET_MAX_BYTES
+        else:
+            default = quota.default_bytes
+        request = request.model_copy(update={"max_bytes": default})
     if request.max_bytes is not None:
         owned = await _owned(js, service)
         if current is None and len(owned) >= quota.max_resources:
@@ -481,12 +503,13 @@ async def apply(
                 f"service {service} already has {len(owned)} streams and buckets, the most "
                 f"one service may have ({quota.max_resources}): {', '.join(sorted(owned))}"
             )
-        others = sum(size for name, size in owned.items() if name != stream)
-        if others + request.max_bytes > quota.max_total:
+        total = quota.max_memory_total if memory else quota.max_total
+        others = sum(size for n, (kind, size) in owned.items() if kind == storage and n != stream)
+        if others + request.max_bytes > total:
             raise Refused(
                 f"{request.name} with max_bytes {request.max_bytes} would take service "
-                f"{service} over the {_size(quota.max_total)} all its streams and buckets may "
-                f"hold ({_size(others)} already)"
+                f"{service} over the {_size(total)} all its streams and buckets "
+                f"{'in memory' if memory else 'on file'} may hold ({_size(others)} already)"
             )
     copies = topology.replicas_for(js) if replicas is None else replicas
     if isinstance(request, StreamRequest):

@@ -31,6 +31,7 @@ from botbus.provision import (
     DEFAULT_QUOTA,
     BucketRequest,
     GiB,
+    MiB,
     Provisioner,
     ProvisionReply,
     RateLimit,
@@ -306,7 +307,10 @@ async def test_a_service_cannot_take_more_of_the_shared_store_than_its_quota(
         assert reply.ok, reply
     over = _stream(name="svc_weather_over", subjects=["weather.over"], max_bytes=big)
     reply = await ask(weather, over)  # 64 MiB + 3 x 256 MiB + 256 MiB > 1 GiB
-    assert not reply.ok and "over the 1 GiB all its streams and buckets may hold" in reply.error
+    assert (
+        not reply.ok
+        and "over the 1 GiB all its streams and buckets on file may hold" in reply.error
+    )
 
 
 async def test_a_service_has_at_most_its_quota_of_streams_and_buckets(
@@ -417,3 +421,27 @@ def test_a_rate_limit_allows_a_burst_then_its_rate() -> None:
     assert limit.take("a", 0.25) == pytest.approx(0.25)
     assert limit.take("a", 100.0) == 0 and limit.take("a", 100.0) == 0  # never above burst
     assert limit.take("a", 100.0) > 0
+
+
+async def test_memory_has_a_quota_of_its_own(weather: Component, admin_nc: Client) -> None:
+    """The server's whole memory store (256 MB) is what the file quota allows one stream."""
+    quota = DEFAULT_QUOTA
+    memory = {"storage": "memory"}
+    reply = await ask(weather, _stream(max_bytes=quota.max_memory_bytes + 1, **memory))
+    assert not reply.ok and "over the 16 MiB a service's stream or bucket in memory" in reply.error
+    bucket = {"kind": "bucket", "name": "svc_weather", "max_bytes": 200 * MiB, **memory}
+    reply = await ask(weather, bucket)
+    assert not reply.ok and "in memory may hold" in reply.error, reply
+    # Not saying how much: the memory cap, for a stream as for a bucket.
+    assert (await ask(weather, _stream(**memory))).created
+    assert (await ask(weather, {"kind": "bucket", "name": "svc_weather", **memory})).created
+    js = admin_nc.jetstream()
+    for stream in ("svc_weather", "KV_svc_weather"):
+        assert (await js.stream_info(stream)).config.max_bytes == quota.max_memory_bytes
+    # Two of them are all a service may hold in memory; file storage is counted apart.
+    more = _stream(name="svc_weather_more", subjects=["weather.more"], max_bytes=MiB, **memory)
+    reply = await ask(weather, more)
+    assert not reply.ok and "over the 32 MiB all its streams and buckets in memory" in reply.error
+    assert not await exists(admin_nc, "svc_weather_more")
+    on_file = _stream(name="svc_weather_file", subjects=["weather.file"], max_bytes=quota.max_bytes)
+    assert (await ask(weather, on_file)).created
