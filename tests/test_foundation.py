@@ -126,3 +126,23 @@ async def test_waiting_for_a_stream_warns_only_after_a_grace(
     await eventually(lambda: waiting(logging.WARNING), what="a WARNING after the grace")
     await js.add_stream(name="t_late", subjects=["t.late"])
     await asyncio.wait_for(waiter, timeout=10)
+
+
+def test_names_with_a_trailing_newline_are_refused() -> None:
+    """``$`` matches before a final newline: every name check must reject "name\\n"."""
+    from botbus.auth import check_service_name
+    from botbus.i18n import Catalog
+    from botbus.provision import Refused, check_name, check_subjects
+    from botbus.service import Service
+
+    assert subjects.is_valid_name("start") and not subjects.is_valid_name("start\n")
+    with pytest.raises(ConfigError):
+        check_service_name("evil\n")
+    with pytest.raises(Refused):
+        check_name("evil", "svc_evil_x\n")
+    with pytest.raises(Refused):
+        check_subjects("evil", ["evil.a\n.b"])
+    with pytest.raises(ConfigError):
+        Catalog.parse("t", {"en\n": 'x = "y"'})
+    with pytest.raises(ValueError, match="suffix"):
+        Service("evil", "1.0.0", description={"en": "x"}).stream("x\n", subjects=["evil.x"])

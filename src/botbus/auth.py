@@ -64,9 +64,9 @@ CREDS_DIR = "creds"
 
 # A service name is one subject token without "_", so "<name>_cmd", "svc_<name>_<x>"
 # and "<name>_pub" can never be another service's consumer, bucket or inbox.
-_SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,31}$")
-_SUFFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,31}$")
-_PUBLISHER_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$")
+_SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,31}\Z")
+_SUFFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,31}\Z")
+_PUBLISHER_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)+\Z")
 # Names that would collide with botbus's own subjects, streams, users or NATS internals.
 RESERVED_NAMES = frozenset(
     {

@@ -32,7 +32,7 @@ from botbus.errors import ConfigError
 
 REFERENCE = "en"  # every message id exists in this language
 LOCALES_DIR = "locales"
-_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}\Z")
 
 
 def language_of(code: str | None) -> str:

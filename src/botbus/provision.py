@@ -117,8 +117,8 @@ class Quota:
 
 DEFAULT_QUOTA = Quota()
 
-_SUFFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,31}$")
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SUFFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,31}\Z")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 # Fields the provisioner never sets: a stream carrying one was not made by it.
 _UNMANAGED = ("mirror", "sources", "republish", "subject_transform")
 

@@ -94,6 +94,8 @@ class SystemStatus:
     # command -> services whose claim lost; service -> why its claim was not believed
     conflicts: dict[str, list[str]] = field(default_factory=dict)
     unverified: dict[str, str] = field(default_factory=dict)
+    # service -> commands it claimed past the per-service limit (not routed)
+    excess: dict[str, list[str]] = field(default_factory=dict)
 
 
 async def gateway_status(nc: Client, timeout: float = GATEWAY_TIMEOUT) -> OutboundStatus | None:
@@ -186,6 +188,7 @@ async def collect(settings: Settings) -> SystemStatus:
         sorted(services.values(), key=lambda s: s.name),
         conflicts=dict(conflicts.get("commands") or {}),
         unverified=dict(conflicts.get("unverified") or {}),
+        excess=dict(conflicts.get("excess") or {}),
     )
 
 
@@ -232,6 +235,7 @@ def status(as_json: bool) -> None:
             "services": rows,
             "conflicts": system.conflicts,
             "unverified": system.unverified,
+            "excess": system.excess,
         }
         click.echo(json.dumps(out, indent=2))
         return
@@ -241,6 +245,12 @@ def status(as_json: bool) -> None:
         click.echo(f"conflict: /{command} is also claimed by {', '.join(losers)} (not routed)")
     for name, reason in sorted(system.unverified.items()):
         click.echo(f"unverified claim {name}: {reason}")
+    for name, refused in sorted(system.excess.items()):
+        shown = ", ".join(f"/{c}" for c in refused[:5]) + (", ..." if len(refused) > 5 else "")
+        click.echo(
+            f"conflict: {name} claims {len(refused)} command(s) past the limit per service "
+            f"(not routed): {shown}"
+        )
     if not services:
         click.echo("no service is running")
         return

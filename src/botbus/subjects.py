@@ -54,8 +54,8 @@ CONSUMER_GATEWAY_OUTBOUND = {
 }
 
 # Names: services, commands and alert channels are lowercase tokens so they
-# are always a single, safe subject token.
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# are always a single, safe subject token. \Z, not $: $ matches before a final "\n".
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
 
 
 def is_valid_name(name: str) -> bool:

@@ -25,7 +25,12 @@ from nats.micro.service import Service as MicroService
 from botbus import subjects
 from botbus.cli import cli
 from botbus.connect import connect_options
-from botbus.gateway.registry import MAX_UNVERIFIED, META_COMMANDS, Registry
+from botbus.gateway.registry import (
+    MAX_COMMANDS_PER_SERVICE,
+    MAX_UNVERIFIED,
+    META_COMMANDS,
+    Registry,
+)
 from botbus.natsserver import NatsServer
 from botbus.settings import Settings
 
@@ -297,3 +302,21 @@ async def test_a_flood_of_forged_replies_stays_bounded(
     assert len(await _conflicts_record(admin_nc)) < 64 * 1024
     assert registry.owner("start") is None
     assert registry.is_live("alerts") and registry.instances("alerts") == 1
+
+
+async def test_claims_past_the_limit_per_service_are_refused_and_shown(
+    registry: Registry, advertise: Advertise, botbus: Botbus
+) -> None:
+    """A service claiming many commands would crowd the others out of the menu."""
+    claims = [f"c{i:02d}" for i in range(MAX_COMMANDS_PER_SERVICE + 5)]
+    await advertise("echo", "echo", *claims)
+    await rounds_until(registry, lambda: registry.knows("echo"))
+    assert [s.command for _, s in registry.live_commands()] == claims[:MAX_COMMANDS_PER_SERVICE]
+    assert registry.owner(claims[-1]) is None
+    assert registry.conflicts.excess == {"echo": claims[MAX_COMMANDS_PER_SERVICE:]}
+
+    shown = await botbus("status")
+    assert shown.exit_code == 0, shown.output
+    assert "conflict: echo claims 5 command(s) past the limit per service (not routed): " in (
+        shown.output
+    )

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import signal
 from collections.abc import Coroutine
 from types import TracebackType
+from typing import TypeVar
 from urllib.parse import urlparse
 
 from aiohttp import web
@@ -67,6 +69,9 @@ SENT_KEYS_TTL = 24 * 3600.0  # seconds an idempotency key is remembered
 CONNECT_BACKOFF_MAX = 10.0  # seconds between attempts to reach Telegram at start-up
 API_POOL_SIZE = 128  # concurrent HTTP connections to the Bot API
 MENU_DESCRIPTION_MAX = 256  # characters Telegram allows per menu entry
+MENU_MAX = 100  # entries Telegram allows in one menu
+_T = TypeVar("_T")
+_MENU_COMMAND_RE = re.compile(r"[a-z0-9_]{1,32}")  # what Telegram accepts as a menu command
 # On stop, queued sends get DRAIN_GRACE seconds to go out; what is left goes
 # back to JetStream (nak) for the next gateway, and calls already in flight get
 # IN_FLIGHT_GRACE more. Together well within `botbus up`'s SIGTERM grace.
@@ -531,15 +536,47 @@ class Gateway:
                 BotCommand("language", text("menu_language", language)),
                 BotCommand("forgetme", text("menu_forgetme", language)),
             ]
-            for _, spec in self.registry.live_commands():
-                if not spec.admin_only:
-                    description = spec.describe(language)[:MENU_DESCRIPTION_MAX] or spec.command
-                    commands.append(BotCommand(spec.command, description))
+            offered: list[tuple[str, BotCommand]] = []
+            for service, spec in self.registry.live_commands():
+                if spec.admin_only:
+                    continue
+                description = spec.describe(language)[:MENU_DESCRIPTION_MAX] or spec.command
+                if not _MENU_COMMAND_RE.fullmatch(spec.command) or not description.strip():
+                    # One bad entry must not make Telegram refuse the whole menu.
+                    log.warning(
+                        "menu (%s): skipping /%r of %s, which Telegram would refuse "
+                        "(description %r)",
+                        language,
+                        spec.command,
+                        service,
+                        description,
+                    )
+                    continue
+                offered.append((service, BotCommand(spec.command, description)))
+            commands += [c for _, c in fair_share(offered, MENU_MAX - len(commands))]
             try:
                 await self.bot.set_my_commands(
-                    commands[:100],
+                    commands,
                     scope=BotCommandScopeDefault(),
                     language_code=None if language == "en" else language,
                 )
             except TelegramError as exc:
                 log.warning("could not update the command menu (%s): %s", language, exc)
+
+
+def fair_share(offered: list[tuple[str, _T]], room: int) -> list[tuple[str, _T]]:
+    """At most ``room`` of ``offered``, taken one per service in turn, in their order.
+
+    When services together claim more commands than the menu holds, each
+    gets its turn, so none crowds the others out by claiming many names
+    that sort first.
+    """
+    queues: dict[str, list[int]] = {}  # service -> positions of its commands in offered
+    for position, (service, _) in enumerate(offered):
+        queues.setdefault(service, []).append(position)
+    taken: list[int] = []
+    turn = 0
+    while len(taken) < room and any(turn < len(q) for q in queues.values()):
+        taken += [q[turn] for q in queues.values() if turn < len(q)][: room - len(taken)]
+        turn += 1
+    return [offered[position] for position in sorted(taken)]

@@ -82,6 +82,10 @@ UNVERIFIED_TTL = 600.0  # seconds
 # A micro instance id (a NUID): it goes into the subject the gateway asks on.
 _INSTANCE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
+# Commands one service may claim: the menu holds 100 in all, and a service must not
+# crowd out the others (the excess is refused and shown in ``botbus status``).
+MAX_COMMANDS_PER_SERVICE = 30
+
 META_COMMANDS = "botbus.commands"
 META_LISTENS = "botbus.listens"
 META_INSTANCE = "botbus.instance"
@@ -111,6 +115,7 @@ class ServiceEntry(BaseModel):
     commands: tuple[CommandSpec, ...] = ()
     listens: bool = False
     since: float = 0.0  # wall-clock time first registered: the older claim wins a tie
+    refused: tuple[str, ...] = ()  # commands claimed past MAX_COMMANDS_PER_SERVICE
 
 
 class Conflicts(BaseModel):
@@ -122,6 +127,8 @@ class Conflicts(BaseModel):
     commands: dict[str, list[str]] = Field(default_factory=dict)
     # service name -> why its claim was not believed
     unverified: dict[str, str] = Field(default_factory=dict)
+    # service name -> the commands it claimed past MAX_COMMANDS_PER_SERVICE (not routed)
+    excess: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class ServiceInfo(BaseModel):
@@ -149,11 +156,21 @@ def entry_from_info(info: ServiceInfo) -> ServiceEntry:
                 log.warning("service %s advertises invalid command %r", info.name, spec.command)
     except (ValueError, ValidationError) as exc:
         log.warning("service %s advertises unreadable commands: %s", info.name, exc)
+    kept, refused = commands[:MAX_COMMANDS_PER_SERVICE], commands[MAX_COMMANDS_PER_SERVICE:]
+    if refused:
+        log.warning(
+            "service %s claims %d commands, more than %d: %d refused",
+            info.name,
+            len(commands),
+            MAX_COMMANDS_PER_SERVICE,
+            len(refused),
+        )
     return ServiceEntry(
         name=info.name,
         version=info.version,
-        commands=tuple(commands),
+        commands=tuple(kept),
         listens=meta.get(META_LISTENS, "false") == "true",
+        refused=tuple(spec.command for spec in refused),
     )
 
 
@@ -470,7 +487,8 @@ class Registry:
         while self._unverified and next(iter(self._unverified.values()))[1] < horizon:
             self._unverified.popitem(last=False)
         unverified = {name: reason for name, (reason, _) in self._unverified.items()}
-        self.conflicts = Conflicts(commands=conflicts, unverified=unverified)
+        excess = {name: list(e.refused) for name, e in self._entries.items() if e.refused}
+        self.conflicts = Conflicts(commands=conflicts, unverified=unverified, excess=excess)
 
     async def _record_conflicts(self) -> None:
         """Keep the conflicts in the bucket, where ``botbus status`` reads them."""

@@ -48,7 +48,7 @@ M = TypeVar("M", bound=BaseModel)
 L = TypeVar("L", bound=LifespanFunction)
 ConsumeHandler = Callable[[Context[Any], M], Awaitable[HandlerResult]]
 
-_SUFFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,31}$")
+_SUFFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,31}\Z")
 DEFAULT_MAX_DELIVERIES = 5  # attempts before a message is dead-lettered
 DEFAULT_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)  # seconds before attempt 2, 3, 4, 5...
 DEFAULT_CONCURRENCY = 8  # messages handled at once per instance
