@@ -254,6 +254,7 @@ def gateway_permissions() -> dict[str, Any]:
         subjects.KV_GATEWAY_SENT,
         subjects.KV_GATEWAY_UPDATES,
         subjects.KV_GATEWAY_LEASE,
+        subjects.KV_GATEWAY_OWNERS,
     ):
         publish += _bucket_rights(bucket)
     return {

@@ -566,10 +566,14 @@ class Provisioner:
         self.throttled = 0
 
     async def start(self) -> None:
-        """Start answering, in the queue group every provisioner shares."""
+        """Start answering, in the queue group every provisioner shares.
+
+        Returns once the broker has the subscription: a request sent right
+        after, from another connection, finds it (not "no responders")."""
         self._sub = await self._nc.subscribe(
             subjects.PROVISION_ALL, queue=subjects.PROVISION_QUEUE, cb=self._on_request
         )
+        await self._nc.flush()
 
     async def stop(self) -> None:
         """Stop answering (a request being handled is finished first by nats-py)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from nats.aio.client import Client
@@ -23,6 +24,23 @@ async def open_chat(user: SandboxClient, bot: SandboxBot, user_id: int) -> int:
     """The user writes once so a private chat exists; returns its id and last seq."""
     sent = await user.send_text(bot.id, "hello", user={"id": user_id, "first_name": "U"})
     return int(sent["chat_id"])
+
+
+async def delivery_events(
+    nc: Client, service: str
+) -> Callable[[int], Awaitable[list[DeliveryEvent]]]:
+    """A reader of the delivery events the gateway sends ``service``."""
+    psub = await nc.jetstream().pull_subscribe(
+        subjects.delivery_event(service),
+        durable=f"test_events_{service}",
+        stream=subjects.STREAM_EVENTS,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
+    )
+
+    async def fetch(n: int) -> list[DeliveryEvent]:
+        return [decode_as(DeliveryEvent, m.data) for m in await psub.fetch(n, timeout=10)]
+
+    return fetch
 
 
 async def admin(nats_server: NatsServer, settings: Settings) -> Client:
@@ -188,12 +206,7 @@ async def test_buttons_of_another_service_are_refused(
     chat = await open_chat(user, bot, 8007)
     nc = await admin(nats_server, gw_settings)
     try:
-        psub = await nc.jetstream().pull_subscribe(
-            subjects.delivery_event("echo"),
-            durable="test_foreign_buttons",
-            stream=subjects.STREAM_EVENTS,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
-        )
+        events_of = await delivery_events(nc, "echo")
         await publish_reply(nc, chat, "mine")
         [mine] = await user.wait_for(bot.id, chat, kind="message", timeout=10)
         stolen = InlineKeyboard(rows=[[InlineButton(text="press", callback_data="games:t:1")]])
@@ -220,7 +233,7 @@ async def test_buttons_of_another_service_are_refused(
             await js.publish(subjects.outbound("echo", "interactive"), encode(action))
         refusals: list[DeliveryEvent] = []
         while len(refusals) < 3:
-            refusals += [decode_as(DeliveryEvent, m.data) for m in await psub.fetch(3, timeout=10)]
+            refusals += await events_of(3)
         await publish_reply(
             nc,
             chat,
@@ -259,3 +272,51 @@ async def test_replies_to_one_chat_keep_their_order(
         await nc.close()
     received = "".join(message_texts(events)).replace(" ", "")
     assert received == "".join(texts).replace(" ", "")  # split parts adjacent, order kept
+
+
+async def test_a_service_edits_and_deletes_only_its_own_messages(
+    gateway: Gateway,
+    user: SandboxClient,
+    bot: SandboxBot,
+    nats_server: NatsServer,
+    gw_settings: Settings,
+) -> None:
+    """The red-team review had evil rewrite games' board: the gateway now remembers
+    which service sent each message, and refuses another's edit or delete."""
+    from botbus.models import DeleteMessage, EditText, encode
+
+    chat = await open_chat(user, bot, 8008)
+    nc = await admin(nats_server, gw_settings)
+    try:
+        events_of = await delivery_events(nc, "games")
+        await publish_reply(nc, chat, "echo's board")
+        [board] = await user.wait_for(bot.id, chat, kind="message", timeout=10)
+        message_id = board["message"]["message_id"]
+        js = nc.jetstream()
+        for action in (
+            EditText(
+                service="games", chat_id=chat, idempotency_key="e1", message_id=message_id,
+                text="rewritten by games",
+            ),
+            DeleteMessage(
+                service="games", chat_id=chat, idempotency_key="e2", message_id=message_id
+            ),
+        ):  # fmt: skip
+            await js.publish(subjects.outbound("games", "interactive"), encode(action))
+        refusals: list[DeliveryEvent] = []
+        while len(refusals) < 2:
+            refusals += await events_of(2)
+        # Its own sender still may.
+        own = EditText(
+            service="echo", chat_id=chat, idempotency_key="e3", message_id=message_id,
+            text="edited by echo",
+        )  # fmt: skip
+        await js.publish(subjects.outbound("echo", "interactive"), encode(own))
+        [edit] = await user.wait_for(bot.id, chat, kind="edit", after=board["seq"], timeout=10)
+        events = await user.messages(bot.id, chat, after=board["seq"])
+    finally:
+        await nc.close()
+    assert [e["kind"] for e in events] == ["edit"]
+    assert edit["message"]["text"] == "edited by echo"
+    assert sorted(r.idempotency_key for r in refusals) == ["e1", "e2"]
+    assert all(r.error_code == 403 and "only its own messages" in r.description for r in refusals)

@@ -51,6 +51,7 @@ from botbus.gateway.lease import DEFAULT_TTL as LEASE_TTL
 from botbus.gateway.lease import Lease, LeaseLost, holder_id, lease_key
 from botbus.gateway.metrics import GatewayMetrics
 from botbus.gateway.outbound import OutboundRelay
+from botbus.gateway.owners import OWNERS_TTL, MessageOwners
 from botbus.gateway.registry import Registry
 from botbus.gateway.router import Router
 from botbus.gateway.scheduler import OutboundScheduler, budget_from_settings
@@ -205,6 +206,7 @@ class Gateway:
             await _bucket(setup, subjects.KV_GATEWAY_SENT, ttl=SENT_KEYS_TTL)
             await _bucket(setup, subjects.KV_GATEWAY_UPDATES, ttl=REDELIVERY_WINDOW)
             lease_kv = await _bucket(setup, subjects.KV_GATEWAY_LEASE, ttl=LEASE_TTL)
+            await _bucket(setup, subjects.KV_GATEWAY_OWNERS, ttl=OWNERS_TTL)
             await self._init_bot()
             opened.push_async_callback(self._shutdown_bot)
             self.lease = Lease(lease_kv, lease_key(self.bot_id), holder_id(self.settings.data_dir))
@@ -240,7 +242,17 @@ class Gateway:
             self._sent_keys = SentKeys(self._nc, subjects.KV_GATEWAY_SENT)
             await self._sent_keys.start()
             opened.push_async_callback(self._stop_keys, self._sent_keys)
-            self.relay = OutboundRelay(js, self.bot, self._sent_keys, self.sender, self.metrics)
+            owner_keys = SentKeys(self._nc, subjects.KV_GATEWAY_OWNERS)
+            await owner_keys.start()
+            opened.push_async_callback(self._stop_keys, owner_keys)
+            self.relay = OutboundRelay(
+                js,
+                self.bot,
+                self._sent_keys,
+                self.sender,
+                self.metrics,
+                owners=MessageOwners(owner_keys),
+            )
             # Initialised: the resources now live until stop() closes them.
             self._opened = opened.pop_all()
 

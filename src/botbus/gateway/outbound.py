@@ -59,11 +59,21 @@ from botbus.gateway.calls import (
     telegram_calls,
 )
 from botbus.gateway.metrics import GatewayMetrics
+from botbus.gateway.owners import MessageOwners
 from botbus.gateway.scheduler import SchedulerClosedError
 from botbus.gateway.sender import OutboundJob, Outcome, Sender
 from botbus.gateway.sentkeys import SentKeyLookupError, SentKeys
 from botbus.keepalive import KeepAlive
-from botbus.models import DeliveryEvent, Priority, SendText, decode_action, encode
+from botbus.models import (
+    DeleteMessage,
+    DeliveryEvent,
+    EditText,
+    Priority,
+    SendPhoto,
+    SendText,
+    decode_action,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +208,12 @@ class OutboundRelay:
         metrics: GatewayMetrics,
         *,
         fetch_batch: int = DEFAULT_FETCH_BATCH,
+        owners: MessageOwners | None = None,
     ) -> None:
         self._js = js
         self._bot = bot
         self._sent = sent
+        self._owners = owners  # None: any service may edit or delete any message
         self._sender = sender
         self._metrics = metrics
         self._sent_actions = metrics.actions.labels("sent")  # once per message: looked up once
@@ -317,6 +329,7 @@ class OutboundRelay:
                     calls = telegram_calls(self._bot, action)
                     todo.append(_Delivery(msg, action, calls, _stream_seq(msg)))
             try:
+                todo = await self._only_own_messages(todo)
                 sent = await self._find_sent(todo)
             except (SentKeyLookupError, NatsError) as exc:
                 log.warning("could not look up sent keys (%s); the batch comes back later", exc)
@@ -332,6 +345,39 @@ class OutboundRelay:
         finally:
             if not handed_over.done():
                 handed_over.set_result(None)
+
+    async def _only_own_messages(self, todo: list[_Delivery]) -> list[_Delivery]:
+        """Refuse the edits and deletes of messages another service sent."""
+        targets = [
+            (d.action.chat_id, d.action.message_id)
+            for d in todo
+            if isinstance(d.action, EditText | DeleteMessage)
+        ]
+        if self._owners is None or not targets:
+            return todo
+        owners = await self._owners.owners(targets)
+        kept: list[_Delivery] = []
+        for delivery in todo:
+            action = delivery.action
+            if isinstance(action, EditText | DeleteMessage):
+                sender = owners.get((action.chat_id, action.message_id), set())
+                if sender and action.service not in sender:
+                    await self._refuse_foreign_message(delivery, action)
+                    continue
+            kept.append(delivery)
+        return kept
+
+    async def _refuse_foreign_message(
+        self, delivery: _Delivery, action: EditText | DeleteMessage
+    ) -> None:
+        self._metrics.actions.labels("invalid").inc()
+        reason = (
+            f"message {action.message_id} of chat {action.chat_id} was sent by another "
+            "service: a service may edit or delete only its own messages"
+        )
+        log.error("dropping action %s of %s: %s", action.idempotency_key, action.service, reason)
+        await self._settle(delivery.msg, "term")
+        await self._report(action, "delivery", error_code=403, description=reason)
 
     async def _find_sent(self, todo: Iterable[_Delivery]) -> set[str]:
         return await self._sent.find(
@@ -558,6 +604,7 @@ class OutboundRelay:
                 return True
             await self._sent.record(key)
             self._remember(key)
+            await self._record_owner(action, outcome.result)
             self._sent_actions.inc()
             if isinstance(action, SendText) and action.receipt and index == len(parts) - 1:
                 await self._report_sent(action, outcome.result)
@@ -584,6 +631,16 @@ class OutboundRelay:
         self._recorded[key] = None
         if len(self._recorded) > RECENT_KEYS:
             self._recorded.popitem(last=False)
+
+    async def _record_owner(self, action: SendAction, result: object) -> None:
+        """Remember which service sent the message an action became."""
+        message_id = getattr(result, "message_id", None)
+        if (
+            self._owners is not None
+            and isinstance(action, SendText | SendPhoto)
+            and isinstance(message_id, int)
+        ):
+            await self._owners.record(action.chat_id, message_id, action.service)
 
     async def _report_sent(self, action: SendText, result: object) -> None:
         """Tell the service which message its action became (it asked for a receipt)."""
