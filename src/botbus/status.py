@@ -22,7 +22,7 @@ from typing import Any
 import click
 import nats
 from nats.aio.client import Client
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from botbus import subjects
@@ -267,6 +267,29 @@ def registry() -> None:
     """The gateway's registry of services (what routes commands while they are down)."""
 
 
+async def _delete_consumers(nc: Client, name: str) -> list[str]:
+    """Delete service ``name``'s durable consumers on the shared streams.
+
+    The inbound stream keeps a message while any consumer still has to take
+    it (interest retention): the consumers of a service gone for good would
+    hold its commands, and every plain message if it listened, until the
+    stream is full and refuses new ones.
+    """
+    js = nc.jetstream()
+    deleted = []
+    for stream, consumer in (
+        (subjects.STREAM_INBOUND, subjects.consumer_commands(name)),
+        (subjects.STREAM_INBOUND, subjects.consumer_callbacks(name)),
+        (subjects.STREAM_INBOUND, subjects.consumer_messages(name)),
+        (subjects.STREAM_EVENTS, subjects.consumer_events(name)),
+        (subjects.STREAM_EVENTS, subjects.consumer_forget(name)),
+    ):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(stream, consumer)
+            deleted.append(consumer)
+    return deleted
+
+
 async def _registry_rm(settings: Settings, name: str, *, force: bool) -> tuple[bool, int]:
     """Remove ``name`` unless it is running (or ``force``): (removed, instances running)."""
     nc = await admin_connection(settings)
@@ -282,6 +305,7 @@ async def _registry_rm(settings: Settings, name: str, *, force: bool) -> tuple[b
         if running and not force:
             return False, running
         await kv.delete(name)
+        await _delete_consumers(nc, name)
         return True, running
     finally:
         await nc.close()
@@ -326,7 +350,8 @@ def registry_ls() -> None:
     "--force", is_flag=True, help="Remove it even while it runs (it registers again at once)."
 )
 def registry_rm(name: str, force: bool) -> None:
-    """Forget service NAME (gone for good): its commands stop being routed to it.
+    """Forget service NAME (gone for good): its commands stop being routed to it
+    and its consumers on the shared streams are deleted.
 
     A running service is refused: removing it would free its commands for
     any other service claiming them before it registers again. Stop it first.

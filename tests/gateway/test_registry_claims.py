@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner, Result
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import KeyValueConfig
+from nats.js.api import ConsumerConfig, KeyValueConfig
+from nats.js.errors import NotFoundError
 from nats.micro import add_service
 from nats.micro.service import Service as MicroService
 
@@ -33,6 +34,7 @@ from botbus.gateway.registry import (
 )
 from botbus.natsserver import NatsServer
 from botbus.settings import Settings
+from botbus.topology import ensure_topology
 
 Advertise = Callable[..., Awaitable[MicroService]]
 
@@ -320,3 +322,29 @@ async def test_claims_past_the_limit_per_service_are_refused_and_shown(
     assert "conflict: echo claims 5 command(s) past the limit per service (not routed): " in (
         shown.output
     )
+
+
+async def test_registry_rm_deletes_the_consumers_that_would_hold_the_inbound_stream(
+    registry: Registry, advertise: Advertise, botbus: Botbus, admin_nc: Client
+) -> None:
+    """The inbound stream keeps a message until every consumer took it: a service gone
+    for good would otherwise hold its share (every message, if it listened) forever."""
+    js = admin_nc.jetstream()
+    await ensure_topology(js)
+    for consumer, filter_subject in (
+        (subjects.consumer_commands("weather"), subjects.inbound_commands_of("weather")),
+        (subjects.consumer_messages("weather"), subjects.INBOUND_MESSAGES),
+    ):
+        await js.add_consumer(
+            subjects.STREAM_INBOUND,
+            ConsumerConfig(durable_name=consumer, filter_subject=filter_subject),
+        )
+    gone = await advertise("weather", "weather", "forecast")
+    await rounds_until(registry, lambda: registry.knows("weather"))
+    await gone.stop()
+
+    removed = await botbus("registry", "rm", "weather")
+    assert removed.exit_code == 0, removed.output
+    for consumer in (subjects.consumer_commands("weather"), subjects.consumer_messages("weather")):
+        with pytest.raises(NotFoundError):
+            await js.consumer_info(subjects.STREAM_INBOUND, consumer)
