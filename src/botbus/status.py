@@ -63,6 +63,9 @@ def broker_url(settings: Settings) -> str:
     return str(recorded)
 
 
+MAX_REPLIES = 1000  # $SRV replies read per question: far more instances than a bot runs
+
+
 async def _gather(nc: Client, subject: str) -> list[dict[str, Any]]:
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
@@ -75,11 +78,15 @@ async def _gather(nc: Client, subject: str) -> list[dict[str, Any]]:
                 msg = await sub.next_msg(timeout=left)
             except (TimeoutError, nats.errors.TimeoutError):
                 break
+            if msg.subject != inbox:
+                continue  # a push consumer's delivery aimed here keeps its stream's subject
             if msg.data:
                 try:
                     replies.append(json.loads(msg.data))
                 except ValueError:
                     continue  # not a micro reply; nothing to show for it
+            if len(replies) >= MAX_REPLIES:
+                break  # a flood of forged replies must not stall or bloat the status
     finally:
         await sub.unsubscribe()
     return replies

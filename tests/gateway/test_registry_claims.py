@@ -348,3 +348,23 @@ async def test_registry_rm_deletes_the_consumers_that_would_hold_the_inbound_str
     for consumer in (subjects.consumer_commands("weather"), subjects.consumer_messages("weather")):
         with pytest.raises(NotFoundError):
             await js.consumer_info(subjects.STREAM_INBOUND, consumer)
+
+
+async def test_botbus_status_reads_a_bounded_number_of_replies(
+    admin_nc: Client, nats_server: NatsServer, settings: Settings
+) -> None:
+    """A flood of $SRV.INFO replies (forged or not) cannot bloat `botbus status`."""
+    from botbus.status import MAX_REPLIES, _gather
+
+    async def flood(msg: Msg) -> None:
+        for i in range(MAX_REPLIES + 500):
+            await admin_nc.publish(msg.reply, json.dumps({"name": f"x{i}"}).encode())
+
+    await admin_nc.subscribe(subjects.SRV_INFO, cb=flood)
+    await admin_nc.flush()
+    asker = await nats.connect(nats_server.url, **connect_options(settings, "admin"))
+    try:
+        replies = await _gather(asker, subjects.SRV_INFO)
+    finally:
+        await asker.close()
+    assert len(replies) == MAX_REPLIES
