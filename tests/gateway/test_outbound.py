@@ -11,7 +11,16 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from botbus import subjects
 from botbus.gateway import Gateway
-from botbus.models import DeliveryEvent, decode_as
+from botbus.models import (
+    DeleteMessage,
+    DeliveryEvent,
+    EditText,
+    InlineButton,
+    InlineKeyboard,
+    SendText,
+    decode_as,
+    encode,
+)
 from botbus.natsserver import NatsServer
 from botbus.sandbox import SandboxBot, SandboxClient
 from botbus.settings import Settings
@@ -119,8 +128,6 @@ async def test_same_idempotency_key_is_sent_once(
         await publish_reply(nc, chat, "once", idempotency_key="k-1")
         await user.wait_for(bot.id, chat, kind="message", timeout=10)
         # A service redelivery past the stream's dedupe window: same key, new message id.
-        from botbus.models import SendText, encode
-
         again = SendText(service="echo", chat_id=chat, idempotency_key="k-1", text="once")
         await nc.jetstream().publish(
             subjects.outbound("echo", "interactive"),
@@ -177,8 +184,6 @@ async def test_invalid_action_is_dropped_and_later_ones_flow(
             subjects.outbound("echo", "interactive"), b'{"kind": "send_text", "chat_id": "x"}'
         )
         # An action claiming another service than its subject says is refused too.
-        from botbus.models import SendText, encode
-
         spoof = SendText(service="games", chat_id=chat, idempotency_key="spoof", text="spoof")
         await js.publish(subjects.outbound("echo", "interactive"), encode(spoof))
         # So is an action in a lane its priority does not name (it would jump the queue).
@@ -201,8 +206,6 @@ async def test_buttons_of_another_service_are_refused(
     gw_settings: Settings,
 ) -> None:
     """A press goes to the service its callback data names: echo may not send games' buttons."""
-    from botbus.models import EditText, InlineButton, InlineKeyboard, SendText, encode
-
     chat = await open_chat(user, bot, 8007)
     nc = await admin(nats_server, gw_settings)
     try:
@@ -283,8 +286,6 @@ async def test_a_service_edits_and_deletes_only_its_own_messages(
 ) -> None:
     """The red-team review had evil rewrite games' board: the gateway now remembers
     which service sent each message, and refuses another's edit or delete."""
-    from botbus.models import DeleteMessage, EditText, encode
-
     chat = await open_chat(user, bot, 8008)
     nc = await admin(nats_server, gw_settings)
     try:

@@ -34,6 +34,7 @@ from botbus.gateway.registry import (
 )
 from botbus.natsserver import NatsServer
 from botbus.settings import Settings
+from botbus.status import MAX_REPLIES, _gather
 from botbus.topology import ensure_topology
 
 Advertise = Callable[..., Awaitable[MicroService]]
@@ -354,7 +355,6 @@ async def test_botbus_status_reads_a_bounded_number_of_replies(
     admin_nc: Client, nats_server: NatsServer, settings: Settings
 ) -> None:
     """A flood of $SRV.INFO replies (forged or not) cannot bloat `botbus status`."""
-    from botbus.status import MAX_REPLIES, _gather
 
     async def flood(msg: Msg) -> None:
         for i in range(MAX_REPLIES + 500):
