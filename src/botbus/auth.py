@@ -325,6 +325,14 @@ class Grants:
     publishes: tuple[str, ...] = ()
     listens: bool = False
 
+    def merged(self, other: Grants) -> Grants:
+        """What this and ``other`` grant together (in order, each once)."""
+        return Grants(
+            resources=tuple(dict.fromkeys((*self.resources, *other.resources))),
+            publishes=tuple(dict.fromkeys((*self.publishes, *other.publishes))),
+            listens=self.listens or other.listens,
+        )
+
     def tags(self) -> list[str]:
         """The user-JWT tags the service template expands."""
         for suffix in self.resources:

@@ -15,7 +15,7 @@ import click
 
 from botbus.auth import AUTHORITY_FILE, Authority, Credentials, Grants, authority_dir
 from botbus.errors import BotbusError
-from botbus.service import installed_services, load_service
+from botbus.service import declared_grants, installed_services
 from botbus.settings import Settings, load_settings
 
 SERVER_BLOCK = "auth.conf"  # what `bootstrap` writes for nats-server to include
@@ -35,23 +35,9 @@ def _authority(directory: Path) -> Authority:
         raise click.ClickException(str(exc)) from exc
 
 
-def declared_grants(name: str) -> Grants:
-    """The grants service ``name`` declares, if it is installed here; else none."""
-    if name not in installed_services():
-        return Grants()
-    return load_service(name).grants
-
-
 def issue_for(authority: Authority, name: str, extra: Grants | None = None) -> Credentials:
     """``name``'s identity: its declared grants plus ``extra``."""
-    declared = declared_grants(name)
-    extra = extra or Grants()
-    grants = Grants(
-        resources=tuple(dict.fromkeys((*declared.resources, *extra.resources))),
-        publishes=tuple(dict.fromkeys((*declared.publishes, *extra.publishes))),
-        listens=declared.listens or extra.listens,
-    )
-    return authority.issue(name, grants)
+    return authority.issue(name, declared_grants(name).merged(extra or Grants()))
 
 
 def bootstrap(directory: Path, names: Iterable[str], publishers: Iterable[str] = ()) -> list[Path]:

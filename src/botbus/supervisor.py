@@ -54,7 +54,7 @@ from botbus.connect import UP_STATE_FILE
 from botbus.errors import BotbusError, ConfigError
 from botbus.exits import EXIT_CONFIG, PERMANENT
 from botbus.natsserver import NatsCluster, NatsServer, free_ports
-from botbus.service import installed_services, load_service
+from botbus.service import declared_grants, installed_services
 from botbus.settings import ENV_FILE_VAR, Settings, env_file, load_settings
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def _declared_grants(name: str) -> Grants:
     """What installed service ``name`` declares; none if it cannot even be imported
     (the child then starts, fails to import, and says why itself)."""
     try:
-        return load_service(name).grants
+        return declared_grants(name)
     except BotbusError:  # load_service turns any failure of the import into one
         return Grants()
 
@@ -231,10 +231,9 @@ def component_creds(settings: Settings, component: str) -> Path | None:
     directory = authority_dir(settings)
     if not (directory / AUTHORITY_FILE).exists():
         return None
-    authority = Authority.load(directory)
     # Always a service identity: a service is never issued the admin's or the gateway's.
-    issued = authority.issue_service(component, _declared_grants(component))
-    return issued.write(authority.creds_path(component))
+    check_service_name(component)
+    return Authority.load(directory).ensure_creds(component, _declared_grants(component))
 
 
 def _dotenv() -> dict[str, str]:

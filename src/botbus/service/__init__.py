@@ -9,7 +9,12 @@ from botbus.auth import Grants
 from botbus.service._app import ServiceApp
 from botbus.service._context import Context
 from botbus.service._declare import Command, Service
-from botbus.service._discovery import ENTRY_POINT_GROUP, installed_services, load_service
+from botbus.service._discovery import (
+    ENTRY_POINT_GROUP,
+    declared_grants,
+    installed_services,
+    load_service,
+)
 from botbus.service._host import App
 from botbus.service._logging import JsonFormatter, configure_logging
 from botbus.service._micro import META_COMMANDS, META_DESCRIPTION, META_INSTANCE, META_LISTENS
@@ -38,6 +43,7 @@ __all__ = [
     "ServiceApp",
     "ServiceSettings",
     "configure_logging",
+    "declared_grants",
     "installed_services",
     "load_service",
     "serve",

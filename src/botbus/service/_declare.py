@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from nats.js.api import DeliverPolicy
@@ -166,12 +166,8 @@ class Service:
     def grants(self) -> Grants:
         """What its identity must allow beyond its name: declared grants, plus the
         suffixes of its streams and buckets (written into its credentials when issued)."""
-        suffixes = (*self._grants.resources, *(s.suffix for s in self.streams if s.suffix))
-        return replace(
-            self._grants,
-            resources=tuple(dict.fromkeys(suffixes)),
-            listens=self._grants.listens or self.listens,
-        )
+        suffixes = tuple(s.suffix for s in self.streams if s.suffix)
+        return self._grants.merged(Grants(resources=suffixes, listens=self.listens))
 
     # -- declaration --------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import EntryPoint, entry_points
 
+from botbus.auth import Grants
 from botbus.errors import ConfigError
 from botbus.service._declare import Service
 
@@ -61,3 +62,11 @@ def load_service(name: str) -> Service:
             f"the entry point {name!r} points at service {found.name!r}: rename one of them"
         )
     return found
+
+
+def declared_grants(name: str) -> Grants:
+    """The grants service ``name`` declares (:attr:`Service.grants`), if it is installed
+    here; else none. :class:`ConfigError` if it is installed but cannot be loaded."""
+    if name not in _entry_points():
+        return Grants()
+    return load_service(name).grants
