@@ -183,10 +183,7 @@ class SandboxClient:
         reply_to: int | None = None,
     ) -> dict[str, Any]:
         """A user sends an image (PNG, JPEG, GIF, WebP) as a photo, with an optional caption."""
-        uploaded = await self.upload(bot_id, data, filename)
-        content: dict[str, Any] = {"photo": uploaded["file_id"]}
-        if caption is not None:
-            content["caption"] = caption
+        content = await self._file_content(bot_id, "photo", data, filename, caption)
         return await self._send(bot_id, content, user, chat_id, lang, reply_to)
 
     async def send_document(
@@ -202,11 +199,18 @@ class SandboxClient:
         reply_to: int | None = None,
     ) -> dict[str, Any]:
         """A user sends any file as a document, with an optional caption."""
+        content = await self._file_content(bot_id, "document", data, filename, caption)
+        return await self._send(bot_id, content, user, chat_id, lang, reply_to)
+
+    async def _file_content(
+        self, bot_id: int, kind: str, data: bytes, filename: str, caption: str | None
+    ) -> dict[str, Any]:
+        """Upload ``data`` and return the message content that sends it as ``kind``."""
         uploaded = await self.upload(bot_id, data, filename)
-        content: dict[str, Any] = {"document": uploaded["file_id"]}
+        content: dict[str, Any] = {kind: uploaded["file_id"]}
         if caption is not None:
             content["caption"] = caption
-        return await self._send(bot_id, content, user, chat_id, lang, reply_to)
+        return content
 
     async def send_location(
         self,
