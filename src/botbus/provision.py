@@ -317,9 +317,10 @@ async def _update(
     return changed
 
 
-async def _stream(js: JetStreamContext, req: StreamRequest, replicas: int) -> ProvisionReply:
+async def _stream(
+    js: JetStreamContext, req: StreamRequest, replicas: int, current: StreamConfig | None
+) -> ProvisionReply:
     options = req.options()
-    current = await _info(js, req.name)
     if current is None:
         storage = StorageType(req.storage or "file")
         config = StreamConfig(
@@ -339,10 +340,12 @@ async def _stream(js: JetStreamContext, req: StreamRequest, replicas: int) -> Pr
 
 
 async def _bucket(
-    js: JetStreamContext, req: BucketRequest, replicas: int, quota: Quota
+    js: JetStreamContext,
+    req: BucketRequest,
+    replicas: int,
+    quota: Quota,
+    current: StreamConfig | None,
 ) -> ProvisionReply:
-    stream = f"KV_{req.name}"
-    current = await _info(js, stream)
     if current is None:
         config = KeyValueConfig(
             bucket=req.name,
@@ -512,9 +515,11 @@ async def apply(
                 f"{'in memory' if memory else 'on file'} may hold ({_size(others)} already)"
             )
     copies = topology.replicas_for(js) if replicas is None else replicas
+    # ``current`` as read above: reading it again would close no race (another
+    # gateway's provisioner may act between any two reads).
     if isinstance(request, StreamRequest):
-        return await _stream(js, request, copies)
-    return await _bucket(js, request, copies, quota)
+        return await _stream(js, request, copies, current)
+    return await _bucket(js, request, copies, quota, current)
 
 
 class RateLimit:
