@@ -362,22 +362,21 @@ class OutboundRelay:
             if isinstance(action, EditText | DeleteMessage):
                 sender = owners.get((action.chat_id, action.message_id), set())
                 if sender and action.service not in sender:
-                    await self._refuse_foreign_message(delivery, action)
+                    reason = (
+                        f"message {action.message_id} of chat {action.chat_id} was sent by "
+                        "another service: a service may edit or delete only its own messages"
+                    )
+                    await self._refuse(delivery.msg, action, 403, reason)
                     continue
             kept.append(delivery)
         return kept
 
-    async def _refuse_foreign_message(
-        self, delivery: _Delivery, action: EditText | DeleteMessage
-    ) -> None:
+    async def _refuse(self, msg: Msg | None, action: SendAction, code: int, reason: str) -> None:
+        """Drop an action the gateway will not carry out, telling its service why."""
         self._metrics.actions.labels("invalid").inc()
-        reason = (
-            f"message {action.message_id} of chat {action.chat_id} was sent by another "
-            "service: a service may edit or delete only its own messages"
-        )
         log.error("dropping action %s of %s: %s", action.idempotency_key, action.service, reason)
-        await self._settle(delivery.msg, "term")
-        await self._report(action, "delivery", error_code=403, description=reason)
+        await self._settle(msg, "term")
+        await self._report(action, "delivery", error_code=code, description=reason[:500])
 
     async def _find_sent(self, todo: Iterable[_Delivery]) -> set[str]:
         return await self._sent.find(
@@ -469,16 +468,11 @@ class OutboundRelay:
             await self._settle(msg, "term")
             return None
         if foreign := foreign_buttons(action):
-            self._metrics.actions.labels("invalid").inc()
             reason = (
                 f"buttons {', '.join(map(repr, foreign))} do not start with "
                 f"'{action.service}:': a service may send only its own buttons"
             )
-            log.error(
-                "dropping action %s of %s: %s", action.idempotency_key, action.service, reason
-            )
-            await self._settle(msg, "term")
-            await self._report(action, "delivery", error_code=400, description=reason[:500])
+            await self._refuse(msg, action, 400, reason)
             return None
         return action
 
