@@ -71,6 +71,9 @@ STATE_FILE = UP_STATE_FILE
 LOCK_FILE = "up.lock"
 # Environment a child may get that must never be written to up.json.
 SECRET_ENV = ("TELEGRAM_BOT_TOKEN", "BOTBUS_WEBHOOK_SECRET")
+# What no child inherits from this process's environment or .env: the secrets, and
+# this process's own identity (each child gets its own).
+_NOT_INHERITED = (*SECRET_ENV, "BOTBUS_NATS_CREDS")
 
 
 class AlreadyRunning(ConfigError):
@@ -244,7 +247,7 @@ def _dotenv() -> dict[str, str]:
     return {
         key: value
         for key, value in dotenv_values(path).items()
-        if value is not None and key not in (*SECRET_ENV, "BOTBUS_NATS_CREDS")
+        if value is not None and key not in _NOT_INHERITED
     }
 
 
@@ -258,7 +261,7 @@ def child_env(
     no ``.env``: its settings (not its secrets) are passed on in the environment.
     """
     env = {**_dotenv(), **os.environ}
-    for secret in ("TELEGRAM_BOT_TOKEN", "BOTBUS_NATS_CREDS", "BOTBUS_WEBHOOK_SECRET"):
+    for secret in _NOT_INHERITED:
         env.pop(secret, None)
     if (creds := component_creds(settings, component)) is not None:
         env["BOTBUS_NATS_CREDS"] = str(creds.resolve())
