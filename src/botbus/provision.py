@@ -32,6 +32,14 @@ a second on average; beyond that it is refused at once, without a JetStream
 call, with ``retry_after`` seconds (which :func:`provision` waits, then asks
 again), so one service flooding it cannot delay the others' requests.
 
+Several gateways serve in that queue group, so two requests of one service
+may be handled at once by two provisioners, each checking the quota against
+what the service has before the other's stream exists. A provisioner works
+for a service only while it holds the service's key in the bucket
+``botbus_provision_locks`` (compare-and-set ``create``, released when done,
+expiring :data:`LOCK_TTL` after it was taken if its holder died); one that
+cannot get it within :data:`LOCK_WAIT` answers with ``retry_after``.
+
 The client side (:func:`provision`, :func:`service_bucket`) is what the SDK
 calls. On a broker without authentication (a bare development
 ``nats-server``) with no provisioner running, it creates the stream itself,
@@ -41,9 +49,13 @@ through the same code the provisioner runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import os
 import re
+import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
@@ -61,7 +73,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -83,6 +95,10 @@ MAX_SUBJECTS = 16  # subjects per stream
 MAX_DESCRIPTION = 256  # characters
 PROVISION_BURST = 20  # requests one service may send at once
 PROVISION_RATE = 5.0  # requests a second one service may send on average
+LOCK_TTL = REQUEST_TIMEOUT  # seconds a service's lock outlives a provisioner that died with it
+LOCK_WAIT = 2.0  # seconds a provisioner waits for another to finish with the same service
+LOCK_POLL = 0.05  # seconds between two tries to take it
+LOCK_RETRY = 0.5  # seconds the service is told to wait when it stays taken
 MiB = 1024**2
 GiB = 1024**3
 
@@ -191,6 +207,10 @@ class ProvisionReply(BaseModel):
     error: str = ""
     retry_after: float = 0.0
     """Seconds to wait before asking again, when refused for asking too often."""
+
+
+class Busy(Exception):
+    """Another provisioner is working for the same service: ask again shortly."""
 
 
 class Refused(Exception):
@@ -567,6 +587,8 @@ class Provisioner:
         self._quota = quota
         self._limit = limit or RateLimit()
         self._sub: Subscription | None = None
+        self._locks: KeyValue | None = None
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.dropped = 0
         self.throttled = 0
 
@@ -575,6 +597,13 @@ class Provisioner:
 
         Returns once the broker has the subscription: a request sent right
         after, from another connection, finds it (not "no responders")."""
+        config = KeyValueConfig(
+            bucket=subjects.KV_PROVISION_LOCKS,
+            history=1,
+            ttl=LOCK_TTL,
+            storage=StorageType.MEMORY,
+        )
+        self._locks = await topology.open_bucket(self._js, config)
         self._sub = await self._nc.subscribe(
             subjects.PROVISION_ALL, queue=subjects.PROVISION_QUEUE, cb=self._on_request
         )
@@ -603,7 +632,15 @@ class Provisioner:
             if service is None:
                 raise Refused(f"{subject!r} names no service")
             request = parse(data)
-            reply = await apply(self._js, service, request, self._replicas, self._quota)
+            async with self._working_for(service):
+                reply = await apply(self._js, service, request, self._replicas, self._quota)
+        except Busy:
+            log.info("provisioning for %s: another provisioner is at it; retry asked", service)
+            return ProvisionReply(
+                ok=False,
+                error=f"another provisioner is working for {service}, retry in {LOCK_RETRY:g} s",
+                retry_after=LOCK_RETRY,
+            )
         except Refused as exc:
             log.warning("provisioning refused (%s): %s", subject, exc)
             return ProvisionReply(ok=False, error=str(exc))
@@ -618,6 +655,30 @@ class Provisioner:
         elif reply.changed:
             log.info("updated %s %s: %s", request.kind, reply.name, ", ".join(reply.changed))
         return reply
+
+    @contextlib.asynccontextmanager
+    async def _working_for(self, service: str) -> AsyncIterator[None]:
+        """Hold ``service``'s lock (see the module's docstring) while the body runs."""
+        if self._locks is None:
+            raise RuntimeError("the provisioner is not started")
+        locks, key = self._locks, f"svc.{service}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_WAIT
+        while True:
+            try:
+                await locks.create(key, self._holder.encode())
+                break
+            except KeyWrongLastSequenceError:
+                if loop.time() >= deadline:
+                    raise Busy(service) from None
+                await asyncio.sleep(LOCK_POLL)
+        try:
+            yield
+        finally:
+            try:
+                await locks.delete(key)
+            except (NatsError, TimeoutError) as exc:  # it expires after LOCK_TTL anyway
+                log.warning("could not release the provisioning lock of %s: %s", service, exc)
 
     async def _on_request(self, msg: Msg) -> None:
         if not msg.reply:

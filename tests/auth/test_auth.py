@@ -179,6 +179,8 @@ async def test_a_new_service_cannot_touch_anything_else(
         subjects.dead_letter("echo"),
         subjects.INBOUND_MESSAGES,
         "alerts.news",
+        # taking another service's provisioning lock would stop its provisioning
+        f"$KV.{subjects.KV_PROVISION_LOCKS}.svc.echo",
     ):
         await weather.nc.publish(subject, b"{}")
         await weather.denied(f'publish to "{subject}"')

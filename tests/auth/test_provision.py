@@ -29,11 +29,13 @@ from botbus.errors import ProvisionError
 from botbus.natsserver import NatsServer, find_nats_server
 from botbus.provision import (
     DEFAULT_QUOTA,
+    LOCK_RETRY,
     BucketRequest,
     GiB,
     MiB,
     Provisioner,
     ProvisionReply,
+    Quota,
     RateLimit,
     StreamRequest,
     provision,
@@ -130,7 +132,7 @@ async def test_a_service_cannot_make_or_change_its_stream_itself(
     assert (await weather.js.stream_info("svc_weather")).config.name == "svc_weather"
 
 
-StartProvisioner = Callable[[RateLimit], Awaitable[Provisioner]]
+StartProvisioner = Callable[..., Awaitable[Provisioner]]
 
 
 @pytest.fixture
@@ -141,10 +143,10 @@ async def start_provisioner(
     ``no_provisioner``, so it is the only one answering)."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(limit: RateLimit) -> Provisioner:
+        async def start(limit: RateLimit, quota: Quota = DEFAULT_QUOTA) -> Provisioner:
             nc = await nats.connect(nats_server.url, **connect_options(settings, "gateway"))
             stack.push_async_callback(nc.close)
-            return await stack.enter_async_context(Provisioner(nc, limit=limit))
+            return await stack.enter_async_context(Provisioner(nc, limit=limit, quota=quota))
 
         yield start
 
@@ -410,6 +412,50 @@ async def test_the_sdk_asks_again_after_the_delay_it_was_given(
     replies = await asyncio.gather(*(provision(weather.nc, "weather", r) for r in requests))
     assert all(reply.created for reply in replies)
     assert provisioner.throttled >= 1  # one of the two was told to wait, then asked again
+
+
+@pytest.mark.no_provisioner
+async def test_two_provisioners_never_let_one_service_past_its_quota_together(
+    weather: Component, admin_nc: Client, start_provisioner: StartProvisioner
+) -> None:
+    """Two gateways each check the quota against what the service has: without the
+    service's lock, both would see room for one more stream and both make one."""
+    quota = replace(DEFAULT_QUOTA, max_total=64 * MiB)  # room for one 64 MiB stream
+    for _ in range(2):
+        await start_provisioner(RateLimit(), quota)
+    suffixes = [f"s{i}" for i in range(8)]
+    asks = [
+        provision(
+            weather.nc,
+            "weather",
+            stream_request(f"svc_weather_{s}", [f"weather.{s}"], max_bytes=64 * MiB),
+        )
+        for s in suffixes
+    ]
+    results = await asyncio.gather(*asks, return_exceptions=True)
+    made = [s for s in suffixes if await exists(admin_nc, f"svc_weather_{s}")]
+    assert len(made) == 1, (made, results)
+    refusals = [r for r in results if isinstance(r, ProvisionError)]
+    assert len(refusals) == len(suffixes) - 1, results
+    assert all("over the 64 MiB" in str(r) for r in refusals), refusals
+
+
+async def test_while_another_provisioner_works_for_a_service_it_is_told_to_retry(
+    weather: Component, authority: Authority, log_in: LogIn, admin_nc: Client
+) -> None:
+    locks = await admin_nc.jetstream().key_value(subjects.KV_PROVISION_LOCKS)
+    await locks.create("svc.weather", b"a gateway that died while working for weather")
+    reply = await ask(weather, _stream())
+    assert not reply.ok and reply.retry_after == LOCK_RETRY
+    assert "another provisioner is working for weather" in reply.error
+    assert not await exists(admin_nc, "svc_weather")
+    # Another service is not held up by weather's lock.
+    echo = await log_in(authority.issue_service("echo"))
+    echo_stream = _stream(name="svc_echo", subjects=["echo.x"])
+    assert (await ask(echo, echo_stream, service="echo")).created
+    # Once the lock is gone (released, or expired after LOCK_TTL), weather is served.
+    await locks.delete("svc.weather")
+    assert (await ask(weather, _stream())).created
 
 
 def test_a_rate_limit_allows_a_burst_then_its_rate() -> None:
