@@ -95,6 +95,26 @@ def tokens(text: str) -> list[str]:
     return out
 
 
+# Surface cues the combiner may read (see model.TEXT_INPUTS), in this order.
+SURFACE_CUES = ("question", "exclamation", "hashtag", "laughter")
+_LAUGH = re.compile(r"\b(?:(?:j[aeiou]){2,}j?|(?:h[ae]){2,}h?|xd+)\b", re.IGNORECASE)
+
+
+def surface_cues(text: str) -> tuple[float, float, float, float]:
+    """Whether ``text`` asks, exclaims, carries a hashtag, laughs: 1.0 or 0.0 each.
+
+    On tweets a question or a hashtag leans neutral (asking, announcing), an
+    exclamation or laughter polar; the combiner learns how far on its
+    development split. Laughter: "jajaja", "jeje", "haha", "xD".
+    """
+    return (
+        float("?" in text),
+        float("!" in text),
+        float("#" in text),
+        float(_LAUGH.search(text) is not None),
+    )
+
+
 def lexicon_bin(compound: float) -> str:
     """The bin name of a lexicon compound value in [-1, 1]."""
     for upper, name in _LEXICON_BINS:

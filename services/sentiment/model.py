@@ -10,8 +10,9 @@ The verdict the service gives comes from the :class:`Combiner`, a
 multinomial logistic regression over a few numbers: the lexicon's compound
 value, how much positive and negative valence its words carry, and (where
 the development split showed it helps) the model's verdict: its log-odds of
-positive against negative and its log-probability of neutral. It is
-fitted on a development split of real tweets, so it also learns where the
+positive against negative and its log-probability of neutral, and a
+few surface cues of the message (question, exclamation, hashtag, laughter).
+It is fitted on a development split of real tweets, so it also learns where the
 neutral band lies for that language. No scikit-learn at run time.
 """
 
@@ -30,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from services.sentiment.features import featurize
+from services.sentiment.features import SURFACE_CUES, featurize, surface_cues
 
 ClassName = Literal["negative", "neutral", "positive"]
 CLASSES: tuple[ClassName, ClassName, ClassName] = ("negative", "neutral", "positive")  # columns
@@ -39,6 +40,9 @@ MODEL_FILE = "model_{language}.npz"
 # likely it finds positive than negative (log-odds), and how likely neutral (log).
 LEXICON_INPUTS = ("compound", "positive", "negative", "strength")
 MODEL_INPUTS = ("model_polarity", "model_neutral")
+# And the message's surface: a question, an exclamation, a hashtag, laughter (0 or 1 each).
+TEXT_INPUTS = SURFACE_CUES
+Cues = tuple[float, float, float, float]  # surface_cues() of a message, TEXT_INPUTS order
 
 
 class ModelFileError(ValueError):
@@ -156,7 +160,8 @@ class LinearModel:
         if combiner is None:
             return self.predict_alone(text, lexical.compound)
         logprobs = self.log_probabilities(text, lexical.compound) if combiner.reads_model else None
-        return combiner.predict(lexical, logprobs)
+        cues = surface_cues(text) if combiner.reads_text else None
+        return combiner.predict(lexical, logprobs, cues)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +177,12 @@ class Lexical:
 class Combiner:
     """A multinomial logistic regression over a few numbers (see the module docstring)."""
 
-    inputs: tuple[str, ...]  # names from LEXICON_INPUTS + MODEL_INPUTS
+    inputs: tuple[str, ...]  # names from LEXICON_INPUTS + MODEL_INPUTS + TEXT_INPUTS
     weights: tuple[tuple[float, float, float], ...]  # one row per input, CLASSES columns
     bias: tuple[float, float, float]
 
     def __post_init__(self) -> None:
-        unknown = set(self.inputs) - set(LEXICON_INPUTS + MODEL_INPUTS)
+        unknown = set(self.inputs) - set(LEXICON_INPUTS + MODEL_INPUTS + TEXT_INPUTS)
         if unknown or len(self.weights) != len(self.inputs):
             raise ModelFileError(f"combiner: inputs {self.inputs} do not fit its weights")
 
@@ -185,6 +190,11 @@ class Combiner:
     def reads_model(self) -> bool:
         """Whether the model's log-probabilities are among the inputs."""
         return any(name in MODEL_INPUTS for name in self.inputs)
+
+    @property
+    def reads_text(self) -> bool:
+        """Whether the message's surface cues are among the inputs."""
+        return any(name in TEXT_INPUTS for name in self.inputs)
 
     @classmethod
     def from_json(cls, spec: dict[str, Any]) -> Combiner:
@@ -202,14 +212,25 @@ class Combiner:
         """A JSON-ready form of the combiner."""
         return {"inputs": list(self.inputs), "weights": self.weights, "bias": self.bias}
 
-    def values(self, lexical: Lexical, logprobs: tuple[float, float, float] | None) -> list[float]:
+    def values(
+        self,
+        lexical: Lexical,
+        logprobs: tuple[float, float, float] | None,
+        cues: Cues | None = None,
+    ) -> list[float]:
         """The combiner's inputs for one message, in ``inputs`` order."""
-        return input_values(self.inputs, lexical, logprobs)
+        return input_values(self.inputs, lexical, logprobs, cues)
 
-    def predict(self, lexical: Lexical, logprobs: tuple[float, float, float] | None) -> Prediction:
-        """Class probabilities from the lexicon's evidence and the model's log-probabilities."""
+    def predict(
+        self,
+        lexical: Lexical,
+        logprobs: tuple[float, float, float] | None,
+        cues: Cues | None = None,
+    ) -> Prediction:
+        """Class probabilities from the lexicon's evidence, the model's log-probabilities
+        and the message's surface cues (each needed only if an input reads it)."""
         scores = list(self.bias)
-        for value, row in zip(self.values(lexical, logprobs), self.weights, strict=True):
+        for value, row in zip(self.values(lexical, logprobs, cues), self.weights, strict=True):
             scores[0] += value * row[0]
             scores[1] += value * row[1]
             scores[2] += value * row[2]
@@ -220,13 +241,25 @@ class Combiner:
 
 
 def input_values(
-    names: tuple[str, ...], lexical: Lexical, logprobs: tuple[float, float, float] | None
+    names: tuple[str, ...],
+    lexical: Lexical,
+    logprobs: tuple[float, float, float] | None,
+    cues: Cues | None = None,
 ) -> list[float]:
     """The values of the combiner inputs ``names`` for one message."""
-    return [_input(name, lexical, logprobs) for name in names]
+    return [_input(name, lexical, logprobs, cues) for name in names]
 
 
-def _input(name: str, lexical: Lexical, logprobs: tuple[float, float, float] | None) -> float:
+def _input(
+    name: str,
+    lexical: Lexical,
+    logprobs: tuple[float, float, float] | None,
+    cues: Cues | None,
+) -> float:
+    if name in TEXT_INPUTS:
+        if cues is None:
+            raise ValueError(f"the combiner reads {name} but no surface cues were given")
+        return cues[TEXT_INPUTS.index(name)]
     if name in MODEL_INPUTS:
         if logprobs is None:
             raise ValueError(f"the combiner reads {name} but no model output was given")

@@ -33,12 +33,13 @@ import numpy as np
 
 from services.sentiment.datasets import DEFAULT_DATA_DIR, TRAINING_DIR, public_sets
 from services.sentiment.evaluation import Example, metrics
-from services.sentiment.features import DEFAULT_BITS, featurize
+from services.sentiment.features import DEFAULT_BITS, featurize, surface_cues
 from services.sentiment.language import Lang
 from services.sentiment.model import (
     CLASSES,
     LEXICON_INPUTS,
     MODEL_INPUTS,
+    TEXT_INPUTS,
     Combiner,
     LinearModel,
     input_values,
@@ -54,6 +55,7 @@ TUNING_SHARE = 0.1
 MAX_ITER = 300
 OUTPUT_DIR = Path(__file__).parent / "data"
 CALIBRATION_FILE = TRAINING_DIR / "calibration.json"
+ALL_INPUTS = LEXICON_INPUTS + MODEL_INPUTS + TEXT_INPUTS  # what the combiner may read
 
 
 def lexicon_scorer(language: Lang) -> EnglishScorer | SpanishScorer:
@@ -164,10 +166,10 @@ def _fit_combiner(model: LinearModel, language: Lang, data_dir: Path) -> dict[st
     """Fit the combiner on the development split; which inputs it reads is chosen there too.
 
     Every candidate (lexicon evidence alone, with the model's log-odds of positive
-    against negative, or with those and its log-probability of neutral;
-    a few regularisation strengths) is scored by 5-fold cross-validation on the
-    development split, repeated over several shuffles; the best is refitted on the
-    whole split.
+    against negative, with those and its log-probability of neutral, or with all
+    of these and the message's surface cues; a few regularisation strengths) is
+    scored by 5-fold cross-validation on the development split, repeated over
+    several shuffles; the best is refitted on the whole split.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -182,7 +184,8 @@ def _fit_combiner(model: LinearModel, language: Lang, data_dir: Path) -> dict[st
     for example in dev:
         score = scorer.score(example.text)
         logprobs = model.log_probabilities(example.text, score.compound)
-        rows.append(input_values(LEXICON_INPUTS + MODEL_INPUTS, lexical_evidence(score), logprobs))
+        cues = surface_cues(example.text)
+        rows.append(input_values(ALL_INPUTS, lexical_evidence(score), logprobs, cues))
     table = np.array(rows)
     y = np.array([CLASSES.index(e.label) for e in dev])
     gold: list[Label] = [e.label for e in dev]
@@ -192,9 +195,10 @@ def _fit_combiner(model: LinearModel, language: Lang, data_dir: Path) -> dict[st
         LEXICON_INPUTS,
         LEXICON_INPUTS + MODEL_INPUTS[:1],
         LEXICON_INPUTS + MODEL_INPUTS,
+        ALL_INPUTS,
     )
     for inputs in candidates:
-        x = table[:, : len(inputs)]
+        x = table[:, : len(inputs)]  # each candidate is a prefix of ALL_INPUTS
         for c in COMBINER_C_GRID:
             fitted = LogisticRegression(C=c, class_weight="balanced", max_iter=MAX_ITER)
             # A development split of a few hundred tweets: several shuffles of the

@@ -11,11 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.sentiment.datasets import PUBLIC_SETS, DataMissingError, how_to_fetch, public_sets
-from services.sentiment.features import feature_names, featurize, tokens
+from services.sentiment.features import feature_names, featurize, surface_cues, tokens
 from services.sentiment.model import (
     CLASSES,
     LEXICON_INPUTS,
     MODEL_INPUTS,
+    TEXT_INPUTS,
     Combiner,
     Lexical,
     LinearModel,
@@ -135,6 +136,34 @@ def test_the_combiner_weighs_the_lexicon_and_the_model_as_fitted() -> None:
     assert sum((probs.negative, probs.neutral, probs.positive)) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="model_"):
         both.predict(Lexical(0.3, 1.0, 0.0), None)
+
+
+def test_surface_cues_see_questions_exclamations_hashtags_and_laughter() -> None:
+    assert surface_cues("¿Quién viene mañana?") == (1.0, 0.0, 0.0, 0.0)
+    assert surface_cues("¡Qué golazo! #VamosRayo") == (0.0, 1.0, 1.0, 0.0)
+    assert surface_cues("jajaja no puedo más") == (0.0, 0.0, 0.0, 1.0)
+    assert surface_cues("JEJEJE xD haha")[3] == 1.0
+    # Words that merely contain the letters are not laughter.
+    assert surface_cues("Jaén, jamás, hazlo, Hehuetlán, xDrive") == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_the_combiner_reads_surface_cues_when_fitted_to() -> None:
+    cued = _combiner(LEXICON_INPUTS + TEXT_INPUTS, question=(0.0, 3.0, 0.0))
+    assert cued.reads_text and not cued.reads_model
+    lexical = Lexical(0.0, 0.0, 0.0)
+    asking = surface_cues("¿A qué hora abre?")
+    assert (
+        cued.predict(lexical, None, asking).neutral
+        > cued.predict(lexical, None, (0, 0, 0, 0)).neutral
+    )
+    with pytest.raises(ValueError, match="question"):
+        cued.predict(lexical, None)
+    model = _toy_model()
+    model.meta["combiner"] = _combiner(
+        LEXICON_INPUTS + TEXT_INPUTS, laughter=(0.0, 0.0, 5.0)
+    ).to_json()
+    assert model.predict("jajaja", lexical).label == "positive"  # cues computed from the text
+    assert model.predict("vale", lexical).label == "neutral"
 
 
 def test_the_shipped_models_are_small_and_say_what_they_were_trained_on() -> None:
