@@ -1,7 +1,8 @@
 """The public labelled sets the sentiment model is trained on and measured on.
 
-The training sets whose licences allow it (GoEmotions, Apache-2.0; XED,
-CC BY 4.0; UD Spanish-GSD, CC BY-SA 4.0) are in the repository, as
+The training sets whose licences allow it (GoEmotions, Apache-2.0; XED and
+Kotzias et al.'s review sentences, CC BY 4.0; UD Spanish-GSD, CC BY-SA 4.0)
+are in the repository, as
 ``training/<key>.tsv.gz`` (one ``label<TAB>text`` line per example, nothing
 else), so ``python -m services.sentiment.train`` needs nothing else. The
 other sets -- development and evaluation tweets, whose licences do not allow
@@ -24,6 +25,7 @@ import argparse
 import csv
 import gzip
 import io
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -210,6 +212,58 @@ def _vader_snippets(texts: list[str]) -> list[Example]:
     return parse_vader_ground_truth(texts[0], "review snippets")
 
 
+def _labelled_sentences(texts: list[str]) -> list[Example]:
+    # Kotzias et al.'s files: "sentence<TAB>0|1" (1 positive), one per line; some
+    # sentences end in spaces before the tab, some copies end lines in CRLF.
+    examples = []
+    for text in texts:
+        for line in text.splitlines():
+            sentence, sep, score = line.rpartition("\t")
+            if sep and score.strip() in ("0", "1") and sentence.strip():
+                label: Label = "positive" if score.strip() == "1" else "negative"
+                examples.append(Example(sentence.strip(), label))
+    return examples
+
+
+def _sentiment140(texts: list[str]) -> list[Example]:
+    # polarity,id,date,query,user,text with polarity 0 negative / 2 neutral / 4 positive.
+    labels: dict[str, Label] = {"0": "negative", "2": "neutral", "4": "positive"}
+    rows = csv.reader(io.StringIO(texts[0]))
+    return [Example(row[5], labels[row[0]]) for row in rows if len(row) == 6 and row[0] in labels]
+
+
+def _opener(texts: list[str]) -> list[Example]:
+    # JSON list of sentences, each with its opinions (a polar expression and its
+    # polarity). No opinion: neutral; only positive (or only negative) opinions:
+    # that polarity; both: left out, as mixed.
+    examples = []
+    for text in texts:
+        for row in json.loads(text):
+            polarities = {str(o["Polarity"]).lower() for o in row["opinions"]}
+            if not polarities:
+                examples.append(Example(row["text"], "neutral"))
+            elif polarities <= {"positive", "negative"} and len(polarities) == 1:
+                examples.append(Example(row["text"], _LABEL_OF[polarities.pop()]))
+    return examples
+
+
+def _finegrained(texts: list[str]) -> list[Example]:
+    # Reviews separated by blank lines, each a two-line header then "label<TAB>sentence"
+    # lines: pos, neg, neu, mix (left out) or nr (not relevant to the review: neutral).
+    labels: dict[str, Label] = {
+        "pos": "positive",
+        "neg": "negative",
+        "neu": "neutral",
+        "nr": "neutral",
+    }
+    examples = []
+    for line in texts[0].splitlines():
+        label, sep, sentence = line.partition("\t")
+        if sep and label in labels and sentence.strip():
+            examples.append(Example(sentence, labels[label]))
+    return examples
+
+
 _UD_GSD = "UniversalDependencies/UD_Spanish-GSD"
 _GOEMO_REPO = "matanbt/emotion-recognition-nlp-project"
 _MOZETIC_REPO = "joemzhao/tweets-retriever"
@@ -217,6 +271,18 @@ _SENTIMP = "ari-dasci/OD-SentiMP-21"
 _XED = "Helsinki-NLP/XED"
 _XED_COMMIT = "76666d251f147cf518071bef4f8415dab6b96115"
 _XED_LICENCE = "CC BY 4.0 (the repository's README)"
+_KOTZIAS = "ergonzamarian/Analisador-de-Sentimentos"
+_OPENER = "jerbarnes/semeval22_structured_sentiment"
+_OPENER_COMMIT = "aa65f2c9fd65a1b7f31b96878da8912b8ff3f67c"
+_OPENER_LICENCE = (
+    "no licence stated in the repository nor in the OpeNER project's own copy "
+    "(opener-project/opinion_annotations_en); used for measurement only, "
+    "never copied into the repository"
+)
+_OPENER_GOLD = (
+    "annotated opinion expressions: none -> neutral, only positive (only negative) -> "
+    "that label, both -> left out"
+)
 _MOZETIC_LICENCE = (
     "labels CC BY-SA 4.0 (Mozetič, Grčar & Smailović 2016, CLARIN.SI handle 11356/1054); "
     "tweet texts as retrieved from Twitter by the repository's author (no licence file)"
@@ -279,6 +345,26 @@ PUBLIC_SETS: tuple[PublicSet, ...] = (
         _XED_LICENCE,
         "lines the annotators marked neutral",
         _xed_neutral,
+        bundled=True,
+    ),
+    PublicSet(
+        "review_sentences_en",
+        "en",
+        "train",
+        "Sentiment Labelled Sentences (Kotzias et al., KDD 2015): Amazon, IMDb and Yelp "
+        "review sentences",
+        _KOTZIAS,
+        "8243d8577dbb1de61775288a7027d0ded4b452a0",
+        (
+            ("amazon_cells_labelled.txt", "kotzias_amazon_cells_labelled.txt"),
+            ("imdb_labelled.txt", "kotzias_imdb_labelled.txt"),
+            ("yelp_labelled.txt", "kotzias_yelp_labelled.txt"),
+        ),
+        "CC BY 4.0 (UCI Machine Learning Repository, dataset 331, doi:10.24432/C57604; "
+        "the three files as copied in the repository above)",
+        "one label per sentence, chosen to be clearly positive or negative (500 of each "
+        "per site); no neutral sentences",
+        _labelled_sentences,
         bundled=True,
     ),
     PublicSet(
@@ -396,6 +482,51 @@ PUBLIC_SETS: tuple[PublicSet, ...] = (
         "CC BY-SA 4.0 (the repository's README)",
         "majority of 3 annotators, ties broken by a fourth; discarded tweets left out",
         _sentimp,
+    ),
+    PublicSet(
+        "sentiment140_test",
+        "en",
+        "eval",
+        "Sentiment140 hand-labelled test tweets (Go, Bhayani & Huang, 2009)",
+        "JonasLopezMesa/Twitter-Sentiments",
+        "c265f6e7c8e2fe8371ed4fad90ba4c3eb449b472",
+        (("testdata.manual.2009.06.14.csv", "sentiment140_test.csv"),),
+        "no licence stated (the Sentiment140 authors' file, copied unchanged in the "
+        "repository above); used for measurement only, never copied into the repository",
+        "one label per tweet by the authors, 0 negative / 2 neutral / 4 positive",
+        _sentiment140,
+    ),
+    PublicSet(
+        "opener_en",
+        "en",
+        "eval",
+        "OpeNER English hotel review sentences (Agerri et al., 2013), as SemEval-2022 Task 10 "
+        "ships them (train + dev + test)",
+        _OPENER,
+        _OPENER_COMMIT,
+        (
+            ("data/opener_en/train.json", "opener_en_train.json"),
+            ("data/opener_en/dev.json", "opener_en_dev.json"),
+            ("data/opener_en/test.json", "opener_en_test.json"),
+        ),
+        _OPENER_LICENCE,
+        _OPENER_GOLD,
+        _opener,
+    ),
+    PublicSet(
+        "finegrained_reviews_en",
+        "en",
+        "eval",
+        "Fine-grained sentiment of product review sentences (Täckström & McDonald, ECIR 2011): "
+        "books, DVDs, electronics, music, video games",
+        "oscartackstrom/sentence-sentiment-data",
+        "da58c4d997c31aec2e61dc0178eb0863330bb21e",
+        (("data/finegrained.txt", "tackstrom_finegrained.txt"),),
+        "'can be freely used for any friendly purpose' (the repository's README), not a "
+        "standard licence; used for measurement only, never copied into the repository",
+        "one annotator's label per sentence: pos, neg, neu and nr (not relevant, as neutral); "
+        "mix left out",
+        _finegrained,
     ),
     PublicSet(
         "vader_movies",

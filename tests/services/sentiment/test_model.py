@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 from pathlib import Path
 
@@ -232,6 +233,59 @@ def test_each_public_format_is_parsed(tmp_path: Path) -> None:
     ]
     sentimp = by_key["sentimp21_es"].load(tmp_path)
     assert [(e.text, e.label) for e in sentimp] == [("hola, todos", "neutral")]
+
+
+def test_each_english_review_and_tweet_format_is_parsed(tmp_path: Path) -> None:
+    opener = [
+        {"text": "Great staff", "opinions": [{"Polarity": "Positive"}]},
+        {"text": "Room 12", "opinions": []},
+        {"text": "Nice but loud", "opinions": [{"Polarity": "Positive"}, {"Polarity": "Negative"}]},
+        {"text": "Dirty", "opinions": [{"Polarity": "Negative"}, {"Polarity": "Negative"}]},
+    ]
+    files = {
+        # Kotzias et al.: spaces before the tab, CRLF line ends, a line without a score.
+        "kotzias_amazon_cells_labelled.txt": "Works great.  \t1\r\nBroke in a week.\t0\r\n"
+        "stray\r\n",
+        "kotzias_imdb_labelled.txt": "A waste of time.  \t0\n",
+        "kotzias_yelp_labelled.txt": "Loved it, really\t1\n\t1\n",
+        "sentiment140_test.csv": '"4","3","Mon May 11","kindle2","u","I love it, really"\n'
+        '"2","4","Mon May 11","q","u","Just landed"\n"0","5","d","q","u","ugh"\n"9","6",x\n',
+        "opener_en_train.json": json.dumps(opener),
+        "opener_en_dev.json": "[]",
+        "opener_en_test.json": "[]",
+        "tackstrom_finegrained.txt": "books_neg_2\nbooks\t2\nneg\tToo many errors.\n"
+        "nr\tIt is a novel.\nmix\tGood start, bad end.\nneu\tRead Gurney.\n\n"
+        "dvds_pos_1\ndvds\t5\npos\tSuperb.\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8", newline="")
+    by_key = {s.key: s for s in PUBLIC_SETS}
+
+    def pairs(key: str) -> list[tuple[str, str]]:
+        return [(e.text, e.label) for e in by_key[key].load_source(tmp_path)]
+
+    assert pairs("review_sentences_en") == [
+        ("Works great.", "positive"),
+        ("Broke in a week.", "negative"),
+        ("A waste of time.", "negative"),
+        ("Loved it, really", "positive"),
+    ]
+    assert pairs("sentiment140_test") == [
+        ("I love it, really", "positive"),
+        ("Just landed", "neutral"),
+        ("ugh", "negative"),
+    ]
+    assert pairs("opener_en") == [
+        ("Great staff", "positive"),
+        ("Room 12", "neutral"),
+        ("Dirty", "negative"),
+    ]
+    assert pairs("finegrained_reviews_en") == [
+        ("Too many errors.", "negative"),
+        ("It is a novel.", "neutral"),
+        ("Read Gurney.", "neutral"),
+        ("Superb.", "positive"),
+    ]
 
 
 @settings(

@@ -31,7 +31,12 @@ def test_every_default_training_set_is_committed_with_its_licence() -> None:
         labels = Counter(e.label for s in sets for e in s.load())
         assert set(labels) == set(CLASSES), language  # every class is taught
     licences = {p.name for p in TRAINING_DIR.glob("LICENSE-*.txt")}
-    assert licences == {"LICENSE-GoEmotions.txt", "LICENSE-XED.txt", "LICENSE-UD-Spanish-GSD.txt"}
+    assert licences == {
+        "LICENSE-GoEmotions.txt",
+        "LICENSE-XED.txt",
+        "LICENSE-UD-Spanish-GSD.txt",
+        "LICENSE-SentimentLabelledSentences.txt",
+    }
     assert sum(p.stat().st_size for p in TRAINING_DIR.glob("*.tsv.gz")) < MAX_BUNDLE_BYTES
     assert {p.name for p in TRAINING_DIR.glob("*.tsv.gz")} == {
         s.bundle.name for s in PUBLIC_SETS if s.bundled
