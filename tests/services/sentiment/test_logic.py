@@ -13,7 +13,12 @@ from services.sentiment.aggregate import AlertPolicy, MoodDoc, MoodDocError
 from services.sentiment.chart import render_chart, summary_line
 from services.sentiment.evaluation import EVAL_SET_NAMES, evaluate, load_eval_set, metrics
 from services.sentiment.language import LanguageGuesser, hint_language
-from services.sentiment.scoring import SentimentAnalyzer, label_of, load_spanish_lexicon
+from services.sentiment.scoring import (
+    SentimentAnalyzer,
+    SpanishScorer,
+    label_of,
+    load_spanish_lexicon,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOW = datetime(2025, 3, 14, 15, 30, tzinfo=UTC)
@@ -125,6 +130,44 @@ def test_spanish_lexicon_is_sentileak_with_our_corrections() -> None:
         assert stem not in lexicon
     for stem in ("retras", "cancel", "verguenz"):
         assert lexicon[stem] < 0
+
+
+@pytest.fixture(scope="module")
+def es_rules() -> SpanishScorer:
+    return SpanishScorer()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "¿Podré verte en la reunión?",
+        "Mi gato se comió el pollo",
+        "El profe de arte nos dio una frase para el examen",
+        "Vos sos de Chile, ¿cierto?",
+        "Quiero verse en el espejo del Amazon",
+    ],
+)
+def test_spanish_everyday_words_no_longer_collide_with_polar_stems(
+    es_rules: SpanishScorer, text: str
+) -> None:
+    # The lexicon rules alone: stems shared with "podrido", "verso", "profano"...
+    score = es_rules.score(text)
+    assert score.compound == 0 and not score.drivers
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("estoy muy sad hoy", "negative"),
+        ("jope, qué malita estoy", "negative"),
+        ("qué cute tu perrito", "positive"),
+        ("no te preocupes, tranqui", "positive"),
+    ],
+)
+def test_spanish_colloquial_words_and_loans_score(
+    es_rules: SpanishScorer, text: str, label: str
+) -> None:
+    assert es_rules.score(text).label == label
 
 
 @pytest.mark.parametrize(
