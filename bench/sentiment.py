@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _procs import cpu_seconds
 
 from services.sentiment.aggregate import MoodDoc
-from services.sentiment.datasets import DEFAULT_DATA_DIR, DataMissingError, public_sets
+from services.sentiment.datasets import DEFAULT_DATA_DIR, DataFileError, public_sets
 from services.sentiment.evaluation import EvalSet, eval_sets, evaluate_set, load_eval_set
 from services.sentiment.language import Lang
 from services.sentiment.model import CLASSES, LinearModel, Prediction
@@ -332,7 +332,7 @@ def _bag_of_words(language: Lang, data_dir: Path) -> Judge | str:
         return "needs scikit-learn (pip install -e '.[train]')"
     try:
         train = [e for s in public_sets(language, "train") for e in s.load(data_dir)]
-    except DataMissingError as exc:
+    except DataFileError as exc:
         return f"training sets missing: {exc}"
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     x = vectorizer.fit_transform([e.text for e in train])
@@ -354,7 +354,7 @@ def _public_eval_sets(language: Lang, data_dir: Path) -> list[EvalSet | str]:
     for public in public_sets(language, "eval"):
         try:
             examples = public.load(data_dir)
-        except DataMissingError as exc:
+        except DataFileError as exc:
             sets.append(f"skipped {public.key}: {exc}")
             continue
         sets.append(

@@ -51,8 +51,16 @@ _SIGNED: dict[str, Label] = {"-1": "negative", "0": "neutral", "1": "positive"}
 _GOEMOTIONS_GROUPS: dict[str, Label] = {"1": "negative", "2": "neutral", "3": "positive"}
 
 
-class DataMissingError(FileNotFoundError):
+class DataFileError(Exception):
+    """A set's files in the data directory cannot be used; the message says which and why."""
+
+
+class DataMissingError(DataFileError, FileNotFoundError):
     """A set's files are not in the data directory; the message says how to get them."""
+
+
+class DataFormatError(DataFileError, ValueError):
+    """A set's file is there but not in its format (cut short, another version of it)."""
 
 
 class BundleError(ValueError):
@@ -113,7 +121,6 @@ class PublicSet:
 
     def load_source(self, data_dir: Path) -> list[Example]:
         """The set's examples, parsed from its original files in ``data_dir``."""
-        texts = []
         for path, local in self.files:
             file = data_dir / local
             if not file.is_file():
@@ -122,8 +129,15 @@ class PublicSet:
                     f"of github.com/{self.repository} "
                     "(`python -m services.sentiment.datasets` prints the commands)"
                 )
-            texts.append(file.read_text(encoding="utf-8"))
-        return self.parse(texts)
+        try:
+            texts = [(data_dir / local).read_text(encoding="utf-8") for _, local in self.files]
+            return self.parse(texts)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            names = ", ".join(local for _, local in self.files)
+            raise DataFormatError(
+                f"{self.name}: {names} in {data_dir} is not as expected ({exc!r}); take it "
+                f"again from commit {self.commit} of github.com/{self.repository}"
+            ) from exc
 
 
 def _goemotions(texts: list[str]) -> list[Example]:
@@ -635,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.bundle:
         try:
             written = bundle(args.data_dir)
-        except DataMissingError as exc:
+        except DataFileError as exc:
             print(str(exc), file=sys.stderr)
             return 1
         for s, count, size in written:

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.sentiment.datasets import PUBLIC_SETS, DataMissingError, how_to_fetch, public_sets
+from services.sentiment.datasets import (
+    PUBLIC_SETS,
+    DataFormatError,
+    DataMissingError,
+    how_to_fetch,
+    public_sets,
+)
 from services.sentiment.features import feature_names, featurize, surface_cues, tokens
 from services.sentiment.model import (
     CLASSES,
@@ -286,6 +292,31 @@ def test_each_english_review_and_tweet_format_is_parsed(tmp_path: Path) -> None:
         ("Read Gurney.", "neutral"),
         ("Superb.", "positive"),
     ]
+
+
+def test_a_malformed_public_file_is_a_clear_error_naming_it(tmp_path: Path) -> None:
+    by_key = {s.key: s for s in PUBLIC_SETS}
+    (tmp_path / "opener_en_train.json").write_text('[{"text": "cut sh', encoding="utf-8")
+    (tmp_path / "opener_en_dev.json").write_text("[]", encoding="utf-8")
+    (tmp_path / "opener_en_test.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"opener_en_train\.json.*semeval22_structured"):
+        by_key["opener_en"].load_source(tmp_path)
+    (tmp_path / "sentiment140_test.csv").write_bytes(b'"4","1","d","q","u","caf\xe9"\n')
+    with pytest.raises(DataFormatError, match=r"sentiment140_test\.csv"):
+        by_key["sentiment140_test"].load_source(tmp_path)
+
+
+def test_training_says_which_development_file_is_malformed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.sentiment.train import main
+
+    (tmp_path / "semeval17_en_val_text.txt").write_text("one\ntwo\n", encoding="utf-8")
+    (tmp_path / "semeval17_en_val_labels.txt").write_text("1\n", encoding="utf-8")
+    args = ["--language", "en", "--tune-only", "--data-dir", str(tmp_path), "--out", str(tmp_path)]
+    assert main(args) == 1
+    assert "2 texts but 1 labels" in capsys.readouterr().err
+    assert not (tmp_path / "model_en.npz").exists()
 
 
 @settings(
