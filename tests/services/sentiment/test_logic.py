@@ -162,6 +162,8 @@ def test_spanish_everyday_words_no_longer_collide_with_polar_stems(
         ("jope, qué malita estoy", "negative"),
         ("qué cute tu perrito", "positive"),
         ("no te preocupes, tranqui", "positive"),
+        ("qué chapuza, todo mentira y manipulación", "negative"),
+        ("ese médico es un héroe", "positive"),  # "héroes" stems to "her" (herida): no sign
     ],
 )
 def test_spanish_colloquial_words_and_loans_score(
