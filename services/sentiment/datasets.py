@@ -538,7 +538,7 @@ PUBLIC_SETS: tuple[PublicSet, ...] = (
         (("data/finegrained.txt", "tackstrom_finegrained.txt"),),
         "'can be freely used for any friendly purpose' (the repository's README), not a "
         "standard licence; used for measurement only, never copied into the repository",
-        "one annotator's label per sentence: pos, neg, neu and nr (not relevant, as neutral); "
+        "the authors' label per sentence: pos, neg, neu and nr (not relevant, as neutral); "
         "mix left out",
         _finegrained,
     ),
