@@ -194,6 +194,32 @@ def _xed_neutral(texts: list[str]) -> list[Example]:
     ]
 
 
+def _xed_neutral_es(texts: list[str]) -> list[Example]:
+    # XED's English-Spanish subtitle pairs (tab-separated: English file, Spanish file,
+    # line numbers, English line, Spanish line) and its Spanish projections. A
+    # Spanish line is neutral when its English line has no word of VADER's
+    # lexicon (compound exactly 0) and the projections did not label it polar:
+    # everyday conversation ("¿Cuándo te vas?", "Ya empaqué."), unlike the
+    # encyclopaedia prose of UD Spanish-GSD.
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    polar = {example.text for example in _xed([texts[1]])}
+    vader = SentimentIntensityAnalyzer()
+    seen: set[str] = set()
+    examples = []
+    for line in texts[0].splitlines():
+        fields = line.split("\t")
+        if len(fields) < 6:
+            continue
+        english, spanish = fields[4].strip(), fields[5].strip()
+        if not spanish or spanish in polar or spanish in seen:
+            continue
+        seen.add(spanish)
+        if vader.polarity_scores(english)["compound"] == 0:
+            examples.append(Example(spanish, "neutral"))
+    return examples
+
+
 def _conllu_sentences_as_neutral(texts: list[str]) -> list[Example]:
     # Encyclopaedia and news sentences: a stand-in for neutral Spanish text, which
     # no openly licensed labelled Spanish tweet set provides.
@@ -392,6 +418,23 @@ PUBLIC_SETS: tuple[PublicSet, ...] = (
         _XED_LICENCE,
         "projected Plutchik emotions grouped by polarity, as for XED English",
         _xed,
+        bundled=True,
+    ),
+    PublicSet(
+        "xed_neutral_es",
+        "es",
+        "train",
+        "XED Spanish subtitle lines whose aligned English line carries no sentiment word",
+        _XED,
+        _XED_COMMIT,
+        (
+            ("subtitle-retrieval/students/pairs-es.txt", "xed_pairs-es.txt"),
+            ("Projections/es-projections.tsv", "xed_es-projections.tsv"),
+        ),
+        _XED_LICENCE,
+        "not labelled neutral by people: the English line has no word of VADER's lexicon "
+        "and the projections gave the Spanish line no polarity",
+        _xed_neutral_es,
         bundled=True,
     ),
     PublicSet(

@@ -71,6 +71,27 @@ def test_a_malformed_committed_set_names_its_line(tmp_path: Path) -> None:
         read_bundle(path)
 
 
+def test_spanish_subtitle_lines_are_neutral_when_their_english_line_has_no_sentiment_word(
+    tmp_path: Path,
+) -> None:
+    pair = "en/1.xml.gz\tes/1.xml.gz\t{0}\t{0}\t{1}\t{2}"
+    pairs = "\n".join(
+        [
+            pair.format(1, "When are you going?", "¿Cuándo te vas?"),
+            pair.format(2, "I love you so much.", "Te quiero tanto."),  # "love": not neutral
+            pair.format(3, "See you around.", "Nos vemos."),  # projected polar below
+            pair.format(4, "When are you leaving?", "¿Cuándo te vas?"),  # already taken
+            pair.format(5, "Stay here.", ""),
+            "a truncated line",
+        ]
+    )
+    projections = "Nos vemos.\t5, 8\n¿Cuándo te vas?\t2\n"
+    (tmp_path / "xed_pairs-es.txt").write_text(pairs, encoding="utf-8")
+    (tmp_path / "xed_es-projections.tsv").write_text(projections, encoding="utf-8")
+    neutral = next(s for s in PUBLIC_SETS if s.key == "xed_neutral_es")
+    assert neutral.load_source(tmp_path) == [Example("¿Cuándo te vas?", "neutral")]
+
+
 def test_the_optional_sets_say_how_to_get_them(tmp_path: Path) -> None:
     mozetic = next(s for s in PUBLIC_SETS if s.key == "mozetic_es")
     with pytest.raises(DataMissingError, match=r"joemzhao/tweets-retriever"):
@@ -97,8 +118,12 @@ def test_a_small_training_run_from_the_repository_is_reproducible(tmp_path: Path
         model.save(str(paths[-1]))
     assert paths[0].read_bytes() == paths[1].read_bytes()
     loaded = LinearModel.from_file(paths[0])
-    assert loaded.bits == 12 and loaded.meta["examples"] == 300
-    assert {s["key"] for s in loaded.meta["training_sets"]} == {"xed_es", "ud_gsd_es"}
+    assert loaded.bits == 12 and loaded.meta["examples"] == 450
+    assert {s["key"] for s in loaded.meta["training_sets"]} == {
+        "xed_es",
+        "xed_neutral_es",
+        "ud_gsd_es",
+    }
     assert loaded.predict("Qué asco, odio esto", Lexical(-0.8, 0.0, 3.0)).label == "negative"
 
 
