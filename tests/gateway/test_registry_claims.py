@@ -300,11 +300,16 @@ async def test_a_flood_of_forged_replies_stays_bounded(
     await admin_nc.subscribe(subjects.SRV_INFO, cb=flood)
     await admin_nc.flush()
     await rounds_until(registry, lambda: len(rounds) >= 3)
-    await registry.refresh()
+    # The flood goes on every round. On a loaded machine the live service's answer
+    # may come after one round's gather window; it still counts within a few rounds.
+    await rounds_until(
+        registry,
+        lambda: registry.is_live("alerts") and registry.instances("alerts") == 1,
+        rounds=5,
+    )
     assert 0 < len(registry.conflicts.unverified) <= MAX_UNVERIFIED
     assert len(await _conflicts_record(admin_nc)) < 64 * 1024
     assert registry.owner("start") is None
-    assert registry.is_live("alerts") and registry.instances("alerts") == 1
 
 
 async def test_claims_past_the_limit_per_service_are_refused_and_shown(
