@@ -37,8 +37,10 @@ may be handled at once by two provisioners, each checking the quota against
 what the service has before the other's stream exists. A provisioner works
 for a service only while it holds the service's key in the bucket
 ``botbus_provision_locks`` (compare-and-set ``create``, released when done,
-expiring :data:`LOCK_TTL` after it was taken if its holder died); one that
-cannot get it within :data:`LOCK_WAIT` answers with ``retry_after``.
+expiring :data:`LOCK_TTL` after it was taken if its holder died; the release
+deletes only the holder's own revision, so one that outlived its lock leaves
+the next holder's alone); one that cannot get it within :data:`LOCK_WAIT`
+answers with ``retry_after``.
 
 The client side (:func:`provision`, :func:`service_bucket`) is what the SDK
 calls. On a broker without authentication (a bare development
@@ -666,7 +668,7 @@ class Provisioner:
         deadline = loop.time() + LOCK_WAIT
         while True:
             try:
-                await locks.create(key, self._holder.encode())
+                revision = await locks.create(key, self._holder.encode())
                 break
             except KeyWrongLastSequenceError:
                 if loop.time() >= deadline:
@@ -675,10 +677,17 @@ class Provisioner:
         try:
             yield
         finally:
+            # Only if it is still ours: held past LOCK_TTL, it expired and another
+            # provisioner may hold it now (then this delete is refused).
             try:
-                await locks.delete(key)
+                await locks.delete(key, last=revision)
             except (NatsError, TimeoutError) as exc:  # it expires after LOCK_TTL anyway
-                log.warning("could not release the provisioning lock of %s: %s", service, exc)
+                log.warning(
+                    "could not release the provisioning lock of %s (expired and taken by "
+                    "another provisioner?): %s",
+                    service,
+                    exc,
+                )
 
     async def _on_request(self, msg: Msg) -> None:
         if not msg.reply:

@@ -20,7 +20,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, RePublish, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from botbus import subjects
 from botbus.auth import Authority, Grants
@@ -456,6 +456,25 @@ async def test_while_another_provisioner_works_for_a_service_it_is_told_to_retry
     # Once the lock is gone (released, or expired after LOCK_TTL), weather is served.
     await locks.delete("svc.weather")
     assert (await ask(weather, _stream())).created
+
+
+@pytest.mark.no_provisioner
+async def test_a_provisioner_whose_lock_expired_leaves_the_next_holders_lock_alone(
+    admin_nc: Client, start_provisioner: StartProvisioner
+) -> None:
+    """Work outlasting LOCK_TTL: the key expired and another gateway took it; the
+    first one's release must not free it for a third while the second works."""
+    provisioner = await start_provisioner(RateLimit())
+    locks = await admin_nc.jetstream().key_value(subjects.KV_PROVISION_LOCKS)
+    async with provisioner._working_for("weather"):
+        await locks.purge("svc.weather")  # as the TTL would
+        await locks.create("svc.weather", b"the gateway that took it next")
+    assert (await locks.get("svc.weather")).value == b"the gateway that took it next"
+    await locks.delete("svc.weather")
+    async with provisioner._working_for("weather"):  # released normally: taken at once
+        pass
+    with pytest.raises(KeyNotFoundError):
+        await locks.get("svc.weather")
 
 
 def test_a_rate_limit_allows_a_burst_then_its_rate() -> None:
