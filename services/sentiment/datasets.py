@@ -129,15 +129,18 @@ class PublicSet:
                     f"of github.com/{self.repository} "
                     "(`python -m services.sentiment.datasets` prints the commands)"
                 )
+        names = ", ".join(local for _, local in self.files)
+        again = f"take it again from commit {self.commit} of github.com/{self.repository}"
         try:
             texts = [(data_dir / local).read_text(encoding="utf-8") for _, local in self.files]
-            return self.parse(texts)
+            examples = self.parse(texts)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            names = ", ".join(local for _, local in self.files)
             raise DataFormatError(
-                f"{self.name}: {names} in {data_dir} is not as expected ({exc!r}); take it "
-                f"again from commit {self.commit} of github.com/{self.repository}"
+                f"{self.name}: {names} in {data_dir} is not as expected ({exc!r}); {again}"
             ) from exc
+        if not examples:  # an empty file, or another one saved under its name (a web page)
+            raise DataFormatError(f"{self.name}: no example in {names} in {data_dir}; {again}")
+        return examples
 
 
 def _goemotions(texts: list[str]) -> list[Example]:

@@ -304,6 +304,16 @@ def test_a_malformed_public_file_is_a_clear_error_naming_it(tmp_path: Path) -> N
     (tmp_path / "sentiment140_test.csv").write_bytes(b'"4","1","d","q","u","caf\xe9"\n')
     with pytest.raises(DataFormatError, match=r"sentiment140_test\.csv"):
         by_key["sentiment140_test"].load_source(tmp_path)
+    # Nothing the parser recognises (a web page saved under the file's name, an
+    # empty file) is an error too, not an empty set the bench would fail on.
+    (tmp_path / "tackstrom_finegrained.txt").write_text(
+        "<html>Not Found</html>\n", encoding="utf-8"
+    )
+    with pytest.raises(DataFormatError, match=r"no example in tackstrom_finegrained\.txt"):
+        by_key["finegrained_reviews_en"].load_source(tmp_path)
+    (tmp_path / "sentiment140_test.csv").write_text("", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"no example in sentiment140_test\.csv"):
+        by_key["sentiment140_test"].load_source(tmp_path)
 
 
 def test_training_says_which_development_file_is_malformed(
