@@ -82,12 +82,18 @@ def write_bundle(path: Path, examples: list[Example]) -> None:
 def read_bundle(path: Path) -> list[Example]:
     """The examples of a committed training file (see :func:`write_bundle`)."""
     examples = []
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, 1):
-            label, sep, text = line.rstrip("\n").partition("\t")
-            if not sep or label not in _LABEL_OF or not text:
-                raise BundleError(f"{path.name}:{line_no}: expected 'label<TAB>text'")
-            examples.append(Example(text, _LABEL_OF[label]))
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as lines:
+            for line_no, line in enumerate(lines, 1):
+                label, sep, text = line.rstrip("\n").partition("\t")
+                if not sep or label not in _LABEL_OF or not text:
+                    raise BundleError(f"{path.name}:{line_no}: expected 'label<TAB>text'")
+                examples.append(Example(text, _LABEL_OF[label]))
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # missing, cut short, not gzip
+        raise BundleError(
+            f"{path}: cannot be read ({exc}); restore it from git, or rewrite it with "
+            "`python -m services.sentiment.datasets --bundle`"
+        ) from exc
     return examples
 
 

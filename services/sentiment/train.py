@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("training needs scikit-learn: pip install -e '.[train]'", file=sys.stderr)
         return 1
-    from services.sentiment.datasets import DataFileError
+    from services.sentiment.datasets import BundleError, DataFileError
 
     calibration = read_calibration()
     for language in args.language or ["en", "es"]:
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 calibration[language] = chosen
                 write_calibration(calibration)
             model.meta.update(calibration[language])
-        except DataFileError as exc:
+        except (DataFileError, BundleError) as exc:
             print(str(exc), file=sys.stderr)
             return 1
         path = args.out / f"model_{language}.npz"

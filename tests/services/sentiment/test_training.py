@@ -71,6 +71,25 @@ def test_a_malformed_committed_set_names_its_line(tmp_path: Path) -> None:
         read_bundle(path)
 
 
+def test_a_committed_set_cut_short_or_missing_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.sentiment import datasets
+    from services.sentiment.train import main
+
+    whole = (TRAINING_DIR / "xed_es.tsv.gz").read_bytes()
+    (tmp_path / "xed_es.tsv.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(BundleError, match=r"xed_es\.tsv\.gz: cannot be read"):
+        read_bundle(tmp_path / "xed_es.tsv.gz")
+    with pytest.raises(BundleError, match=r"nothing\.tsv\.gz: cannot be read"):
+        read_bundle(tmp_path / "nothing.tsv.gz")
+    # Training reports it and writes nothing (no traceback).
+    monkeypatch.setattr(datasets, "TRAINING_DIR", tmp_path)
+    assert main(["--language", "es", "--out", str(tmp_path)]) == 1
+    assert "xed_es.tsv.gz: cannot be read" in capsys.readouterr().err
+    assert not (tmp_path / "model_es.npz").exists()
+
+
 def test_spanish_subtitle_lines_are_neutral_when_their_english_line_has_no_sentiment_word(
     tmp_path: Path,
 ) -> None:
