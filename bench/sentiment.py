@@ -60,7 +60,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _procs import cpu_seconds
 
 from services.sentiment.aggregate import MoodDoc
-from services.sentiment.datasets import DEFAULT_DATA_DIR, DataFileError, public_sets
+from services.sentiment.datasets import (
+    DEFAULT_DATA_DIR,
+    BundleError,
+    DataFileError,
+    public_sets,
+)
 from services.sentiment.evaluation import EvalSet, eval_sets, evaluate_set, load_eval_set
 from services.sentiment.language import Lang
 from services.sentiment.model import CLASSES, LinearModel, Prediction
@@ -332,8 +337,8 @@ def _bag_of_words(language: Lang, data_dir: Path) -> Judge | str:
         return "needs scikit-learn (pip install -e '.[train]')"
     try:
         train = [e for s in public_sets(language, "train") for e in s.load(data_dir)]
-    except DataFileError as exc:
-        return f"training sets missing: {exc}"
+    except (DataFileError, BundleError) as exc:
+        return f"training sets missing or unreadable: {exc}"
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     x = vectorizer.fit_transform([e.text for e in train])
     fitted = LogisticRegression(max_iter=1000, class_weight="balanced").fit(
