@@ -9,9 +9,10 @@ logistic regression with scikit-learn (a training-only dependency:
 same model file, byte for byte.
 
 The combiner (:class:`.model.Combiner`: which inputs it reads and their
-weights) was fitted on the language's development split (a validation split
-of a public tweet set, which may not be copied into the repository) and is
-recorded in ``training/calibration.json``; training reads it from there.
+weights) was fitted on the language's development split (public tweets that
+may not be copied into the repository: SemEval-2017 validation for English,
+InterTASS training + validation for Spanish) and is recorded in
+``training/calibration.json``; training reads it from there.
 ``--tune`` fits it again on the development splits, which must then be in
 ``--data-dir`` (``python -m services.sentiment.datasets`` says how), and
 rewrites that file. The evaluation sets are never read here. The weights go
