@@ -16,6 +16,7 @@ from nats.js.kv import KeyValue
 
 from botbus import subjects
 from botbus.models import (
+    MAX_INBOUND_TEXT,
     Alert,
     ForgetUser,
     InboundCommand,
@@ -202,6 +203,34 @@ async def test_messages_are_scored_and_mood_arrives_as_png_photo(
     await publish(bus, command("mood", "fortnight"))
     [error] = await outbox.next()
     assert isinstance(error, SendText) and "Usage: /mood" in error.text
+
+
+ODD_TEXTS = (
+    "word " * (MAX_INBOUND_TEXT // 5),  # as long as the gateway lets through
+    "😂😂😂🔥",  # emoji only
+    "🇪🇸🇬🇧",  # flags only
+    "\u200b\u200b",  # zero-width spaces
+    "I am so happy hoy, pero el servicio fue horrible 😡",  # two languages
+    "bad\x00good",
+    "ＡＢＣ ｇｒｅａｔ",  # full-width letters
+)
+
+
+async def test_odd_texts_are_scored_and_the_service_keeps_serving(
+    app: ServiceApp, bus: Client, outbox: Outbox
+) -> None:
+    for text in ("   ", *ODD_TEXTS):  # blank: not scored
+        await publish(bus, message(text))
+        await publish(bus, command("sentiment", text))
+    replies = await outbox.next(len(ODD_TEXTS) + 1)
+    assert len(replies) == len(ODD_TEXTS) + 1
+    texts = sorted(r.text for r in replies if isinstance(r, SendText))
+    assert len(texts) == len(replies)
+    assert sum("Usage: /sentiment" in t for t in texts) == 1  # the blank one
+    assert sum(t.startswith("Sentiment: ") for t in texts) == len(ODD_TEXTS)
+    await wait_count(app, "chat", GROUP, len(ODD_TEXTS))
+    await publish(bus, message("great work team!"))  # still serving
+    await wait_count(app, "chat", GROUP, len(ODD_TEXTS) + 1)
 
 
 async def test_opt_out_needs_a_group_admin_in_groups_and_stops_scoring(
