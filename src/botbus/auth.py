@@ -93,6 +93,11 @@ _MESSAGES_TOKEN = subjects.INBOUND_MESSAGES.rsplit(".", 1)[1]
 _PUBLISHES = "{{tag(publishes)}}"
 _PLACEHOLDER = "qqnameqq"  # a valid token standing in for {{name()}} while building subjects
 _UNLIMITED = {"subs": -1, "data": -1, "payload": -1}
+# Subscriptions one connection of a service (or of a publisher) may hold: each costs the
+# broker memory. A service process holds a few dozen (its feeds, $SRV endpoints, KV
+# watches, one inbox); a publisher one.
+SERVICE_MAX_SUBS = 1000
+PUBLISHER_MAX_SUBS = 100
 
 # The shared streams a service reads and consumes from, and its consumers on them:
 # (stream, consumer name of service, filter subject of service).
@@ -210,6 +215,7 @@ def service_template() -> dict[str, Any]:
         "sub": {"allow": [_templated(s) for s in subscribe]},
         "resp": {"max": 1, "ttl": 0},
         **_UNLIMITED,
+        "subs": SERVICE_MAX_SUBS,
     }
 
 
@@ -222,6 +228,7 @@ def publisher_template() -> dict[str, Any]:
         # which the server accepts only for bearer tokens. The JWT is then the secret.
         "bearer_token": True,
         **_UNLIMITED,
+        "subs": PUBLISHER_MAX_SUBS,
     }
 
 

@@ -127,6 +127,10 @@ class Quota:
     """All of one service's streams and buckets in memory together."""
     max_resources: int = 16
     """Streams and buckets per service (``svc_<name>`` and its suffixes)."""
+    max_consumers: int = 256
+    """Consumers on each of them (the stream's ``max_consumers``): every consumer costs
+    the broker memory, and a service may make any number on its own streams. A
+    durable per handler and an ephemeral per KV watch and instance stay far below."""
     max_duplicate_window: float = 120.0
     """Seconds a stream remembers message ids for deduplication. The server keeps
     every id of that window in memory, whatever ``max_bytes`` evicts: unbounded,
@@ -340,7 +344,11 @@ async def _update(
 
 
 async def _stream(
-    js: JetStreamContext, req: StreamRequest, replicas: int, current: StreamConfig | None
+    js: JetStreamContext,
+    req: StreamRequest,
+    replicas: int,
+    quota: Quota,
+    current: StreamConfig | None,
 ) -> ProvisionReply:
     options = req.options()
     if current is None:
@@ -350,14 +358,22 @@ async def _stream(
             subjects=list(req.subjects),
             storage=storage,
             num_replicas=replicas,
+            max_consumers=quota.max_consumers,
             **options,
         )
         await topology.add_stream(js, config)
         return ProvisionReply(ok=True, name=req.name, created=True)
-    wanted = replace(current, subjects=list(req.subjects), num_replicas=replicas, **options)
+    wanted = replace(
+        current,
+        subjects=list(req.subjects),
+        num_replicas=replicas,
+        max_consumers=quota.max_consumers,
+        **options,
+    )
     if req.storage is not None:
         wanted.storage = StorageType(req.storage)
-    changed = await _update(js, current, wanted, ["subjects", "storage", *options])
+    fields = ["subjects", "storage", "max_consumers", *options]
+    changed = await _update(js, current, wanted, fields)
     return ProvisionReply(ok=True, name=req.name, changed=changed)
 
 
@@ -388,6 +404,11 @@ async def _bucket(
                 raise
             log.warning("KV bucket %s: %s; created with 1 replica", req.name, exc.description)
             await js.create_key_value(replace(config, replicas=1))
+        # A bucket's configuration has no consumer limit: its stream gets it after.
+        made = await _info(js, f"KV_{req.name}")
+        if made is not None:
+            limited = replace(made, max_consumers=quota.max_consumers)
+            await _update(js, made, limited, ["max_consumers"])
         return ProvisionReply(ok=True, name=req.name, created=True)
     ttl = req.ttl or 0.0
     wanted = replace(
@@ -400,13 +421,14 @@ async def _bucket(
         # Per-message TTLs (a key that expires alone), as new buckets have them.
         allow_msg_ttl=True,
         num_replicas=replicas,
+        max_consumers=quota.max_consumers,
     )
     # Within the quota (a bucket made some other way may remember ids for longer),
     # and within max_age, as JetStream wants it.
     bound = min(quota.max_duplicate_window, ttl or quota.max_duplicate_window)
     wanted.duplicate_window = min(wanted.duplicate_window or bound, bound)
     fields = ["max_msgs_per_subject", "max_age", "max_bytes", "max_msg_size"]
-    fields += ["allow_direct", "allow_msg_ttl", "duplicate_window"]
+    fields += ["allow_direct", "allow_msg_ttl", "duplicate_window", "max_consumers"]
     if req.storage is not None:
         wanted.storage = StorageType(req.storage)
         fields.append("storage")
@@ -540,7 +562,7 @@ async def apply(
     # ``current`` as read above: reading it again would close no race (another
     # gateway's provisioner may act between any two reads).
     if isinstance(request, StreamRequest):
-        return await _stream(js, request, copies, current)
+        return await _stream(js, request, copies, quota, current)
     return await _bucket(js, request, copies, quota, current)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -15,6 +16,7 @@ from nats.js.api import ConsumerConfig, KeyValueConfig
 
 from botbus import subjects
 from botbus.auth import (
+    SERVICE_MAX_SUBS,
     Authority,
     Credentials,
     Grants,
@@ -188,6 +190,32 @@ async def test_a_new_service_cannot_touch_anything_else(
     for subject in (f"{inbox_prefix('echo')}.>", f"{inbox_prefix('gateway')}.>", "botbus.in.>"):
         await weather.nc.subscribe(subject)
         await weather.denied(f'subscription to "{subject}"')
+
+
+async def test_a_service_connection_holds_a_bounded_number_of_subscriptions(
+    authority: Authority, log_in: LogIn
+) -> None:
+    """Each subscription costs the broker memory: a service cannot hold millions."""
+    weather = await log_in(authority.issue_service("weather"))
+    first = await weather.nc.subscribe("weather.s0")
+    for i in range(1, SERVICE_MAX_SUBS):
+        await weather.nc.subscribe(f"weather.s{i}")
+    await weather.allowed()
+    await weather.nc.publish("weather.s0", b"all there")
+    assert (await first.next_msg(timeout=5)).data == b"all there"
+    await weather.nc.subscribe("weather.one_too_many")
+    # The server refuses it, and nats-py closes a connection on that error.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while not weather.nc.is_closed:
+        assert loop.time() < deadline, "the connection was not closed"
+        await asyncio.sleep(0.02)
+    assert "maximum subscriptions exceeded" in str(weather.nc.last_error).lower()
+    # Others are not affected.
+    echo = await log_in(authority.issue_service("echo"))
+    sub = await echo.nc.subscribe("echo.x")
+    await echo.nc.publish("echo.x", b"fine")
+    assert (await sub.next_msg(timeout=5)).data == b"fine"
 
 
 async def test_a_publisher_may_only_publish_to_its_services_subjects(

@@ -19,8 +19,8 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
-from nats.js.api import KeyValueConfig, RePublish, StreamConfig
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.api import ConsumerConfig, KeyValueConfig, RePublish, StreamConfig
+from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
 
 from botbus import subjects
 from botbus.auth import Authority, Grants
@@ -348,11 +348,12 @@ async def test_a_stream_remembers_message_ids_for_a_bounded_time(
     assert not await exists(admin_nc, "svc_weather")
     assert (await ask(weather, _stream(duplicate_window=cap))).created
 
-    # Made some other way (an older provisioner), its window is brought within the cap.
+    # Made some other way (an older provisioner), its window is brought within the cap
+    # (and its consumers within theirs).
     js = admin_nc.jetstream()
     await js.add_stream(name="svc_weather_old", subjects=["weather.old"], duplicate_window=3e8)
     reply = await ask(weather, _stream(name="svc_weather_old", subjects=["weather.old"]))
-    assert reply.ok and reply.changed == ["duplicate_window"], reply
+    assert reply.ok and reply.changed == ["max_consumers", "duplicate_window"], reply
     assert (await js.stream_info("svc_weather_old")).config.duplicate_window == cap
     await js.create_key_value(bucket="svc_weather_cache")
     await js.update_stream(
@@ -438,6 +439,31 @@ async def test_two_provisioners_never_let_one_service_past_its_quota_together(
     refusals = [r for r in results if isinstance(r, ProvisionError)]
     assert len(refusals) == len(suffixes) - 1, results
     assert all("over the 64 MiB" in str(r) for r in refusals), refusals
+
+
+@pytest.mark.no_provisioner
+async def test_a_service_has_a_bounded_number_of_consumers_on_each_stream_and_bucket(
+    weather: Component, admin_nc: Client, start_provisioner: StartProvisioner
+) -> None:
+    """Every consumer costs the broker memory; a service may make them on its own."""
+    await start_provisioner(RateLimit(), replace(DEFAULT_QUOTA, max_consumers=2))
+    await provision(weather.nc, "weather", stream_request("svc_weather", ["weather.x"]))
+    kv = await service_bucket(weather.nc, "weather")
+    for stream in ("svc_weather", "KV_svc_weather"):
+        config = (await admin_nc.jetstream().stream_info(stream)).config
+        assert config.max_consumers == 2, stream
+    for i in range(2):
+        await weather.js.add_consumer(
+            "svc_weather", ConsumerConfig(name=f"d{i}", durable_name=f"d{i}")
+        )
+    with pytest.raises(APIError, match="maximum consumers limit reached"):
+        await weather.js.add_consumer("svc_weather", ConsumerConfig(name="d2", durable_name="d2"))
+    await kv.put("k", b"v")  # the bucket itself works: reads and writes need no consumer
+    assert (await kv.get("k")).value == b"v"
+    # A stream made before the limit existed gets it when provisioned again.
+    await admin_nc.jetstream().update_stream(replace(config, max_consumers=-1))
+    again = await provision(weather.nc, "weather", BucketRequest(name="svc_weather"))
+    assert again.changed == ["max_consumers"]
 
 
 async def test_while_another_provisioner_works_for_a_service_it_is_told_to_retry(
