@@ -262,7 +262,7 @@ def gateway_permissions() -> dict[str, Any]:
         subjects.KV_GATEWAY_UPDATES,
         subjects.KV_GATEWAY_LEASE,
         subjects.KV_GATEWAY_OWNERS,
-        subjects.KV_PROVISION_LOCKS,
+        subjects.KV_PROVISIONING,
     ):
         publish += _bucket_rights(bucket)
     return {

@@ -36,11 +36,14 @@ Several gateways serve in that queue group, so two requests of one service
 may be handled at once by two provisioners, each checking the quota against
 what the service has before the other's stream exists. A provisioner works
 for a service only while it holds the service's key in the bucket
-``botbus_provision_locks`` (compare-and-set ``create``, released when done,
+``botbus_provisioning`` (compare-and-set ``create``, released when done,
 expiring :data:`LOCK_TTL` after it was taken if its holder died; the release
 deletes only the holder's own revision, so one that outlived its lock leaves
 the next holder's alone); one that cannot get it within :data:`LOCK_WAIT`
-answers with ``retry_after``.
+answers with ``retry_after``. The rate limit is kept there too (the key
+``rate.<name>``, compare-and-set), so N gateways do not allow a service N
+times the rate; each provisioner also keeps it locally, which spares the
+bucket a flood's requests.
 
 The client side (:func:`provision`, :func:`service_bucket`) is what the SDK
 calls. On a broker without authentication (a bare development
@@ -52,11 +55,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
@@ -75,7 +80,12 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -101,6 +111,7 @@ LOCK_TTL = REQUEST_TIMEOUT  # seconds a service's lock outlives a provisioner th
 LOCK_WAIT = 2.0  # seconds a provisioner waits for another to finish with the same service
 LOCK_POLL = 0.05  # seconds between two tries to take it
 LOCK_RETRY = 0.5  # seconds the service is told to wait when it stays taken
+SHARED_RATE_TRIES = 5  # compare-and-set attempts on a service's shared rate limit
 MiB = 1024**2
 GiB = 1024**3
 
@@ -576,15 +587,51 @@ class RateLimit:
         self.rate = rate
         self._buckets: dict[str, tuple[float, float]] = {}  # key: (tokens, when counted)
 
+    def _step(self, state: tuple[float, float] | None, now: float) -> tuple[float, float, float]:
+        """(tokens left, ``now``, seconds to wait: 0 if a token was used) from ``state``."""
+        tokens, then = state or (float(self.burst), now)
+        tokens = min(float(self.burst), tokens + max(now - then, 0.0) * self.rate)
+        if tokens >= 1.0:
+            return tokens - 1.0, now, 0.0
+        return tokens, now, (1.0 - tokens) / self.rate
+
     def take(self, key: str, now: float) -> float:
         """0 if ``key`` may go ahead at ``now`` (a token is used); else seconds to wait."""
-        tokens, then = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / self.rate
+        tokens, then, wait = self._step(self._buckets.get(key), now)
+        self._buckets[key] = (tokens, then)
+        return wait
+
+    async def take_shared(self, kv: KeyValue, key: str, now: float) -> float:
+        """As :meth:`take`, the bucket kept in ``kv`` for every provisioner to share.
+
+        ``now`` is wall-clock time (the provisioners run on different hosts).
+        A state the bucket let expire counts as full. Raises ``nats`` errors.
+        """
+        for _ in range(SHARED_RATE_TRIES):
+            revision: int | None = None
+            state: tuple[float, float] | None = None
+            try:
+                entry = await kv.get(key)
+                revision = entry.revision
+                tokens, then = json.loads(entry.value or b"")
+                state = (float(tokens), float(then))
+            except KeyNotFoundError:
+                pass
+            except (ValueError, TypeError):
+                state = None  # unreadable: start again from a full bucket
+            tokens, then, wait = self._step(state, now)
+            if wait:
+                return wait  # nothing used: nothing to write
+            value = json.dumps([tokens, then]).encode()
+            try:
+                if revision is None:
+                    await kv.create(key, value)
+                else:
+                    await kv.update(key, value, last=revision)
+                return 0.0
+            except KeyWrongLastSequenceError:
+                continue  # another provisioner took a token meanwhile: count again
+        return 1.0 / self.rate  # contended all along: this one waits for the next token
 
 
 class Provisioner:
@@ -622,7 +669,7 @@ class Provisioner:
         Returns once the broker has the subscription: a request sent right
         after, from another connection, finds it (not "no responders")."""
         config = KeyValueConfig(
-            bucket=subjects.KV_PROVISION_LOCKS,
+            bucket=subjects.KV_PROVISIONING,
             history=1,
             ttl=LOCK_TTL,
             storage=StorageType.MEMORY,
@@ -719,6 +766,11 @@ class Provisioner:
             return
         service = subjects.provision_requester(msg.subject) or msg.subject
         wait = self._limit.take(service, asyncio.get_running_loop().time())
+        if not wait and self._locks is not None:
+            try:
+                wait = await self._limit.take_shared(self._locks, f"rate.{service}", time.time())
+            except (NatsError, TimeoutError) as exc:
+                log.warning("shared provisioning rate of %s unknown (%s): local only", service, exc)
         if wait:
             self.throttled += 1
             wait = math.ceil(wait * 10) / 10

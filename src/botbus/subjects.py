@@ -39,8 +39,9 @@ KV_GATEWAY_SENT = "botbus_sent"  # idempotency keys of actions Telegram accepted
 KV_GATEWAY_UPDATES = "botbus_updates"  # update ids ingested within Telegram's redelivery window
 KV_GATEWAY_LEASE = "botbus_lease"  # which gateway of a bot is active (gateway/lease.py)
 KV_GATEWAY_OWNERS = "botbus_owners"  # which service sent each message (gateway/owners.py)
-# Which provisioner is working for a service right now (botbus/provision.py).
-KV_PROVISION_LOCKS = "botbus_provision_locks"
+# Which provisioner is working for a service right now, and how many provisioning
+# requests each service may still send (botbus/provision.py).
+KV_PROVISIONING = "botbus_provisioning"
 # The key of botbus_registry where the gateway records claims it refused (never a
 # service name: those start with a letter).
 KV_REGISTRY_CONFLICTS = "_conflicts"

@@ -182,7 +182,7 @@ async def test_a_new_service_cannot_touch_anything_else(
         subjects.INBOUND_MESSAGES,
         "alerts.news",
         # taking another service's provisioning lock would stop its provisioning
-        f"$KV.{subjects.KV_PROVISION_LOCKS}.svc.echo",
+        f"$KV.{subjects.KV_PROVISIONING}.svc.echo",
     ):
         await weather.nc.publish(subject, b"{}")
         await weather.denied(f'publish to "{subject}"')

@@ -469,7 +469,7 @@ async def test_a_service_has_a_bounded_number_of_consumers_on_each_stream_and_bu
 async def test_while_another_provisioner_works_for_a_service_it_is_told_to_retry(
     weather: Component, authority: Authority, log_in: LogIn, admin_nc: Client
 ) -> None:
-    locks = await admin_nc.jetstream().key_value(subjects.KV_PROVISION_LOCKS)
+    locks = await admin_nc.jetstream().key_value(subjects.KV_PROVISIONING)
     await locks.create("svc.weather", b"a gateway that died while working for weather")
     reply = await ask(weather, _stream())
     assert not reply.ok and reply.retry_after == LOCK_RETRY
@@ -491,7 +491,7 @@ async def test_a_provisioner_whose_lock_expired_leaves_the_next_holders_lock_alo
     """Work outlasting LOCK_TTL: the key expired and another gateway took it; the
     first one's release must not free it for a third while the second works."""
     provisioner = await start_provisioner(RateLimit())
-    locks = await admin_nc.jetstream().key_value(subjects.KV_PROVISION_LOCKS)
+    locks = await admin_nc.jetstream().key_value(subjects.KV_PROVISIONING)
     async with provisioner._working_for("weather"):
         await locks.purge("svc.weather")  # as the TTL would
         await locks.create("svc.weather", b"the gateway that took it next")
@@ -501,6 +501,27 @@ async def test_a_provisioner_whose_lock_expired_leaves_the_next_holders_lock_alo
         pass
     with pytest.raises(KeyNotFoundError):
         await locks.get("svc.weather")
+
+
+@pytest.mark.no_provisioner
+async def test_two_provisioners_share_one_rate_limit_per_service(
+    weather: Component, start_provisioner: StartProvisioner
+) -> None:
+    """Each gateway's own limit would let a service ask N times as often with N gateways."""
+    provisioners = [await start_provisioner(RateLimit(burst=3, rate=0.01)) for _ in range(2)]
+    replies = await asyncio.gather(*(ask(weather, _stream()) for _ in range(8)))
+    throttled = [r for r in replies if "too many provisioning requests" in r.error]
+    assert len(throttled) == 5, replies  # 3 served in all, whichever gateway took them
+    assert sum(p.throttled for p in provisioners) == 5
+
+
+async def test_a_garbled_shared_rate_state_counts_as_a_full_bucket(
+    weather: Component, admin_nc: Client
+) -> None:
+    state = await admin_nc.jetstream().key_value(subjects.KV_PROVISIONING)
+    for garbage in (b"", b"not json", b'{"tokens": 1}', b"[1]", b'["x", 2]'):
+        await state.put("rate.weather", garbage)
+        assert (await ask(weather, _stream())).ok, garbage
 
 
 def test_a_rate_limit_allows_a_burst_then_its_rate() -> None:
