@@ -588,12 +588,18 @@ class RateLimit:
         self._buckets: dict[str, tuple[float, float]] = {}  # key: (tokens, when counted)
 
     def _step(self, state: tuple[float, float] | None, now: float) -> tuple[float, float, float]:
-        """(tokens left, ``now``, seconds to wait: 0 if a token was used) from ``state``."""
+        """(tokens left, when counted, seconds to wait: 0 if a token was used) from ``state``.
+
+        The time counted never goes back: a shared state written by a gateway whose
+        clock is ahead stays counted at that time, so one whose clock is behind neither
+        refills it nor moves it back for the next to refill the difference again.
+        """
         tokens, then = state or (float(self.burst), now)
         tokens = min(float(self.burst), tokens + max(now - then, 0.0) * self.rate)
+        then = max(then, now)
         if tokens >= 1.0:
-            return tokens - 1.0, now, 0.0
-        return tokens, now, (1.0 - tokens) / self.rate
+            return tokens - 1.0, then, 0.0
+        return tokens, then, (1.0 - tokens) / self.rate
 
     def take(self, key: str, now: float) -> float:
         """0 if ``key`` may go ahead at ``now`` (a token is used); else seconds to wait."""

@@ -557,3 +557,17 @@ async def test_memory_has_a_quota_of_its_own(weather: Component, admin_nc: Clien
     assert not await exists(admin_nc, "svc_weather_more")
     on_file = _stream(name="svc_weather_file", subjects=["weather.file"], max_bytes=quota.max_bytes)
     assert (await ask(weather, on_file)).created
+
+
+async def test_clock_skew_between_gateways_does_not_refill_the_shared_rate(
+    admin_nc: Client,
+) -> None:
+    """Two gateways 10 s apart taking turns: the one behind used to move the state's
+    time back, and the one ahead then refilled those 10 s on every request."""
+    state = await admin_nc.jetstream().key_value(subjects.KV_PROVISIONING)
+    limit = RateLimit(burst=3, rate=1.0)
+    granted = 0
+    for i in range(10):
+        for now in (1000.0 + i * 0.001, 990.0 + i * 0.001):  # ahead, then behind
+            granted += await limit.take_shared(state, "rate.weather", now) == 0
+    assert granted == 3
