@@ -125,9 +125,27 @@ async def connect(
             return  # our own close, not an outage
         log.warning("disconnected from NATS at %s; reconnecting", server)
 
+    # The last error this module was told of or recovered from: a close with a newer
+    # one is the server's doing, not ours.
+    seen: list[BaseException | None] = [None]
+
     async def reconnected() -> None:
         now = client[0].connected_url if client else None
+        seen[0] = client[0].last_error if client else None
         log.info("reconnected to NATS at %s", now.netloc if now else server)
+
+    async def closed() -> None:
+        # nats-py closes the connection for good on most errors the server sends
+        # (e.g. "maximum subscriptions exceeded", auth.SERVICE_MAX_SUBS) and tells
+        # no other callback: without this line the process would go deaf silently.
+        last = client[0].last_error if client else None
+        if last is not None and last is not seen[0]:
+            log.error(
+                "NATS closed the connection of %s for good (%s): this process no longer "
+                "sends or receives anything; restart it",
+                user,
+                last,
+            )
 
     refusals: asyncio.Queue[Exception] = asyncio.Queue()
 
@@ -149,6 +167,7 @@ async def connect(
             if failures % INITIAL_CONNECT_LOG_EVERY == 1:
                 log.warning("waiting for NATS at %s as user %s: %s", server, user, exc)
             return
+        seen[0] = exc
         log.warning("NATS error: %s", exc)
 
     attempt = 0
@@ -166,6 +185,7 @@ async def connect(
                     allow_reconnect=True,
                     disconnected_cb=disconnected,
                     reconnected_cb=reconnected,
+                    closed_cb=closed,
                     error_cb=error,
                 ),
                 refusals,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from pathlib import Path
 
 import nats
@@ -24,10 +25,11 @@ from botbus.auth import (
     decode_claims,
     encode_jwt,
 )
-from botbus.connect import inbox_prefix
+from botbus.connect import connect, inbox_prefix
 from botbus.errors import ConfigError
 from botbus.natsserver import NatsServer
 from botbus.provision import service_bucket
+from botbus.settings import Settings
 from tests.auth.conftest import DENIED, LogIn
 
 
@@ -216,6 +218,33 @@ async def test_a_service_connection_holds_a_bounded_number_of_subscriptions(
     sub = await echo.nc.subscribe("echo.x")
     await echo.nc.publish("echo.x", b"fine")
     assert (await sub.next_msg(timeout=5)).data == b"fine"
+
+
+async def test_a_service_whose_connection_the_server_closes_says_so(
+    nats_server: NatsServer, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nats-py closes the connection for good on "maximum subscriptions exceeded" and
+    calls no error callback: a service one subscription over would go deaf silently."""
+    nc = await connect(settings, "weather", url=nats_server.url)
+    try:
+        for i in range(SERVICE_MAX_SUBS + 1):
+            await nc.subscribe(f"weather.s{i}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not nc.is_closed:
+            assert loop.time() < deadline, "the connection was not closed"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0)  # closed_cb runs right after the status changes
+    finally:
+        await nc.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("maximum subscriptions exceeded" in e.lower() for e in errors), errors
+    assert any("no longer sends or receives" in e for e in errors), errors
+    # Our own close of a healthy connection is no error.
+    caplog.clear()
+    other = await connect(settings, "echo", url=nats_server.url)
+    await other.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_a_publisher_may_only_publish_to_its_services_subjects(
