@@ -82,8 +82,10 @@ from nats.js.api import (
 )
 from nats.js.errors import (
     APIError,
+    BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
+    NoStreamResponseError,
     NotFoundError,
 )
 from nats.js.kv import KeyValue
@@ -674,17 +676,36 @@ class Provisioner:
 
         Returns once the broker has the subscription: a request sent right
         after, from another connection, finds it (not "no responders")."""
+        self._locks = await self._open_state()
+        self._sub = await self._nc.subscribe(
+            subjects.PROVISION_ALL, queue=subjects.PROVISION_QUEUE, cb=self._on_request
+        )
+        await self._nc.flush()
+
+    async def _open_state(self) -> KeyValue:
         config = KeyValueConfig(
             bucket=subjects.KV_PROVISIONING,
             history=1,
             ttl=LOCK_TTL,
             storage=StorageType.MEMORY,
         )
-        self._locks = await topology.open_bucket(self._js, config)
-        self._sub = await self._nc.subscribe(
-            subjects.PROVISION_ALL, queue=subjects.PROVISION_QUEUE, cb=self._on_request
-        )
-        await self._nc.flush()
+        return await topology.open_bucket(self._js, config)
+
+    async def _reopen_state(self, exc: Exception) -> bool:
+        """Make ``botbus_provisioning`` again if ``exc`` says it is gone; True if made.
+
+        It is in memory: a broker restarting (one server, or a whole cluster) loses
+        it while this provisioner stays connected, which made every request fail.
+        """
+        if not isinstance(exc, (NoStreamResponseError, NoRespondersError, BucketNotFoundError)):
+            return False
+        try:
+            self._locks = await self._open_state()
+        except (NatsError, TimeoutError) as again:
+            log.warning("could not make %s again: %s", subjects.KV_PROVISIONING, again)
+            return False
+        log.warning("%s was gone (a broker restart?): made again", subjects.KV_PROVISIONING)
+        return True
 
     async def stop(self) -> None:
         """Stop answering (a request being handled is finished first by nats-py)."""
@@ -738,10 +759,12 @@ class Provisioner:
         """Hold ``service``'s lock (see the module's docstring) while the body runs."""
         if self._locks is None:
             raise RuntimeError("the provisioner is not started")
-        locks, key = self._locks, f"svc.{service}"
+        key = f"svc.{service}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LOCK_WAIT
+        reopened = False
         while True:
+            locks = self._locks
             try:
                 revision = await locks.create(key, self._holder.encode())
                 break
@@ -749,6 +772,10 @@ class Provisioner:
                 if loop.time() >= deadline:
                     raise Busy(service) from None
                 await asyncio.sleep(LOCK_POLL)
+            except NatsError as exc:
+                if reopened or not await self._reopen_state(exc):
+                    raise
+                reopened = True
         try:
             yield
         finally:
@@ -764,6 +791,20 @@ class Provisioner:
                     exc,
                 )
 
+    async def _take_shared(self, service: str) -> float:
+        """:meth:`RateLimit.take_shared` for ``service``; 0 if the bucket cannot say."""
+        reopened = False
+        while self._locks is not None:
+            try:
+                return await self._limit.take_shared(self._locks, f"rate.{service}", time.time())
+            except (NatsError, TimeoutError) as exc:
+                if not reopened and isinstance(exc, NatsError) and await self._reopen_state(exc):
+                    reopened = True
+                    continue
+                log.warning("shared provisioning rate of %s unknown (%s): local only", service, exc)
+                break
+        return 0.0
+
     async def _on_request(self, msg: Msg) -> None:
         if not msg.reply:
             # Nobody to tell: the work is not done (a flood of these would delay the rest).
@@ -772,11 +813,8 @@ class Provisioner:
             return
         service = subjects.provision_requester(msg.subject) or msg.subject
         wait = self._limit.take(service, asyncio.get_running_loop().time())
-        if not wait and self._locks is not None:
-            try:
-                wait = await self._limit.take_shared(self._locks, f"rate.{service}", time.time())
-            except (NatsError, TimeoutError) as exc:
-                log.warning("shared provisioning rate of %s unknown (%s): local only", service, exc)
+        if not wait:
+            wait = await self._take_shared(service)
         if wait:
             self.throttled += 1
             wait = math.ceil(wait * 10) / 10

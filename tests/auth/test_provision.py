@@ -571,3 +571,14 @@ async def test_clock_skew_between_gateways_does_not_refill_the_shared_rate(
         for now in (1000.0 + i * 0.001, 990.0 + i * 0.001):  # ahead, then behind
             granted += await limit.take_shared(state, "rate.weather", now) == 0
     assert granted == 3
+
+
+async def test_provisioning_goes_on_after_the_broker_lost_its_memory_bucket(
+    weather: Component, admin_nc: Client
+) -> None:
+    """botbus_provisioning is in memory: a broker restart loses it while the gateway
+    stays connected, and every request failed until the gateway restarted too."""
+    await admin_nc.jetstream().delete_key_value(subjects.KV_PROVISIONING)  # as a restart does
+    assert (await ask(weather, _stream())).created
+    state = await admin_nc.jetstream().key_value(subjects.KV_PROVISIONING)
+    assert (await state.get("rate.weather")).value  # the shared rate is kept there again
