@@ -183,8 +183,15 @@ async def test_a_new_service_cannot_touch_anything_else(
         subjects.dead_letter("echo"),
         subjects.INBOUND_MESSAGES,
         "alerts.news",
-        # taking another service's provisioning lock would stop its provisioning
+        # taking another service's provisioning lock would stop its provisioning,
+        # spending its shared rate would throttle it, and reading either says when
+        # it provisions
         f"$KV.{subjects.KV_PROVISIONING}.svc.echo",
+        f"$KV.{subjects.KV_PROVISIONING}.rate.echo",
+        f"$JS.API.DIRECT.GET.KV_{subjects.KV_PROVISIONING}.$KV.{subjects.KV_PROVISIONING}.rate.echo",
+        f"$JS.API.STREAM.MSG.GET.KV_{subjects.KV_PROVISIONING}",
+        f"$JS.API.CONSUMER.CREATE.KV_{subjects.KV_PROVISIONING}",
+        f"$JS.API.STREAM.PURGE.KV_{subjects.KV_PROVISIONING}",
     ):
         await weather.nc.publish(subject, b"{}")
         await weather.denied(f'publish to "{subject}"')
