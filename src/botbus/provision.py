@@ -36,14 +36,14 @@ Several gateways serve in that queue group, so two requests of one service
 may be handled at once by two provisioners, each checking the quota against
 what the service has before the other's stream exists. A provisioner works
 for a service only while it holds the service's key in the bucket
-``botbus_provisioning`` (compare-and-set ``create``, released when done,
-expiring :data:`LOCK_TTL` after it was taken if its holder died; the release
-deletes only the holder's own revision, so one that outlived its lock leaves
-the next holder's alone); one that cannot get it within :data:`LOCK_WAIT`
-answers with ``retry_after``. The rate limit is kept there too (the key
-``rate.<name>``, compare-and-set), so N gateways do not allow a service N
-times the rate; each provisioner also keeps it locally, which spares the
-bucket a flood's requests.
+``botbus_provisioning`` (compare-and-set ``create``, renewed while its
+holder works, released when done, expiring :data:`LOCK_TTL` after its last
+renewal if its holder died; the release deletes only the holder's own
+revision, so one that lost its lock leaves the next holder's alone); one
+that cannot get it within :data:`LOCK_WAIT` answers with ``retry_after``.
+The rate limit is kept there too (the key ``rate.<name>``, compare-and-set),
+so N gateways do not allow a service N times the rate; each provisioner
+also keeps it locally, which spares the bucket a flood's requests.
 
 The client side (:func:`provision`, :func:`service_bucket`) is what the SDK
 calls. On a broker without authentication (a bare development
@@ -113,6 +113,7 @@ LOCK_TTL = REQUEST_TIMEOUT  # seconds a service's lock outlives a provisioner th
 LOCK_WAIT = 2.0  # seconds a provisioner waits for another to finish with the same service
 LOCK_POLL = 0.05  # seconds between two tries to take it
 LOCK_RETRY = 0.5  # seconds the service is told to wait when it stays taken
+LOCK_RENEWALS = 3  # times a held lock is renewed per LOCK_TTL, so slow work keeps it
 SHARED_RATE_TRIES = 5  # compare-and-set attempts on a service's shared rate limit
 MiB = 1024**2
 GiB = 1024**3
@@ -776,13 +777,19 @@ class Provisioner:
                 if reopened or not await self._reopen_state(exc):
                     raise
                 reopened = True
+        held = [revision]  # its latest revision, renewed while the body runs
+        done = asyncio.Event()
+        renewal = asyncio.create_task(self._renew(locks, key, held, done))
         try:
             yield
         finally:
-            # Only if it is still ours: held past LOCK_TTL, it expired and another
-            # provisioner may hold it now (then this delete is refused).
+            done.set()  # not cancelled: a renewal in flight must tell its revision
+            await renewal
+            # Only if it is still ours: one not renewed in time (the bucket
+            # unreachable for LOCK_TTL) expired, and another provisioner may hold it
+            # now (then this delete is refused).
             try:
-                await locks.delete(key, last=revision)
+                await locks.delete(key, last=held[0])
             except (NatsError, TimeoutError) as exc:  # it expires after LOCK_TTL anyway
                 log.warning(
                     "could not release the provisioning lock of %s (expired and taken by "
@@ -804,6 +811,27 @@ class Provisioner:
                 log.warning("shared provisioning rate of %s unknown (%s): local only", service, exc)
                 break
         return 0.0
+
+    async def _renew(self, locks: KeyValue, key: str, held: list[int], done: asyncio.Event) -> None:
+        """Renew the lock ``key`` (revision ``held[0]``) until ``done``.
+
+        Work may outlast LOCK_TTL (JetStream calls of a slow cluster each wait
+        up to topology.SETUP_TIMEOUT, and the asker times out and asks another
+        gateway meanwhile): unrenewed, the lock would expire under it and let a
+        second provisioner past the same service's quota check.
+        """
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), LOCK_TTL / LOCK_RENEWALS)
+            if done.is_set():
+                return
+            try:
+                held[0] = await locks.update(key, self._holder.encode(), last=held[0])
+            except KeyWrongLastSequenceError:
+                log.warning("provisioning lock %s expired and was taken meanwhile", key)
+                return
+            except (NatsError, TimeoutError) as exc:
+                log.warning("could not renew provisioning lock %s: %s", key, exc)
 
     async def _on_request(self, msg: Msg) -> None:
         if not msg.reply:

@@ -22,6 +22,7 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, KeyValueConfig, RePublish, StreamConfig
 from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
 
+from botbus import provision as provisioning
 from botbus import subjects
 from botbus.auth import Authority, Grants
 from botbus.connect import connect_options
@@ -31,6 +32,7 @@ from botbus.provision import (
     DEFAULT_QUOTA,
     LOCK_RETRY,
     BucketRequest,
+    Busy,
     GiB,
     MiB,
     Provisioner,
@@ -582,3 +584,22 @@ async def test_provisioning_goes_on_after_the_broker_lost_its_memory_bucket(
     assert (await ask(weather, _stream())).created
     state = await admin_nc.jetstream().key_value(subjects.KV_PROVISIONING)
     assert (await state.get("rate.weather")).value  # the shared rate is kept there again
+
+
+@pytest.mark.slow  # LOCK_WAIT, 2 s
+@pytest.mark.no_provisioner
+async def test_a_lock_held_past_its_ttl_is_renewed_not_lost(
+    monkeypatch: pytest.MonkeyPatch, start_provisioner: StartProvisioner
+) -> None:
+    """Work outlasting LOCK_TTL (a slow cluster) let the lock expire under it, and a
+    second gateway past the same service's quota check while the asker, timed out,
+    asked again."""
+    monkeypatch.setattr(provisioning, "LOCK_TTL", 1.0)  # the bucket's TTL too
+    first = await start_provisioner(RateLimit())
+    second = await start_provisioner(RateLimit())
+    async with first._working_for("weather"):
+        with pytest.raises(Busy):  # tried for LOCK_WAIT (2 s), two TTLs
+            async with second._working_for("weather"):
+                pass
+    async with second._working_for("weather"):  # released: taken at once
+        pass
