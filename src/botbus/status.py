@@ -22,7 +22,7 @@ from typing import Any
 import click
 import nats
 from nats.aio.client import Client
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from botbus import subjects
@@ -324,10 +324,12 @@ async def _registry_list(settings: Settings) -> list[dict[str, Any]]:
         kv = await registry_bucket(nc)
         if kv is None:
             return []
-        try:
-            keys = await kv.keys()
-        except NoKeysError:
-            return []
+        # The stream's per-subject index, not kv.keys(): nats-py's keys() watches with an
+        # ordered consumer and, on a loaded machine, once returned none of the keys there.
+        stream = f"KV_{subjects.KV_GATEWAY_REGISTRY}"
+        prefix = f"$KV.{subjects.KV_GATEWAY_REGISTRY}."
+        info = await nc.jetstream().stream_info(stream, subjects_filter=f"{prefix}>")
+        keys = [s.removeprefix(prefix) for s in (info.state.subjects or {})]
         rows: list[dict[str, Any]] = []
         for key in sorted(k for k in keys if subjects.is_valid_name(k)):
             with contextlib.suppress(KeyNotFoundError, ValueError):
