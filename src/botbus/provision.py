@@ -62,9 +62,9 @@ import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -96,6 +96,8 @@ from botbus.auth import check_service_name
 from botbus.errors import ConfigError, ProvisionError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PROVISION_WAIT = 30.0  # seconds a service waits for a provisioner to answer at all
 PROVISION_RETRY = 0.5  # seconds between two asks while no provisioner answers
@@ -763,20 +765,16 @@ class Provisioner:
         key = f"svc.{service}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LOCK_WAIT
-        reopened = False
+        holder = self._holder.encode()
         while True:
-            locks = self._locks
             try:
-                revision = await locks.create(key, self._holder.encode())
+                revision = await self._on_state(lambda kv: kv.create(key, holder))
                 break
             except KeyWrongLastSequenceError:
                 if loop.time() >= deadline:
                     raise Busy(service) from None
                 await asyncio.sleep(LOCK_POLL)
-            except NatsError as exc:
-                if reopened or not await self._reopen_state(exc):
-                    raise
-                reopened = True
+        locks = self._locks
         held = [revision]  # its latest revision, renewed while the body runs
         done = asyncio.Event()
         renewal = asyncio.create_task(self._renew(locks, key, held, done))
@@ -798,19 +796,25 @@ class Provisioner:
                     exc,
                 )
 
+    async def _on_state(self, op: Callable[[KeyValue], Awaitable[T]]) -> T:
+        """``op`` on ``botbus_provisioning``, once more if it had to be made again."""
+        if self._locks is None:
+            raise RuntimeError("the provisioner is not started")
+        try:
+            return await op(self._locks)
+        except NatsError as exc:
+            if not await self._reopen_state(exc):
+                raise
+        return await op(self._locks)
+
     async def _take_shared(self, service: str) -> float:
         """:meth:`RateLimit.take_shared` for ``service``; 0 if the bucket cannot say."""
-        reopened = False
-        while self._locks is not None:
-            try:
-                return await self._limit.take_shared(self._locks, f"rate.{service}", time.time())
-            except (NatsError, TimeoutError) as exc:
-                if not reopened and isinstance(exc, NatsError) and await self._reopen_state(exc):
-                    reopened = True
-                    continue
-                log.warning("shared provisioning rate of %s unknown (%s): local only", service, exc)
-                break
-        return 0.0
+        key = f"rate.{service}"
+        try:
+            return await self._on_state(lambda kv: self._limit.take_shared(kv, key, time.time()))
+        except (NatsError, TimeoutError) as exc:
+            log.warning("shared provisioning rate of %s unknown (%s): local only", service, exc)
+            return 0.0
 
     async def _renew(self, locks: KeyValue, key: str, held: list[int], done: asyncio.Event) -> None:
         """Renew the lock ``key`` (revision ``held[0]``) until ``done``.
